@@ -1,0 +1,3 @@
+from labelsieve.cli import main
+
+raise SystemExit(main())

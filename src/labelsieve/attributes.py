@@ -1,0 +1,121 @@
+"""Typed, validated attributes: one config object per stage, used by `validate_config`, `new` and Python callers alike.
+
+A stage declares a frozen dataclass subclassing `Attributes`; `parse(resource, mapping)` turns a Viam attribute struct (where
+every number arrives as a float) or keyword arguments into it, and every mistake becomes a `ConfigError` naming the resource,
+the field and the fix, with a "did you mean" for misspelt keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal, Self, Union, get_args, get_origin
+
+from labelsieve.errors import ConfigError
+
+__all__ = ["Attributes", "FieldProblem", "did_you_mean", "check_keys"]
+
+
+class FieldProblem(Exception):
+    """Raised by `Attributes.check` for one field; `parse` turns it into a `ConfigError` with the resource name."""
+
+    def __init__(self, field: str, problem: str, fix: str = "") -> None:
+        super().__init__(problem)
+        self.field, self.problem, self.fix = field, problem, fix
+
+
+def did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"did you mean '{close[0]}'?" if close else ""
+
+
+def check_keys(resource: str, where: str, given: typing.Iterable[str], allowed: typing.Collection[str]) -> None:
+    """Reject unknown keys with a suggestion; `where` prefixes the field path (e.g. 'attributes.')."""
+    for key in given:
+        if key not in allowed:
+            hint = did_you_mean(key, allowed) or f"known keys: {', '.join(sorted(allowed))}"
+            raise ConfigError(resource, f"{where}{key}", "is not a known key", hint)
+
+
+_NONE = type(None)
+
+
+def _coerce(value: Any, hint: Any, field: str) -> Any:
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and _NONE in args:
+            return None
+        problems = []
+        for arm in (a for a in args if a is not _NONE):
+            try:
+                return _coerce(value, arm, field)
+            except FieldProblem as exc:
+                problems.append(exc.problem)
+        raise FieldProblem(field, " or ".join(problems))
+    if origin is Literal:
+        if value not in args:
+            raise FieldProblem(field, f"must be one of {', '.join(map(repr, args))}, got {value!r}",
+                               did_you_mean(str(value), map(str, args)))
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise FieldProblem(field, f"must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
+            raise FieldProblem(field, f"must be a whole number, got {value!r}")
+        return int(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise FieldProblem(field, f"must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise FieldProblem(field, f"must be a string, got {value!r}")
+        return value
+    if origin in (list, tuple) or hint in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise FieldProblem(field, f"must be a list, got {value!r}")
+        item = args[0] if args else Any
+        return tuple(_coerce(v, item, f"{field}[{i}]") for i, v in enumerate(value))
+    if origin in (dict, Mapping) or hint is dict:
+        if not isinstance(value, Mapping):
+            raise FieldProblem(field, f"must be an object, got {value!r}")
+        val = args[1] if len(args) == 2 else Any
+        return {str(k): _coerce(v, val, f"{field}.{k}") for k, v in value.items()}
+    raise TypeError(f"unsupported attribute type {hint!r} for {field}")  # a programming error, not user input
+
+
+@dataclasses.dataclass(frozen=True)
+class Attributes:
+    """Base for a stage's attributes. Subclasses are frozen dataclasses and may override `check`."""
+
+    #: Keys accepted for compatibility but ignored, e.g. keys viam-server adds itself.
+    ignored_keys: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def parse(cls, resource: str, attributes: Mapping[str, Any] | None = None) -> Self:
+        attributes = dict(attributes or {})
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        check_keys(resource, "attributes.", (k for k in attributes if k not in cls.ignored_keys), fields)
+        values: dict[str, Any] = {}
+        try:
+            for name, f in fields.items():
+                if name in attributes:
+                    values[name] = _coerce(attributes[name], hints[name], name)
+                elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                    raise FieldProblem(name, "is required", f"add \"{name}\" to the resource's attributes")
+            parsed = cls(**values)
+            parsed.check()
+        except FieldProblem as exc:
+            raise ConfigError(resource, f"attributes.{exc.field}", exc.problem, exc.fix) from None
+        return parsed
+
+    def check(self) -> None:
+        """Cross-field validation; raise `FieldProblem`."""

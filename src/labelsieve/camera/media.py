@@ -1,0 +1,188 @@
+"""A camera that plays an image folder or glob, a video file, or a webcam: the way to try the pipeline without a robot.
+
+Playback: with `fps` > 0 the source advances with the wall clock (a live feed: a slow reader skips frames); with `fps` 0
+each read returns the next frame (a batch job: nothing is skipped). At the end it loops, or with `loop: false` reports
+`SourceExhausted` so a capture job stops instead of storing the last frame again and again.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from PIL import Image
+
+from labelsieve.attributes import Attributes, FieldProblem
+from labelsieve.errors import InputError, SourceExhausted
+
+__all__ = ["MediaConfig", "MediaSource", "Frame"]
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
+_WEBCAM = re.compile(r"^(?:webcam:)?(\d+)$|^(/dev/video\d+)$")
+MIME_FORMAT = {"image/jpeg": "JPEG", "image/png": "PNG"}
+
+
+def resolve(path: str) -> Path:
+    """Relative paths are relative to the machine config's folder when the runtime says where that is."""
+    base = os.environ.get("LABELSIEVE_CONFIG_DIR")
+    p = Path(path).expanduser()
+    return p if p.is_absolute() or not base else Path(base) / p
+
+
+@dataclass(frozen=True)
+class MediaConfig(Attributes):
+    #: A folder, a glob ("frames/*.png"), a video file, or a webcam ("0", "webcam:0", "/dev/video0").
+    source: str
+    #: Playback rate in frames per second; 0 = one new frame per read.
+    fps: float = 0.0
+    loop: bool = True
+    mime_type: Literal["image/jpeg", "image/png"] = "image/jpeg"
+    jpeg_quality: int = 90
+    #: Resize so the longer side is at most this many pixels; 0 keeps the source size.
+    max_side: int = 0
+
+    def check(self) -> None:
+        if self.fps < 0:
+            raise FieldProblem("fps", f"must be 0 or more, got {self.fps}", "0 gives one new frame per read")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise FieldProblem("jpeg_quality", f"must be 1 to 100, got {self.jpeg_quality}")
+        if self.max_side < 0:
+            raise FieldProblem("max_side", f"must be 0 or more, got {self.max_side}")
+        kind, _ = self.kind()
+        if kind == "images" and not self.images():
+            raise FieldProblem("source", f"{self.source!r} matches no image files ({', '.join(sorted(IMAGE_SUFFIXES))})",
+                               "give a folder of images, a glob, a video file or a webcam index")
+
+    def kind(self) -> tuple[Literal["images", "video", "webcam"], str]:
+        if m := _WEBCAM.match(self.source):
+            device = m.group(2) or f"/dev/video{m.group(1)}"
+            if not Path(device).exists():
+                raise FieldProblem("source", f"webcam {device} does not exist", "check `ls /dev/video*`")
+            return "webcam", m.group(1) or device
+        path = resolve(self.source)
+        if path.suffix.lower() in VIDEO_SUFFIXES:
+            if not path.is_file():
+                raise FieldProblem("source", f"video {path} does not exist", "paths are relative to the machine config")
+            return "video", str(path)
+        if not path.exists() and not glob.has_magic(self.source):
+            raise FieldProblem("source", f"{path} does not exist", "paths are relative to the machine config")
+        return "images", str(path)
+
+    def images(self) -> list[Path]:
+        path = resolve(self.source)
+        candidates = sorted(path.iterdir()) if path.is_dir() else [path] if path.is_file() else sorted(map(Path, glob.glob(str(path))))
+        return [p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+
+
+@dataclass(frozen=True)
+class Frame:
+    data: bytes
+    mime_type: str
+    name: str
+    width: int
+    height: int
+
+
+class MediaSource:
+    """Frames from the configured source, encoded as asked. Blocking: call from a thread, not the event loop."""
+
+    def __init__(self, config: MediaConfig) -> None:
+        self.config = config
+        self.kind, self.location = config.kind()
+        self._files = config.images() if self.kind == "images" else []
+        self._capture: Any = None
+        self._lock = threading.Lock()
+        self._index = 0
+        self._started = time.monotonic()
+        self._encode_file = lru_cache(maxsize=64)(self._encode_path)
+        if self.kind != "images":
+            import cv2  # only video and webcam sources pay for OpenCV
+
+            self._capture = cv2.VideoCapture(int(self.location) if self.location.isdigit() else self.location)
+            if not self._capture.isOpened():
+                raise InputError(f"could not open {self.kind} {self.location!r} with OpenCV")
+
+    @property
+    def frame_rate(self) -> float:
+        if self.config.fps or self._capture is None:
+            return self.config.fps
+        import cv2
+
+        return float(self._capture.get(cv2.CAP_PROP_FPS) or 0.0)
+
+    def read(self) -> Frame:
+        with self._lock:
+            return self._read_images() if self.kind == "images" else self._read_capture()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._capture is not None:
+                self._capture.release()
+                self._capture = None
+
+    def _position(self, count: int | None) -> int:
+        """The frame index to show now; advances by time with fps, by call without."""
+        if self.config.fps:
+            index = int((time.monotonic() - self._started) * self.config.fps)
+        else:
+            index, self._index = self._index, self._index + 1
+        if count is not None and index >= count:
+            if not self.config.loop:
+                raise SourceExhausted(f"{self.config.source!r} has no more frames ({count} played; loop is off)")
+            index %= count
+        return index
+
+    def _read_images(self) -> Frame:
+        path = self._files[self._position(len(self._files))]
+        return self._encode_file(path)
+
+    def _encode_path(self, path: Path) -> Frame:
+        """Pass the file's bytes through untouched when it is already what was asked for: no decode, no re-encode."""
+        data = path.read_bytes()
+        try:
+            image = Image.open(io.BytesIO(data))
+            if image.format == MIME_FORMAT[self.config.mime_type] and self._fits(image.size):
+                return Frame(data, self.config.mime_type, path.name, *image.size)
+            image.load()
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise InputError(f"{path} is not a readable image: {exc}") from exc
+        return self._encode(image, path.name)
+
+    def _read_capture(self) -> Frame:
+        import cv2
+
+        if self.config.fps and self.kind == "video":  # frame index = elapsed seconds x fps
+            count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+            self._capture.set(cv2.CAP_PROP_POS_FRAMES, self._position(count))
+        ok, bgr = self._capture.read()
+        if not ok and self.kind == "video":
+            if not self.config.loop:
+                raise SourceExhausted(f"video {self.location} has no more frames (loop is off)")
+            self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, bgr = self._capture.read()
+        if not ok:
+            raise InputError(f"could not read a frame from {self.kind} {self.location!r}")
+        position = int(self._capture.get(cv2.CAP_PROP_POS_FRAMES))
+        return self._encode(Image.fromarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)), f"frame-{position:06d}")
+
+    def _fits(self, size: tuple[int, int]) -> bool:
+        return not self.config.max_side or max(size) <= self.config.max_side
+
+    def _encode(self, image: Image.Image, name: str) -> Frame:
+        if not self._fits(image.size):
+            image = image.copy()
+            image.thumbnail((self.config.max_side, self.config.max_side))
+        if image.mode not in ("RGB", "L") and self.config.mime_type == "image/jpeg":
+            image = image.convert("RGB")
+        buffer = io.BytesIO()
+        image.save(buffer, format=MIME_FORMAT[self.config.mime_type], quality=self.config.jpeg_quality)
+        return Frame(buffer.getvalue(), self.config.mime_type, name, *image.size)

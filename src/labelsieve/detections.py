@@ -1,0 +1,113 @@
+"""`Detections`: the one value every stage speaks (proposer, verifier, filter, dataset).
+
+Parallel arrays validated once on construction; filtering is indexing (`dets[dets.confidence > 0.5]`) and operations
+return new values. Conversions to Viam messages live at the edge, in `labelsieve.viam.convert`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["Detections", "box_iou"]
+
+
+def box_iou(a: npt.NDArray[np.floating], b: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
+    """Pairwise IoU of (N, 4) and (M, 4) xyxy boxes -> (N, M)."""
+    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(axis=2)
+    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(axis=1)
+    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0).astype(np.float32)
+
+
+@dataclass(frozen=True, eq=False)
+class Detections:
+    """N boxes in pixel xyxy, with confidence and class name per box, plus optional per-box `data` arrays."""
+
+    xyxy: npt.NDArray[np.float32]
+    confidence: npt.NDArray[np.float32]
+    class_name: npt.NDArray[np.str_]
+    data: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        xyxy = np.asarray(self.xyxy, dtype=np.float32)
+        if xyxy.size == 0:
+            xyxy = xyxy.reshape(0, 4)
+        if xyxy.ndim != 2 or xyxy.shape[1] != 4:
+            raise ValueError(f"expected boxes of shape (N, 4), got {xyxy.shape}")
+        n = len(xyxy)
+        confidence = np.asarray(self.confidence, dtype=np.float32).reshape(-1)
+        class_name = np.asarray(self.class_name, dtype=np.str_).reshape(-1)
+        for label, arr in (("confidence", confidence), ("class_name", class_name), *self.data.items()):
+            if len(arr) != n:
+                raise ValueError(f"expected {label} of length {n} (one per box), got {len(arr)}")
+        object.__setattr__(self, "xyxy", xyxy)
+        object.__setattr__(self, "confidence", confidence)
+        object.__setattr__(self, "class_name", class_name)
+        object.__setattr__(self, "data", {k: np.asarray(v) for k, v in self.data.items()})
+
+    @classmethod
+    def empty(cls) -> Detections:
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.str_))
+
+    @classmethod
+    def merge(cls, parts: Sequence[Detections]) -> Detections:
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls.empty()
+        keys = set.intersection(*(set(p.data) for p in parts))
+        return cls(
+            np.concatenate([p.xyxy for p in parts]),
+            np.concatenate([p.confidence for p in parts]),
+            np.concatenate([p.class_name for p in parts]),
+            {k: np.concatenate([p.data[k] for p in parts]) for k in keys},
+        )
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    def __getitem__(self, index: int | slice | Sequence[int] | npt.NDArray[Any]) -> Detections:
+        if isinstance(index, (int, np.integer)):
+            index = [int(index)]
+        return Detections(
+            self.xyxy[index], self.confidence[index], self.class_name[index], {k: v[index] for k, v in self.data.items()}
+        )
+
+    def __iter__(self) -> Iterator[tuple[npt.NDArray[np.float32], float, str]]:
+        for i in range(len(self)):
+            yield self.xyxy[i], float(self.confidence[i]), str(self.class_name[i])
+
+    def clip(self, width: int, height: int) -> Detections:
+        """Boxes clipped to the image; boxes left with no area are dropped."""
+        xyxy = self.xyxy.copy()
+        xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, width)
+        xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, height)
+        clipped = Detections(xyxy, self.confidence, self.class_name, self.data)
+        return clipped[(xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])]
+
+    def sorted(self) -> Detections:
+        """Highest confidence first."""
+        return self[np.argsort(-self.confidence, kind="stable")]
+
+    def nms(self, iou_threshold: float = 0.5, class_agnostic: bool = False) -> Detections:
+        """Greedy non-maximum suppression; class-aware unless `class_agnostic`."""
+        if len(self) < 2:
+            return self
+        order = np.argsort(-self.confidence, kind="stable")
+        iou = box_iou(self.xyxy[order], self.xyxy[order])
+        if not class_agnostic:
+            names = self.class_name[order]
+            iou = np.where(names[:, None] == names[None, :], iou, 0.0)
+        keep = np.ones(len(order), dtype=bool)
+        for i in range(len(order)):
+            if keep[i]:
+                keep[i + 1 :] &= iou[i, i + 1 :] <= iou_threshold
+        return self[order[keep]]

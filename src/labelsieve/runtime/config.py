@@ -1,0 +1,219 @@
+"""The machine config: viam-server's JSON shape, parsed and statically validated before anything starts.
+
+What can be checked without a module process is checked here (keys, names, API and model shapes, executables,
+references, cycles); what needs the module (served models, its own `ValidateConfig`) is checked by the Supervisor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from labelsieve.attributes import check_keys
+from labelsieve.errors import ConfigError
+
+__all__ = ["MachineConfig", "ModuleConfig", "ResourceConfig", "load_config", "dependency_order"]
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+_API = re.compile(r"^[A-Za-z0-9_-]+:(component|service):[A-Za-z0-9_-]+$")
+_MODEL = re.compile(r"^[A-Za-z0-9_-]+:[A-Za-z0-9_-]+:[A-Za-z0-9_-]+$")
+_PLACEHOLDER = re.compile(r"\$\{environment\.([A-Za-z_][A-Za-z0-9_]*)\}")
+
+_TOP_KEYS = {"components", "services", "modules"}
+_IGNORED_TOP = {"network", "auth", "cloud", "agent", "debug", "disable_partial_start", "enable_web_profile", "revision"}
+_UNSUPPORTED_TOP = {"remotes", "processes", "packages", "fragments", "jobs", "overwrite_fragment_status", "maintenance"}
+_RESOURCE_KEYS = {"name", "api", "type", "namespace", "model", "attributes", "depends_on", "service_configs", "frame",
+                  "log_configuration"}
+_MODULE_KEYS = {"type", "name", "executable_path", "env", "log_level", "module_id", "version"}
+_LOG_LEVELS = {"", "debug", "info", "warn", "warning", "error"}
+
+
+@dataclass(frozen=True)
+class ModuleConfig:
+    name: str
+    executable_path: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+    log_level: str = ""
+
+
+@dataclass(frozen=True)
+class ResourceConfig:
+    name: str
+    api: str
+    model: str
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+    depends_on: tuple[str, ...] = ()
+    service_configs: tuple[Mapping[str, Any], ...] = ()
+    log_level: str = ""
+
+    @property
+    def resource_name(self) -> str:
+        """The full name modules use for dependencies, e.g. 'rdk:component:camera/cam'."""
+        return f"{self.api}/{self.name}"
+
+
+@dataclass(frozen=True)
+class MachineConfig:
+    path: Path
+    modules: tuple[ModuleConfig, ...]
+    resources: tuple[ResourceConfig, ...]
+    ignored: tuple[str, ...] = ()
+
+    def resource(self, name: str) -> ResourceConfig:
+        return next(r for r in self.resources if r.name == name)
+
+
+def _substitute(value: Any, where: str) -> Any:
+    """Expand ${environment.X} everywhere, as viam-server does; a missing variable is an error, not an empty string."""
+    if isinstance(value, str):
+        def repl(m: re.Match[str]) -> str:
+            if m.group(1) not in os.environ:
+                raise ConfigError(where, "", f"uses ${{environment.{m.group(1)}}} but {m.group(1)} is not set",
+                                  f"export {m.group(1)}=... before starting, or remove the placeholder")
+            return os.environ[m.group(1)]
+        return _PLACEHOLDER.sub(repl, value)
+    if isinstance(value, list):
+        return [_substitute(v, where) for v in value]
+    if isinstance(value, dict):
+        return {k: _substitute(v, f"{where}.{k}") for k, v in value.items()}
+    return value
+
+
+def _expect(value: Any, kind: type | tuple[type, ...], resource: str, field_name: str, what: str) -> Any:
+    if not isinstance(value, kind):
+        raise ConfigError(resource, field_name, f"must be {what}, got {json.dumps(value)}")
+    return value
+
+
+def _parse_module(raw: Any, index: int, base: Path) -> ModuleConfig:
+    _expect(raw, dict, f"modules[{index}]", "", "an object")
+    name = raw.get("name") or f"modules[{index}]"
+    where = f"module '{name}'"
+    check_keys(where, "", raw, _MODULE_KEYS)
+    if not _NAME.match(str(raw.get("name", ""))):
+        raise ConfigError(where, "name", "must be letters, digits, '-' or '_'", "give the module a short unique name")
+    kind = raw.get("type", "local")
+    if kind != "local":
+        raise ConfigError(where, "type", f"'{kind}' modules are not supported by the embedded runtime",
+                          "use \"type\": \"local\" with an executable_path")
+    exe_raw = _expect(raw.get("executable_path"), str, where, "executable_path", "a path to the module's run script")
+    exe = (base / exe_raw).resolve()
+    if not exe.is_file():
+        raise ConfigError(where, "executable_path", f"{exe} does not exist", "paths are relative to the config file")
+    if not os.access(exe, os.X_OK):
+        raise ConfigError(where, "executable_path", f"{exe} is not executable", f"chmod +x {exe}")
+    env = _expect(raw.get("env", {}), dict, where, "env", "an object of strings")
+    for key, value in env.items():
+        _expect(value, str, where, f"env.{key}", "a string")
+    level = str(raw.get("log_level", "")).lower()
+    if level not in _LOG_LEVELS:
+        raise ConfigError(where, "log_level", f"unknown level '{level}'", "use debug, info, warn or error")
+    return ModuleConfig(raw["name"], exe, dict(env), level)
+
+
+def _parse_resource(raw: Any, section: str, index: int) -> ResourceConfig:
+    _expect(raw, dict, f"{section}[{index}]", "", "an object")
+    name = raw.get("name")
+    where = f"{section[:-1]} '{name}'" if name else f"{section}[{index}]"
+    check_keys(where, "", raw, _RESOURCE_KEYS)
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError(where, "name", "must be letters, digits, '-' or '_' (and not empty)")
+    kind = "component" if section == "components" else "service"
+    api = raw.get("api")
+    if api is None and "type" in raw:  # viam-server's older shape: {"namespace": "rdk", "type": "camera"}
+        api = f"{raw.get('namespace', 'rdk')}:{kind}:{raw['type']}"
+    if not isinstance(api, str) or not _API.match(api):
+        raise ConfigError(where, "api", f"must look like 'rdk:{kind}:<subtype>', got {json.dumps(api)}",
+                          f"e.g. \"rdk:{kind}:camera\"" if kind == "component" else "e.g. \"rdk:service:vision\"")
+    if api.split(":")[1] != kind:
+        raise ConfigError(where, "api", f"'{api}' is not a {kind}", f"move it to \"{'services' if kind == 'component' else 'components'}\"")
+    model = raw.get("model")
+    if not isinstance(model, str) or not _MODEL.match(model):
+        raise ConfigError(where, "model", f"must be a 'namespace:family:name' triplet, got {json.dumps(model)}",
+                          "e.g. \"labelsieve:camera:media\"")
+    attributes = _expect(raw.get("attributes", {}), dict, where, "attributes", "an object")
+    depends_on = _expect(raw.get("depends_on", []), list, where, "depends_on", "a list of resource names")
+    for dep in depends_on:
+        _expect(dep, str, where, "depends_on", "a list of resource names")
+    service_configs = _expect(raw.get("service_configs", []), list, where, "service_configs", "a list")
+    log = _expect(raw.get("log_configuration", {}), dict, where, "log_configuration", "an object")
+    return ResourceConfig(name, api, model, attributes, tuple(depends_on), tuple(service_configs),
+                          str(log.get("level", "")).lower())
+
+
+def parse_config(raw: Any, path: Path) -> MachineConfig:
+    where = path.name
+    _expect(raw, dict, where, "", "a JSON object")
+    for key in raw:
+        if key in _UNSUPPORTED_TOP:
+            raise ConfigError(where, key, "is not supported by labelsieve's embedded runtime", "run this config under viam-server")
+    check_keys(where, "", (k for k in raw if k not in _IGNORED_TOP), _TOP_KEYS)
+    raw = _substitute(raw, where)
+    modules = tuple(_parse_module(m, i, path.parent) for i, m in enumerate(_expect(raw.get("modules", []), list, where, "modules", "a list")))
+    resources = tuple(
+        _parse_resource(r, section, i)
+        for section in ("components", "services")
+        for i, r in enumerate(_expect(raw.get(section, []), list, where, section, "a list"))
+    )
+    _unique(f"module '{m.name}'" for m in modules)
+    _unique(f"resource '{r.name}'" for r in resources)
+    names = {r.name for r in resources}
+    for r in resources:
+        for dep in r.depends_on:
+            if dep not in names:
+                raise ConfigError(f"resource '{r.name}'", "depends_on", f"names '{dep}', which is not in the config",
+                                  "add that resource or remove the dependency")
+    config = MachineConfig(path, modules, resources, tuple(sorted(set(raw) & _IGNORED_TOP)))
+    dependency_order(config, {})
+    return config
+
+
+def _unique(labels: Iterable[str]) -> None:
+    seen: set[str] = set()
+    for label in labels:
+        if label in seen:
+            raise ConfigError(label, "name", "is used twice", "names must be unique")
+        seen.add(label)
+
+
+def load_config(path: str | os.PathLike[str]) -> MachineConfig:
+    path = Path(path).resolve()
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(str(path), "", "does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(path.name, "", f"is not valid JSON: line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    return parse_config(raw, path)
+
+
+def dependency_order(config: MachineConfig, implicit: Mapping[str, Iterable[str]]) -> list[ResourceConfig]:
+    """Resources sorted so each comes after what it depends on (`depends_on` plus implicit deps); a cycle is a ConfigError."""
+    deps = {r.name: set(r.depends_on) | set(implicit.get(r.name, ())) for r in config.resources}
+    order: list[ResourceConfig] = []
+    state: dict[str, str] = {}
+
+    def visit(name: str, trail: list[str]) -> None:
+        if state.get(name) == "done":
+            return
+        if state.get(name) == "visiting":
+            cycle = trail[trail.index(name):] + [name]
+            raise ConfigError(f"resource '{name}'", "depends_on", f"dependency cycle: {' -> '.join(cycle)}",
+                              "remove one of these dependencies")
+        state[name] = "visiting"
+        for dep in sorted(deps[name]):
+            if dep not in deps:
+                raise ConfigError(f"resource '{name}'", "attributes", f"depends on '{dep}', which is not in the config",
+                                  "add that resource or fix the name")
+            visit(dep, trail + [name])
+        state[name] = "done"
+        order.append(config.resource(name))
+
+    for r in config.resources:
+        visit(r.name, [])
+    return order

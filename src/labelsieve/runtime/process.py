@@ -1,0 +1,195 @@
+"""One module's OS process, started exactly as viam-server starts it, and the module protocol spoken to it."""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import re
+import signal
+from pathlib import Path
+
+from grpclib.client import Channel
+from grpclib.exceptions import GRPCError
+from viam.proto.app.robot import ComponentConfig
+from viam.proto.module import (
+    AddResourceRequest,
+    ModuleServiceStub,
+    ReadyRequest,
+    ReconfigureResourceRequest,
+    RemoveResourceRequest,
+    ValidateConfigRequest,
+)
+from viam.utils import dict_to_struct
+
+from labelsieve.errors import ModuleError
+from labelsieve.runtime.config import ModuleConfig, ResourceConfig
+
+__all__ = ["ModuleProcess", "component_config"]
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_SOCKET_MAX = 103
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the runtime dies, even by SIGKILL, so no module outlives it (Linux only)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def component_config(resource: ResourceConfig) -> ComponentConfig:
+    config = ComponentConfig(name=resource.name, api=resource.api, model=resource.model,
+                             attributes=dict_to_struct(dict(resource.attributes)), depends_on=list(resource.depends_on))
+    if resource.log_level:
+        config.log_configuration.level = resource.log_level
+    return config
+
+
+class ModuleProcess:
+    """start / is_alive / stop for one module, plus the ModuleService calls the runtime makes to it."""
+
+    def __init__(self, config: ModuleConfig, socket_dir: Path, data_dir: Path, config_dir: Path,
+                 *, startup_timeout: float = 120.0) -> None:
+        self.config = config
+        self.config_dir = config_dir
+        self.socket = socket_dir / f"{config.name}.sock"
+        if len(str(self.socket)) > _SOCKET_MAX:
+            raise ModuleError(f"module '{config.name}': socket path {self.socket} is over {_SOCKET_MAX} characters")
+        self.data_dir = data_dir / "module-data" / config.name
+        self.home = data_dir
+        self.startup_timeout = startup_timeout
+        self.log = logging.getLogger(f"labelsieve.module.{config.name}")
+        self._proc: asyncio.subprocess.Process | None = None
+        self._channel: Channel | None = None
+        self._pump: asyncio.Task[None] | None = None
+
+    @property
+    def channel(self) -> Channel:
+        assert self._channel is not None, "module not started"
+        return self._channel
+
+    @property
+    def stub(self) -> ModuleServiceStub:
+        return ModuleServiceStub(self.channel)
+
+    def is_alive(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    async def wait(self) -> int:
+        assert self._proc is not None
+        return await self._proc.wait()
+
+    async def start(self) -> None:
+        """Spawn with viam-server's argv and environment, then wait for the module's socket."""
+        self.socket.unlink(missing_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        exe = self.config.executable_path
+        env = {
+            **os.environ,
+            "VIAM_HOME": str(self.home),
+            "VIAM_MODULE_DATA": str(self.data_dir),
+            "VIAM_MODULE_NAME": self.config.name,
+            "VIAM_MODULE_ID": self.config.name,
+            "VIAM_MODULE_ROOT": str(exe.parent),
+            "LABELSIEVE_CONFIG_DIR": str(self.config_dir),  # relative paths in attributes resolve against it
+            **self.config.env,
+        }
+        argv = [str(exe), str(self.socket)]
+        if self.config.log_level == "debug":
+            argv.append("--log-level=debug")
+        self._proc = await asyncio.create_subprocess_exec(
+            *argv, cwd=exe.parent, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, preexec_fn=_die_with_parent, start_new_session=True,
+        )
+        self._pump = asyncio.create_task(self._pump_output(self._proc.stdout))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.startup_timeout
+        while not self.socket.exists():  # no inotify in the stdlib; the socket appears within ~0.3 s
+            if not self.is_alive():
+                raise ModuleError(f"module '{self.config.name}' exited with code {self._proc.returncode} before "
+                                  f"opening its socket; see its output above ({exe})")
+            if loop.time() > deadline:
+                await self.stop()
+                raise ModuleError(f"module '{self.config.name}' did not open {self.socket} within {self.startup_timeout:.0f} s")
+            await asyncio.sleep(0.02)
+        self._channel = Channel(path=str(self.socket))
+
+    async def _pump_output(self, stream: asyncio.StreamReader | None) -> None:
+        """Module stdout/stderr go to the runtime log under the module's name (crash tracebacks arrive this way)."""
+        assert stream is not None
+        while line := await stream.readline():
+            text = _ANSI.sub("", line.decode(errors="replace")).rstrip()
+            if text:
+                self.log.info("%s", text)
+
+    def kill(self) -> None:
+        """SIGKILL now, for a forced shutdown (a second Ctrl-C)."""
+        if self._proc is not None and self._proc.returncode is None:
+            try:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.socket.unlink(missing_ok=True)
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM the module's process group, SIGKILL after `timeout`, and remove its socket."""
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+        if self._proc is not None and self._proc.returncode is None:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(self._proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    await asyncio.wait_for(self._proc.wait(), timeout)
+                    break
+                except TimeoutError:
+                    self.log.warning("did not exit %.0f s after SIGTERM; killing it", timeout)
+        if self._pump is not None:
+            await asyncio.gather(self._pump, return_exceptions=True)
+        self.socket.unlink(missing_ok=True)
+
+    # The module protocol. Each call maps a gRPC failure to a ModuleError naming the module and the step.
+
+    async def ready(self, parent_address: str, timeout: float) -> dict[str, set[str]]:
+        """Ready -> {api: {models}} the module serves."""
+        response = await self._call("Ready", self.stub.Ready(
+            ReadyRequest(parent_address=parent_address, raw_parent_address=parent_address), timeout=timeout))
+        if not response.ready:
+            raise ModuleError(f"module '{self.config.name}' reported not ready")
+        served: dict[str, set[str]] = {}
+        for handler in response.handlermap.handlers:
+            sub = handler.subtype.subtype
+            served.setdefault(f"{sub.namespace}:{sub.type}:{sub.subtype}", set()).update(handler.models)
+        return served
+
+    async def validate(self, resource: ResourceConfig, timeout: float) -> list[str]:
+        """The module's own ValidateConfig -> implicit dependencies (short names). Raises GRPCError on invalid config."""
+        response = await self.stub.ValidateConfig(ValidateConfigRequest(config=component_config(resource)), timeout=timeout)
+        return [*response.dependencies]
+
+    async def add(self, resource: ResourceConfig, dependencies: list[str], timeout: float) -> None:
+        await self._call(f"AddResource({resource.name})", self.stub.AddResource(
+            AddResourceRequest(config=component_config(resource), dependencies=dependencies), timeout=timeout))
+
+    async def reconfigure(self, resource: ResourceConfig, dependencies: list[str], timeout: float) -> None:
+        await self._call(f"ReconfigureResource({resource.name})", self.stub.ReconfigureResource(
+            ReconfigureResourceRequest(config=component_config(resource), dependencies=dependencies), timeout=timeout))
+
+    async def remove(self, resource: ResourceConfig, timeout: float) -> None:
+        await self._call(f"RemoveResource({resource.name})",
+                         self.stub.RemoveResource(RemoveResourceRequest(name=resource.resource_name), timeout=timeout))
+
+    async def _call(self, step: str, call: object) -> object:
+        try:
+            return await call  # type: ignore[misc]
+        except GRPCError as exc:
+            raise ModuleError(f"module '{self.config.name}' failed {step}: {exc.status.name}: {exc.message}") from exc
+        except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
+            raise ModuleError(f"module '{self.config.name}' did not answer {step}: {exc!r}") from exc

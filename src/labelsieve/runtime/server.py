@@ -1,0 +1,191 @@
+"""The parent's gRPC surface: the robot API every module and SDK client talks to, and a forwarder for every resource API.
+
+One `Routes` table says which module serves which resource; each listener (a parent socket per module, the TCP listener
+for clients) serves the same forwarder over it. Calls are routed by the request's `name` field, as viam-server does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hmac
+import logging
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import viam.module.module  # noqa: F401  (registers every built-in API in the SDK registry)
+from grpclib import GRPCError, Status
+from grpclib.const import Cardinality, Handler
+from grpclib.events import RecvRequest, listen
+from grpclib.exceptions import StreamTerminatedError
+from grpclib.server import Server, Stream
+from viam.gen.proto.rpc.v1.auth_grpc import UnimplementedAuthServiceBase
+from viam.gen.robot.v1.robot_grpc import UnimplementedRobotServiceBase
+from viam.proto.common import ResourceName
+from viam.proto.robot import GetVersionResponse, LogResponse, ResourceNamesResponse
+from viam.proto.rpc.auth import AuthenticateResponse
+from viam.resource.registry import Registry
+
+from labelsieve import __version__
+
+__all__ = ["Link", "Routes", "RobotService", "Forwarder", "ApiKeyAuth", "make_server"]
+
+log = logging.getLogger("labelsieve.runtime")
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "warning": logging.WARNING,
+           "error": logging.ERROR, "fatal": logging.CRITICAL, "panic": logging.CRITICAL, "dpanic": logging.CRITICAL}
+
+#: How long a call waits for a restarting module before answering UNAVAILABLE.
+RESTART_GRACE_S = 10.0
+
+
+@dataclass(eq=False)
+class Link:
+    """The parent's side of one module process: its channel, and whether it is up (cleared while restarting)."""
+
+    module: str
+    channel: Any = None
+    up: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def wait_up(self, timeout: float | None) -> None:
+        limit = RESTART_GRACE_S if timeout is None else min(timeout, RESTART_GRACE_S)
+        try:
+            await asyncio.wait_for(self.up.wait(), limit)
+        except TimeoutError:
+            raise GRPCError(Status.UNAVAILABLE, f"module '{self.module}' is not running (restarting or failed)") from None
+
+
+class Routes:
+    """Which module serves each added resource, keyed by (API, name)."""
+
+    def __init__(self) -> None:
+        self._routes: dict[tuple[str, str], Link] = {}
+
+    def add(self, api: str, name: str, link: Link) -> None:
+        self._routes[(api, name)] = link
+
+    def remove(self, api: str, name: str) -> None:
+        self._routes.pop((api, name), None)
+
+    def names(self) -> list[ResourceName]:
+        out = []
+        for api, name in self._routes:
+            namespace, kind, subtype = api.split(":")
+            out.append(ResourceName(namespace=namespace, type=kind, subtype=subtype, name=name))
+        return out
+
+    def lookup(self, api: str, name: str) -> Link:
+        try:
+            return self._routes[(api, name)]
+        except KeyError:
+            known = sorted(n for a, n in self._routes if a == api)
+            raise GRPCError(Status.NOT_FOUND, f"no {api} named '{name}'; known: {', '.join(known) or 'none'}") from None
+
+
+class RobotService(UnimplementedRobotServiceBase):
+    """The robot API: resource names for clients and modules, and the Log sink for one module (`module` set) or clients."""
+
+    def __init__(self, routes: Routes, module: str | None = None) -> None:
+        self._routes = routes
+        self._log = logging.getLogger(f"labelsieve.module.{module}" if module else "labelsieve.client")
+
+    async def ResourceNames(self, stream: Stream[Any, Any]) -> None:
+        await stream.recv_message()
+        await stream.send_message(ResourceNamesResponse(resources=self._routes.names()))
+
+    async def Log(self, stream: Stream[Any, Any]) -> None:
+        request = await stream.recv_message()
+        for entry in request.logs:
+            level = _LEVELS.get(entry.level.lower(), logging.INFO)
+            # The Python SDK always fills `stack` with "exc_info: None, ..."; only a real traceback is worth printing.
+            stack = f"\n{entry.stack}" if entry.stack and "exc_text: None" not in entry.stack else ""
+            self._log.log(level, "%s: %s%s", entry.logger_name, entry.message, stack)
+        await stream.send_message(LogResponse())
+
+    async def GetVersion(self, stream: Stream[Any, Any]) -> None:
+        await stream.recv_message()
+        await stream.send_message(GetVersionResponse(platform="labelsieve", version=__version__, api_version="0.85"))
+
+
+class Forwarder:
+    """Serves every resource API the SDK knows by passing each call, unchanged, to the module that owns the resource."""
+
+    def __init__(self, routes: Routes) -> None:
+        self._routes = routes
+        self._mapping: dict[str, Handler] = {}
+        for api, registration in Registry.REGISTERED_APIS().items():
+            service = registration.rpc_service
+            for path, h in service.__mapping__(object.__new__(service)).items():
+                forward = functools.partial(self._forward, str(api), path, h)
+                self._mapping[path] = Handler(forward, h.cardinality, h.request_type, h.reply_type)
+
+    def __mapping__(self) -> Mapping[str, Handler]:
+        return self._mapping
+
+    async def _forward(self, api: str, path: str, h: Handler, stream: Stream[Any, Any]) -> None:
+        request = await stream.recv_message()
+        if not hasattr(request, "name"):
+            raise GRPCError(Status.UNIMPLEMENTED, f"{path} has no resource name to route by")
+        link = self._routes.lookup(api, request.name)
+        timeout = stream.deadline.time_remaining() if stream.deadline else None
+        if not link.up.is_set():
+            await link.wait_up(timeout)
+            timeout = stream.deadline.time_remaining() if stream.deadline else None
+        client_streams = h.cardinality in (Cardinality.STREAM_UNARY, Cardinality.STREAM_STREAM)
+        try:
+            async with link.channel.request(path, h.cardinality, h.request_type, h.reply_type, timeout=timeout) as out:
+                await out.send_message(request, end=not client_streams)
+                pump = asyncio.create_task(self._pump(stream, out)) if client_streams else None
+                try:
+                    while (reply := await out.recv_message()) is not None:
+                        await stream.send_message(reply)
+                        if h.cardinality in (Cardinality.UNARY_UNARY, Cardinality.STREAM_UNARY):
+                            break
+                finally:
+                    if pump:
+                        pump.cancel()
+        except GRPCError as exc:
+            raise GRPCError(exc.status, exc.message) from None  # details need a codec the parent doesn't share
+        except (ConnectionError, OSError, StreamTerminatedError) as exc:
+            raise GRPCError(Status.UNAVAILABLE, f"module '{link.module}' did not answer {path}: {exc!r}") from exc
+
+    @staticmethod
+    async def _pump(incoming: Stream[Any, Any], outgoing: Any) -> None:
+        async for message in incoming:
+            await outgoing.send_message(message)
+        await outgoing.end()
+
+
+class ApiKeyAuth(UnimplementedAuthServiceBase):
+    """rpc.v1 AuthService as the SDK dials it: an api-key credential buys a bearer token for this runtime's lifetime."""
+
+    def __init__(self, key: str, key_id: str | None) -> None:
+        self._key, self._key_id = key, key_id
+        self._tokens: set[str] = set()
+
+    async def Authenticate(self, stream: Stream[Any, Any]) -> None:
+        request = await stream.recv_message()
+        entity_ok = self._key_id is None or hmac.compare_digest(request.entity, self._key_id)
+        if request.credentials.type != "api-key" or not hmac.compare_digest(request.credentials.payload, self._key) or not entity_ok:
+            log.warning("rejected a client with a wrong API key")
+            raise GRPCError(Status.UNAUTHENTICATED, "wrong API key or key id")
+        token = secrets.token_urlsafe(32)
+        self._tokens.add(token)
+        await stream.send_message(AuthenticateResponse(access_token=token))
+
+    async def check(self, event: RecvRequest) -> None:
+        if event.method_name.startswith("/proto.rpc.v1.AuthService/"):
+            return
+        bearer = str(event.metadata.get("authorization", ""))
+        if not (bearer.startswith("Bearer ") and bearer[7:] in self._tokens):
+            raise GRPCError(Status.UNAUTHENTICATED, "this runtime requires an API key: dial with api-key credentials")
+
+
+def make_server(handlers: list[Any], auth: ApiKeyAuth | None = None) -> Server:
+    server = Server([*handlers, auth] if auth else handlers)
+    if auth:
+        listen(server, RecvRequest, auth.check)
+    return server
+

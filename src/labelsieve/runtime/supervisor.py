@@ -1,0 +1,322 @@
+"""The Supervisor: turns a machine config into running modules and resources, and keeps them so.
+
+Lifecycle: `start()` (validate everything, then add resources in dependency order and open the client listener) ->
+`run_until(stop)` (restart crashed modules, apply config edits) -> `shutdown()` (no orphan process, no stale socket).
+`validate()` runs only the first half and stops the modules again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from grpclib import GRPCError
+from grpclib.server import Server
+
+from labelsieve.errors import ConfigError, InvalidMachineConfig, LabelsieveError, ModuleError
+from labelsieve.runtime.config import MachineConfig, ModuleConfig, ResourceConfig, dependency_order, load_config
+from labelsieve.runtime.process import ModuleProcess
+from labelsieve.runtime.server import ApiKeyAuth, Forwarder, Link, RobotService, Routes, make_server
+
+__all__ = ["RuntimeOptions", "Supervisor"]
+
+log = logging.getLogger("labelsieve.runtime")
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    config_path: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_key: str | None = None
+    api_key_id: str | None = None
+    data_dir: Path = Path.home() / ".labelsieve"
+    watch_config: bool = True
+    #: viam-server gives AddResource two minutes; loading large weights needs it.
+    call_timeout: float = 120.0
+    #: Restart policy: back off up to `max_backoff` s; give up after `max_restarts` crashes that each came within
+    #: `stable_after` s of the previous start.
+    max_backoff: float = 10.0
+    max_restarts: int = 10
+    stable_after: float = 30.0
+
+
+@dataclass(eq=False)
+class _Module:
+    process: ModuleProcess
+    link: Link
+    parent: Server
+    served: dict[str, set[str]] = field(default_factory=dict)
+    watcher: asyncio.Task[None] | None = None
+    crashes: int = 0
+
+
+class Supervisor:
+    def __init__(self, options: RuntimeOptions) -> None:
+        self.options = options
+        self.config: MachineConfig | None = None
+        self.address = ""
+        self.routes = Routes()
+        self.forwarder = Forwarder(self.routes)
+        self._modules: dict[str, _Module] = {}
+        self._implicit: dict[str, list[str]] = {}
+        self._socket_dir = Path(tempfile.mkdtemp(prefix="ls-", dir="/tmp"))
+        self._client_server: Server | None = None
+        self._lock = asyncio.Lock()  # one config change or restart at a time
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+
+    async def validate(self) -> MachineConfig:
+        """Everything `start` checks, with no resource added and no listener opened."""
+        try:
+            config = load_config(self.options.config_path)
+            await self._start_modules(config.modules)
+            self._implicit = await self._check_resources(config, config.resources)
+            return config
+        finally:
+            await self.shutdown()
+
+    async def start(self) -> None:
+        config = load_config(self.options.config_path)
+        try:
+            await self._start_modules(config.modules)
+            self._implicit = await self._check_resources(config, config.resources)
+            self.config = config
+            for resource in dependency_order(config, self._implicit):
+                await self._add(resource)
+            auth = ApiKeyAuth(self.options.api_key, self.options.api_key_id) if self.options.api_key else None
+            self._client_server = make_server([RobotService(self.routes), self.forwarder], auth)
+            await self._client_server.start(self.options.host, self.options.port)
+        except BaseException:
+            await self.shutdown()
+            raise
+        port = self._client_server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.address = f"{self.options.host}:{port}"
+
+    async def run_until(self, stop: asyncio.Event) -> None:
+        watcher = asyncio.create_task(self._watch_config()) if self.options.watch_config else None
+        try:
+            await stop.wait()
+        finally:
+            if watcher:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
+
+    async def shutdown(self) -> None:
+        if self._client_server is not None:
+            self._client_server.close()
+            await self._client_server.wait_closed()
+            self._client_server = None
+        await asyncio.gather(*(self._stop_module(name) for name in list(self._modules)))
+        shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+    def kill(self) -> None:
+        """Forced shutdown: SIGKILL every module and remove the sockets, without waiting for anything."""
+        for module in self._modules.values():
+            module.process.kill()
+        shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+    # -- modules ---------------------------------------------------------------------------------------------------
+
+    async def _start_modules(self, modules: tuple[ModuleConfig, ...]) -> None:
+        results = await asyncio.gather(*(self._start_module(m) for m in modules), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        for failure in failures:
+            if not isinstance(failure, LabelsieveError):
+                raise failure
+        if failures:
+            raise InvalidMachineConfig([ConfigError("", "", str(f)) for f in failures])
+
+    async def _start_module(self, config: ModuleConfig) -> None:
+        parent_socket = self._socket_dir / f"{config.name}.parent.sock"
+        parent = make_server([RobotService(self.routes, config.name), self.forwarder])
+        await parent.start(path=str(parent_socket))
+        process = ModuleProcess(config, self._socket_dir, self.options.data_dir, self.options.config_path.parent)
+        module = _Module(process, Link(config.name), parent)
+        self._modules[config.name] = module
+        await self._boot(module)
+        module.watcher = asyncio.create_task(self._watch_process(module))
+
+    async def _boot(self, module: _Module) -> None:
+        await module.process.start()
+        module.link.channel = module.process.channel
+        parent_socket = self._socket_dir / f"{module.process.config.name}.parent.sock"
+        module.served = await module.process.ready(str(parent_socket), self.options.call_timeout)
+        log.info("module '%s' ready, serving %s", module.process.config.name,
+                 ", ".join(f"{m} ({api})" for api, models in module.served.items() for m in sorted(models)))
+
+    async def _stop_module(self, name: str) -> None:
+        module = self._modules.pop(name)
+        if module.watcher is not None:
+            module.watcher.cancel()
+            await asyncio.gather(module.watcher, return_exceptions=True)
+        module.link.up.clear()
+        await module.process.stop()
+        module.parent.close()
+        await module.parent.wait_closed()
+
+    async def _watch_process(self, module: _Module) -> None:
+        """Restart a module that exits on its own, re-add its resources; dependents keep calling through the parent."""
+        name = module.process.config.name
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            code = await module.process.wait()
+            module.link.up.clear()
+            module.crashes = 1 if loop.time() - started > self.options.stable_after else module.crashes + 1
+            if module.crashes > self.options.max_restarts:
+                log.error("module '%s' crashed %d times in a row; not restarting it. Fix it, then edit the config "
+                          "or restart labelsieve", name, module.crashes - 1)
+                return
+            delay = min(self.options.max_backoff, 0.25 * 2 ** (module.crashes - 1))
+            log.error("module '%s' exited with code %s; restarting in %.2f s", name, code, delay)
+            await asyncio.sleep(delay)
+            async with self._lock:
+                await module.process.stop()
+                try:
+                    await self._boot(module)
+                    for resource in self._resources_of(name):
+                        await self._add(resource)
+                except LabelsieveError as exc:
+                    log.error("restarting module '%s' failed: %s", name, exc)
+
+    # -- resources -------------------------------------------------------------------------------------------------
+
+    def _owner(self, resource: ResourceConfig) -> _Module | None:
+        return next((m for m in self._modules.values() if resource.model in m.served.get(resource.api, ())), None)
+
+    def _resources_of(self, module_name: str) -> list[ResourceConfig]:
+        assert self.config is not None
+        owned = {r.name for r in self.config.resources if (m := self._owner(r)) and m.process.config.name == module_name}
+        return [r for r in dependency_order(self.config, self._implicit) if r.name in owned]
+
+    async def _check_resources(self, config: MachineConfig, resources: tuple[ResourceConfig, ...]) -> dict[str, list[str]]:
+        """Served-model check and each module's ValidateConfig; every problem is collected, then raised together."""
+        errors: list[ConfigError] = []
+        implicit = dict(self._implicit)
+        for resource in resources:
+            where = f"resource '{resource.name}'"
+            owner = self._owner(resource)
+            if owner is None:
+                served = sorted(f"{m} ({api})" for mod in self._modules.values() for api, ms in mod.served.items() for m in ms)
+                errors.append(ConfigError(where, "model", f"no module serves {resource.model} for {resource.api}",
+                                          f"served here: {', '.join(served) or 'nothing'}; add the module that provides it"))
+                continue
+            try:
+                implicit[resource.name] = await owner.process.validate(resource, self.options.call_timeout)
+            except GRPCError as exc:
+                errors.append(ConfigError(where, "attributes", _validation_message(exc.message or "", resource.name)))
+            except (OSError, asyncio.TimeoutError) as exc:
+                errors.append(ConfigError(where, "", f"module '{owner.process.config.name}' did not answer ValidateConfig: {exc!r}"))
+        names = {r.name for r in config.resources}
+        for resource in resources:
+            for dep in implicit.get(resource.name, ()):
+                if dep not in names:
+                    errors.append(ConfigError(f"resource '{resource.name}'", "attributes", f"needs '{dep}', which is not in the config",
+                                              "add that resource or fix the name"))
+        if errors:
+            raise InvalidMachineConfig(errors)
+        dependency_order(config, implicit)
+        return implicit
+
+    def _dependencies(self, resource: ResourceConfig) -> list[str]:
+        assert self.config is not None
+        names = [*resource.depends_on, *self._implicit.get(resource.name, ())]
+        return [self.config.resource(n).resource_name for n in dict.fromkeys(names)]
+
+    async def _add(self, resource: ResourceConfig, *, reconfigure: bool = False) -> None:
+        owner = self._owner(resource)
+        assert owner is not None
+        try:
+            if reconfigure:
+                await owner.process.reconfigure(resource, self._dependencies(resource), self.options.call_timeout)
+            else:
+                await owner.process.add(resource, self._dependencies(resource), self.options.call_timeout)
+        except ModuleError as exc:
+            log.error("%s", exc)
+            self.routes.remove(resource.api, resource.name)
+            return
+        self.routes.add(resource.api, resource.name, owner.link)
+        owner.link.up.set()
+        log.info("%s %s (%s)", "reconfigured" if reconfigure else "added", resource.name, resource.model)
+
+    # -- config reload ---------------------------------------------------------------------------------------------
+
+    async def _watch_config(self, interval: float = 0.5) -> None:
+        """Poll the file (no inotify in the stdlib); apply a changed, valid config; keep the old one otherwise."""
+        path = self.options.config_path
+        last = path.read_bytes()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                current = path.read_bytes()
+            except OSError:
+                continue  # editors replace files by rename: a moment with no file is normal
+            if current == last:
+                continue
+            last = current
+            async with self._lock:
+                try:
+                    await self.reload()
+                except LabelsieveError as exc:
+                    log.error("config change not applied, still running the previous config:\n%s", exc)
+
+    async def reload(self) -> None:
+        """Apply the config file's current content: only what changed, plus the resources that depend on it."""
+        assert self.config is not None
+        old, new = self.config, load_config(self.options.config_path)
+        old_mods, new_mods = {m.name: m for m in old.modules}, {m.name: m for m in new.modules}
+        old_res, new_res = {r.name: r for r in old.resources}, {r.name: r for r in new.resources}
+        restarted = {n for n in old_mods if n in new_mods and old_mods[n] != new_mods[n]}
+        on_restarted = {r.name for r in old.resources if (m := self._owner(r)) and m.process.config.name in restarted}
+        gone_mods = set(old_mods) - set(new_mods)
+        on_gone = {r.name for r in old.resources if (m := self._owner(r)) and m.process.config.name in gone_mods}
+
+        for name in set(old_res) - set(new_res) - on_gone:
+            await self._remove(old_res[name])
+        for name in gone_mods | restarted:
+            for r in old.resources:
+                if r.name in on_gone | on_restarted:
+                    self.routes.remove(r.api, r.name)
+            await self._stop_module(name)
+            log.info("stopped module '%s'", name)
+        await self._start_modules(tuple(new_mods[n] for n in new_mods if n not in old_mods or n in restarted))
+
+        changed = {n for n in new_res if n not in old_res or new_res[n] != old_res[n]}
+        implicit = await self._check_resources(new, tuple(new_res[n] for n in changed))
+        self._implicit = {name: deps for name, deps in implicit.items() if name in new_res}
+        self.config = new
+        order = dependency_order(new, self._implicit)
+        dirty = set(changed)
+        for r in order:  # dependents of anything touched are reconfigured after it
+            if (set(r.depends_on) | set(self._implicit.get(r.name, ()))) & dirty:
+                dirty.add(r.name)
+        for r in order:
+            fresh = r.name not in old_res or r.name in on_restarted or r.name in on_gone
+            if fresh:
+                await self._add(r)
+            elif r.name in dirty:
+                await self._add(r, reconfigure=True)
+        log.info("applied config change: %d resource(s) added or reconfigured, %d module(s) (re)started",
+                 len(dirty | on_restarted), len(restarted) + len(set(new_mods) - set(old_mods)))
+
+    async def _remove(self, resource: ResourceConfig) -> None:
+        owner = self._owner(resource)
+        self.routes.remove(resource.api, resource.name)
+        if owner is not None and owner.process.is_alive():
+            try:
+                await owner.process.remove(resource, self.options.call_timeout)
+            except ModuleError as exc:
+                log.warning("%s", exc)
+        log.info("removed %s", resource.name)
+
+
+def _validation_message(message: str, resource: str) -> str:
+    """Drop the SDK's stray "<class 'type'>: " prefix and a repeated resource name."""
+    message = message.removeprefix("<class 'type'>: ").strip()
+    return message.removeprefix(f"{resource}: ")
+

@@ -1,0 +1,45 @@
+"""Conversions between labelsieve values and Viam messages, kept at the edge so the core never imports viam."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+from viam.media.video import ViamImage
+from viam.proto.app.robot import ComponentConfig
+from viam.proto.service.vision import Detection
+from viam.utils import struct_to_dict
+
+from labelsieve.detections import Detections
+from labelsieve.errors import InputError
+
+__all__ = ["attributes_of", "decode_image", "detections_to_viam"]
+
+
+def attributes_of(config: ComponentConfig) -> Mapping[str, Any]:
+    return struct_to_dict(config.attributes)
+
+
+def decode_image(image: ViamImage | bytes) -> Image.Image:
+    """Decode fully (not lazily) so a truncated JPEG fails here, as INVALID_ARGUMENT, and not inside a model."""
+    data = image.data if isinstance(image, ViamImage) else image
+    try:
+        decoded = Image.open(io.BytesIO(data))
+        decoded.load()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise InputError(f"could not decode the image ({len(data)} bytes): {exc}") from exc
+    return decoded if decoded.mode == "RGB" else decoded.convert("RGB")
+
+
+def detections_to_viam(dets: Detections, width: int, height: int) -> list[Detection]:
+    return [
+        Detection(
+            x_min=int(round(x0)), y_min=int(round(y0)), x_max=int(round(x1)), y_max=int(round(y1)),
+            confidence=conf, class_name=name,
+            x_min_normalized=float(x0) / width, y_min_normalized=float(y0) / height,
+            x_max_normalized=float(x1) / width, y_max_normalized=float(y1) / height,
+        )
+        for (x0, y0, x1, y1), conf, name in dets
+    ]

@@ -1,0 +1,61 @@
+"""The one seam where labelsieve errors become gRPC statuses, so clients see a clear code instead of UNKNOWN."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import ParamSpec, TypeVar
+
+from grpclib import GRPCError, Status
+
+from labelsieve.errors import (
+    BackendTimeout,
+    BackendUnavailable,
+    ConfigError,
+    InputError,
+    LabelsieveError,
+    ModelError,
+    SourceExhausted,
+    UnsupportedError,
+)
+
+__all__ = ["grpc_status", "grpc_errors"]
+
+_STATUS: tuple[tuple[type[LabelsieveError], Status], ...] = (
+    (ConfigError, Status.INVALID_ARGUMENT),
+    (InputError, Status.INVALID_ARGUMENT),
+    (UnsupportedError, Status.UNIMPLEMENTED),
+    (SourceExhausted, Status.OUT_OF_RANGE),
+    (ModelError, Status.FAILED_PRECONDITION),
+    (BackendTimeout, Status.DEADLINE_EXCEEDED),
+    (BackendUnavailable, Status.UNAVAILABLE),
+)
+
+
+def grpc_status(exc: LabelsieveError) -> Status:
+    return next((status for kind, status in _STATUS if isinstance(exc, kind)), Status.INTERNAL)
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def grpc_errors(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Decorate a resource method: labelsieve errors -> their status, anything unexpected -> INTERNAL with a logged traceback."""
+    log = logging.getLogger(method.__module__)
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except GRPCError:
+            raise
+        except LabelsieveError as exc:
+            log.warning("%s: %s", method.__qualname__, exc)
+            raise GRPCError(grpc_status(exc), str(exc)) from exc
+        except Exception as exc:
+            log.exception("%s failed unexpectedly", method.__qualname__)
+            raise GRPCError(Status.INTERNAL, f"{method.__qualname__} failed: {type(exc).__name__}: {exc}") from exc
+
+    return wrapper
