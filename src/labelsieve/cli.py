@@ -39,19 +39,23 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--api-key", default=os.environ.get("LABELSIEVE_API_KEY"),
                      help="require this API key from clients (prefer the LABELSIEVE_API_KEY variable: argv is visible to ps)")
     run.add_argument("--api-key-id", default=os.environ.get("LABELSIEVE_API_KEY_ID"), help="require this key id as auth entity")
+    run.add_argument("--tls-cert", type=Path, help="PEM certificate (chain) for the client listener")
+    run.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert (if not inside it)")
     run.add_argument("--no-watch", dest="watch_config", action="store_false", help="do not apply config file edits live")
     return parser
 
 
-def _connect_hint(address: str, keyed: bool) -> str:
-    creds = (", credentials=Credentials(type='api-key', payload=os.environ['LABELSIEVE_API_KEY']), auth_entity=KEY_ID"
-             if keyed else "")
+def _connect_hint(address: str, key_id: str | None, keyed: bool, tls: bool) -> str:
+    options = ("" if tls else "insecure=True, ") + "disable_webrtc=True"
+    if keyed:
+        options += ", credentials=Credentials(type='api-key', payload=os.environ['LABELSIEVE_API_KEY'])"
+        options += f", auth_entity='{key_id}'" if key_id else ""
     return (f"labelsieve: serving on {address}\n"
             "  connect from Python (viam-sdk):\n"
             "    from viam.robot.client import RobotClient\n"
             "    from viam.rpc.dial import DialOptions, Credentials\n"
             f"    robot = await RobotClient.at_address('{address}', RobotClient.Options(\n"
-            f"        dial_options=DialOptions(insecure=True, disable_webrtc=True{creds})))\n"
+            f"        dial_options=DialOptions({options})))\n"
             "  Ctrl-C stops (a second Ctrl-C forces).")
 
 
@@ -61,7 +65,7 @@ async def _run(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         log.warning("listening on %s with no API key: anyone who can reach this port controls the machine", args.host)
     options = RuntimeOptions(args.config.resolve(), args.host, args.port, args.api_key, args.api_key_id,
-                             args.data_dir, args.watch_config)
+                             args.tls_cert, args.tls_key, args.data_dir, args.watch_config)
     supervisor = Supervisor(options)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -85,7 +89,8 @@ async def _run(args: argparse.Namespace) -> int:
         if start.cancelled():
             return 130
         start.result()
-        print(_connect_hint(supervisor.address, bool(args.api_key)), flush=True)
+        print(_connect_hint(supervisor.address, args.api_key_id, bool(args.api_key), bool(args.api_key or args.tls_cert)),
+              flush=True)
         await supervisor.run_until(stop)
         return 0
     finally:

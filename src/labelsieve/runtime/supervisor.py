@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import ssl
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from labelsieve.errors import ConfigError, InvalidMachineConfig, LabelsieveError
 from labelsieve.runtime.config import MachineConfig, ModuleConfig, ResourceConfig, dependency_order, load_config
 from labelsieve.runtime.process import ModuleProcess
 from labelsieve.runtime.server import ApiKeyAuth, Forwarder, Link, RobotService, Routes, make_server
+from labelsieve.runtime.tls import self_signed, server_context
 
 __all__ = ["RuntimeOptions", "Supervisor"]
 
@@ -34,6 +36,9 @@ class RuntimeOptions:
     port: int = 8080
     api_key: str | None = None
     api_key_id: str | None = None
+    #: TLS for the client listener; with an API key and no certificate, a self-signed one is made for the run.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     data_dir: Path = Path.home() / ".labelsieve"
     watch_config: bool = True
     #: viam-server gives AddResource two minutes; loading large weights needs it.
@@ -90,12 +95,19 @@ class Supervisor:
                 await self._add(resource)
             auth = ApiKeyAuth(self.options.api_key, self.options.api_key_id) if self.options.api_key else None
             self._client_server = make_server([RobotService(self.routes), self.forwarder], auth)
-            await self._client_server.start(self.options.host, self.options.port)
+            await self._client_server.start(self.options.host, self.options.port, ssl=self._tls())
         except BaseException:
             await self.shutdown()
             raise
         port = self._client_server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.address = f"{self.options.host}:{port}"
+
+    def _tls(self) -> ssl.SSLContext | None:
+        cert, key = self.options.tls_cert, self.options.tls_key
+        if cert is None and self.options.api_key:
+            cert, key = self_signed(self._socket_dir, self.options.host)
+            log.info("API key set: serving TLS with a self-signed certificate (%s); pass --tls-cert/--tls-key for your own", cert)
+        return server_context(cert, key or cert) if cert else None
 
     async def run_until(self, stop: asyncio.Event) -> None:
         watcher = asyncio.create_task(self._watch_config()) if self.options.watch_config else None

@@ -1,0 +1,321 @@
+"""`GroundingDetector`: text classes in, `Detections` out, with Grounding DINO or OWLv2 underneath.
+
+torch and transformers are imported inside `load()`, so importing labelsieve stays light and a Viam module answers
+`Ready` before the weights arrive. Both backends reduce a frame to the same three arrays (boxes, a per-class score and a
+per-class text support); thresholds, NMS, clipping and the `max_detections` cut are then applied once, here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from labelsieve.detect.config import GroundingDetectorConfig, parse_query
+from labelsieve.detections import Detections
+from labelsieve.errors import ConfigError, InputError, ModelError, WeightsNotFoundError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["GroundingDetector", "SUPPORTED_MODEL_TYPES"]
+
+log = logging.getLogger(__name__)
+
+#: Per frame: boxes (Q, 4) xyxy in pixels, score (Q, C) and text support (Q, C), C = number of requested classes.
+Raw = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]
+
+_TEXT_CACHE_SIZE = 32
+
+
+class _Backend(Protocol):
+    #: (box_threshold, text_threshold) used for a class the config gives no number for.
+    default_thresholds: tuple[float, float]
+    default_input_size: int
+
+    def encode_text(self, classes: tuple[str, ...]) -> Any: ...
+
+    def infer(self, images: Sequence[Image.Image], text: Any, input_size: int) -> list[Raw]: ...
+
+
+class GroundingDetector:
+    """Open-vocabulary box proposer. `load()` once (heavy), then `detect()` from any thread; calls run one at a time."""
+
+    def __init__(self, config: GroundingDetectorConfig, resource: str = "grounding-detector") -> None:
+        self.config, self.resource = config, resource
+        self._backend: _Backend | None = None
+        self._load_lock, self._run_lock = threading.Lock(), threading.Lock()
+        self._text: OrderedDict[tuple[str, ...], Any] = OrderedDict()
+
+    @property
+    def loaded(self) -> bool:
+        return self._backend is not None
+
+    def load(self) -> None:
+        """Load weights and processor once; later calls return at once. Raises `ModelError` / `WeightsNotFoundError`."""
+        with self._load_lock:
+            if self._backend is None:
+                self._backend = _load_backend(self.config, self.resource)
+
+    def load_in_background(self) -> Future[None]:
+        """Start `load()` on a daemon thread, for callers (a Viam `new()`) that must return before the weights arrive."""
+        future: Future[None] = Future()
+
+        def run() -> None:
+            try:
+                self.load()
+            except BaseException as exc:  # handed to whoever awaits the future
+                future.set_exception(exc)
+            else:
+                future.set_result(None)
+
+        threading.Thread(target=run, name=f"load {self.resource}", daemon=True).start()
+        return future
+
+    def detect(self, images: Sequence[Image.Image], query: str | Sequence[str] | None = None) -> list[Detections]:
+        """One `Detections` per image; `class_name` is always exactly one of the query's (or the config's) classes."""
+        self.load()
+        assert self._backend is not None
+        classes = self._classes(query)
+        text = self._encoded(classes)
+        cfg, backend = self.config, self._backend
+        box_t = np.array([cfg.threshold("box_threshold", c, backend.default_thresholds[0]) for c in classes], np.float32)
+        text_t = np.array([cfg.threshold("text_threshold", c, backend.default_thresholds[1]) for c in classes], np.float32)
+        size = cfg.input_size or backend.default_input_size
+        rgb = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
+        raws: list[Raw] = []
+        with self._run_lock:
+            for start in range(0, len(rgb), cfg.batch_size):
+                try:
+                    raws += backend.infer(rgb[start : start + cfg.batch_size], text, size)
+                except (RuntimeError, ValueError) as exc:
+                    raise ModelError(f"{self.resource}: {cfg.model} failed on a batch of frames: {exc}") from exc
+        return [self._postprocess(raw, im.size, classes, box_t, text_t) for raw, im in zip(raws, rgb)]
+
+    def _classes(self, query: str | Sequence[str] | None) -> tuple[str, ...]:
+        if query is None:
+            if not self.config.configured_classes:
+                raise InputError(f"{self.resource}: no query given and none configured; pass a query such as "
+                                 "\"person. dog.\" or set 'classes' or 'default_query' in the attributes")
+            return self.config.configured_classes
+        try:
+            return parse_query(query)
+        except ValueError as exc:
+            raise InputError(f"{self.resource}: bad query: {exc}") from None
+
+    def _encoded(self, classes: tuple[str, ...]) -> Any:
+        """Tokenized (Grounding DINO) or embedded (OWLv2) text for `classes`, computed once per distinct query."""
+        assert self._backend is not None
+        if classes in self._text:
+            self._text.move_to_end(classes)
+        else:
+            self._text[classes] = self._backend.encode_text(classes)
+            if len(self._text) > _TEXT_CACHE_SIZE:
+                self._text.popitem(last=False)
+        return self._text[classes]
+
+    def _postprocess(self, raw: Raw, size: tuple[int, int], classes: tuple[str, ...],
+                     box_t: npt.NDArray[np.float32], text_t: npt.NDArray[np.float32]) -> Detections:
+        boxes, score, support = raw
+        best = score.argmax(axis=1)
+        rows = np.arange(len(best))
+        conf = score[rows, best]
+        keep = (conf > box_t[best]) & (support[rows, best] > text_t[best])
+        names = np.asarray(classes)[best]
+        dets = Detections(boxes[keep], conf[keep], names[keep]).clip(*size)
+        return dets.nms(self.config.nms_iou).sorted()[: self.config.max_detections]
+
+
+def _load_backend(cfg: GroundingDetectorConfig, resource: str) -> _Backend:
+    try:
+        import torch
+        from transformers import AutoConfig
+    except ImportError as exc:
+        raise ModelError(f"{resource}: torch and transformers are needed for the grounding detector: {exc}") from exc
+    source, kwargs = _source(cfg)
+    try:
+        model_type = AutoConfig.from_pretrained(source, **kwargs).model_type
+    except OSError as exc:
+        raise _not_found(cfg, resource, exc) from exc
+    backends = {"grounding-dino": _GroundingDino, "owlv2": _Owlv2}
+    if model_type not in backends:
+        raise ConfigError(resource, "attributes.model", f"{cfg.model!r} is a {model_type!r} model",
+                          f"supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}")
+    device = _device(cfg, resource, torch)
+    dtype = _dtype(cfg, device, torch)
+    try:
+        backend = backends[model_type](source, kwargs, device, dtype, cfg.quantize == "int8")
+    except OSError as exc:
+        raise _not_found(cfg, resource, exc) from exc
+    except (RuntimeError, ValueError) as exc:
+        raise ModelError(f"{resource}: could not load {cfg.model!r}: {exc}") from exc
+    log.info("%s: loaded %s (%s) on %s as %s", resource, cfg.model, model_type, device, dtype)
+    return backend
+
+
+SUPPORTED_MODEL_TYPES = ("grounding-dino", "owlv2")
+
+
+def _source(cfg: GroundingDetectorConfig) -> tuple[str, dict[str, Any]]:
+    """A local directory loads as is; a hub id goes through the HF cache, under $VIAM_MODULE_DATA/hf inside a module."""
+    local = Path(cfg.model).expanduser()
+    if local.is_dir():
+        return str(local), {}
+    kwargs: dict[str, Any] = {"revision": cfg.revision}
+    if data := os.environ.get("VIAM_MODULE_DATA"):
+        kwargs["cache_dir"] = str(Path(data) / "hf")
+    return cfg.model, kwargs
+
+
+def _not_found(cfg: GroundingDetectorConfig, resource: str, exc: OSError) -> WeightsNotFoundError:
+    cache = f"{os.environ['VIAM_MODULE_DATA']}/hf" if os.environ.get("VIAM_MODULE_DATA") else "the default Hugging Face cache"
+    return WeightsNotFoundError(
+        f"{resource}: weights for {cfg.model!r} are neither a local directory nor in {cache}, and could not be "
+        f"downloaded ({exc}). On a connected machine run `hf download {cfg.model}` and copy the Hugging Face cache "
+        f"here, or set 'model' to a local directory holding the model and its processor (save_pretrained)."
+    )
+
+
+def _device(cfg: GroundingDetectorConfig, resource: str, torch: Any) -> str:
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"{resource}: device 'cuda' was requested but torch sees no CUDA GPU; set device to 'cpu' or 'auto'")
+    if cfg.device == "auto":
+        return "cpu" if cfg.quantize == "int8" or not torch.cuda.is_available() else "cuda"
+    return cfg.device
+
+
+def _dtype(cfg: GroundingDetectorConfig, device: str, torch: Any) -> torch.dtype:
+    if cfg.dtype == "auto":
+        return torch.float16 if device == "cuda" else torch.float32
+    return getattr(torch, cfg.dtype)
+
+
+def _loaded_model(factory: Any, source: str, kwargs: dict[str, Any], device: str, dtype: Any, int8: bool) -> Any:
+    import torch
+
+    model = factory.from_pretrained(source, **kwargs).to(device=device, dtype=dtype).eval()
+    if int8:
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    return model
+
+
+class _GroundingDino:
+    """Scores a box per class from the token span of that class in the prompt, so a box never carries a prompt fragment.
+
+    score = the highest token probability inside the class's span (Grounding DINO's box score, restricted to the class);
+    text support = the mean over the span, so a multi-word class ("traffic light") needs all its words, which is what
+    the reference `text_threshold` decides when it assembles a phrase.
+    """
+
+    default_thresholds = (0.35, 0.25)  # the Grounding DINO authors' defaults
+    default_input_size = 480
+
+    def __init__(self, source: str, kwargs: dict[str, Any], device: str, dtype: Any, int8: bool) -> None:
+        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+
+        self.processor = AutoProcessor.from_pretrained(source, **kwargs)
+        self.model = _loaded_model(AutoModelForZeroShotObjectDetection, source, kwargs, device, dtype, int8)
+        self.device, self.dtype = device, dtype
+        self.max_text_len = self.model.config.max_text_len
+
+    def encode_text(self, classes: tuple[str, ...]) -> dict[str, Any]:
+        import torch
+
+        prompt, spans = "", []
+        for cls in classes:
+            spans.append((len(prompt), len(prompt) + len(cls)))
+            prompt += cls.lower() + ". "
+        enc = self.processor.tokenizer(prompt.strip(), return_offsets_mapping=True, return_tensors="pt")
+        offsets = enc.pop("offset_mapping")[0]
+        if offsets.shape[0] > self.max_text_len:
+            raise InputError(f"the query has {offsets.shape[0]} tokens; this model reads at most {self.max_text_len}")
+        nonempty = offsets[:, 1] > offsets[:, 0]
+        span = torch.stack([nonempty & (offsets[:, 0] < end) & (offsets[:, 1] > start) for start, end in spans])
+        if not bool(span.any(dim=1).all()):
+            raise InputError(f"the tokenizer kept no tokens for some of {list(classes)}")
+        return {"inputs": {k: v.to(self.device) for k, v in enc.items()}, "span": span.to(self.device)}
+
+    def infer(self, images: Sequence[Image.Image], text: dict[str, Any], input_size: int) -> list[Raw]:
+        import torch
+
+        size = {"shortest_edge": input_size, "longest_edge": round(input_size * 1333 / 800)}
+        pixels = self.processor.image_processor(images, size=size, return_tensors="pt")
+        n = len(images)
+        with torch.inference_mode():
+            out = self.model(
+                pixel_values=pixels["pixel_values"].to(self.device, self.dtype),
+                pixel_mask=pixels["pixel_mask"].to(self.device),
+                **{k: v.expand(n, -1) for k, v in text["inputs"].items()},
+            )
+            span = text["span"]  # (C, L)
+            probs = out.logits[..., : span.shape[1]].float().sigmoid()  # (B, Q, L)
+            in_span = probs.unsqueeze(2) * span  # (B, Q, C, L)
+            score = in_span.amax(dim=-1)
+            support = in_span.sum(dim=-1) / span.sum(dim=-1)
+            boxes = _xyxy(out.pred_boxes.float())
+        return [
+            (_scaled(boxes[i], im.width, im.height), score[i].cpu().numpy(), support[i].cpu().numpy())
+            for i, im in enumerate(images)
+        ]
+
+
+class _Owlv2:
+    """Embeds each class once (`encode_text`) and reuses the embeddings: a frame costs only the image tower and the heads."""
+
+    default_thresholds = (0.1, 0.0)  # OWLv2 scores run low; it has no separate text score
+    default_input_size = 960
+
+    def __init__(self, source: str, kwargs: dict[str, Any], device: str, dtype: Any, int8: bool) -> None:
+        from transformers import AutoProcessor, Owlv2ForObjectDetection
+
+        self.processor = AutoProcessor.from_pretrained(source, **kwargs)
+        self.model = _loaded_model(Owlv2ForObjectDetection, source, kwargs, device, dtype, int8)
+        self.device, self.dtype = device, dtype
+        self.native_size = self.model.config.vision_config.image_size
+
+    def encode_text(self, classes: tuple[str, ...]) -> Any:
+        import torch
+
+        enc = self.processor.tokenizer(list(classes), padding="max_length", truncation=True, return_tensors="pt")
+        with torch.inference_mode():
+            return self.model.owlv2.get_text_features(**{k: v.to(self.device) for k, v in enc.items()}).pooler_output
+
+    def infer(self, images: Sequence[Image.Image], text: Any, input_size: int) -> list[Raw]:
+        import torch
+
+        pixels = self.processor.image_processor(images, size={"height": input_size, "width": input_size},
+                                                return_tensors="pt")["pixel_values"].to(self.device, self.dtype)
+        interpolate = input_size != self.native_size
+        n, c = len(images), text.shape[0]
+        with torch.inference_mode():
+            feature_map, _ = self.model.image_embedder(pixels, interpolate_pos_encoding=interpolate)
+            feats = feature_map.reshape(n, -1, feature_map.shape[-1])
+            queries = text.unsqueeze(0).expand(n, -1, -1)
+            logits, _ = self.model.class_predictor(feats, queries, torch.ones(n, c, dtype=torch.bool, device=self.device))
+            score = logits.float().sigmoid()
+            boxes = _xyxy(self.model.box_predictor(feats, feature_map, interpolate).float())
+        # Boxes are relative to the square the frame was padded to (bottom and right), so both axes scale by its side.
+        return [
+            (_scaled(boxes[i], max(im.size), max(im.size)), score[i].cpu().numpy(), score[i].cpu().numpy())
+            for i, im in enumerate(images)
+        ]
+
+
+def _xyxy(cxcywh: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    cx, cy, w, h = cxcywh.unbind(-1)
+    return torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), dim=-1)
+
+
+def _scaled(boxes: torch.Tensor, width: float, height: float) -> npt.NDArray[np.float32]:
+    return (boxes.cpu().numpy() * np.array([width, height, width, height], np.float32)).astype(np.float32)

@@ -1,0 +1,49 @@
+"""A test-only vision module that depends on a camera through the parent, to prove module-to-module calls."""
+
+import asyncio
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Self
+
+from PIL import Image
+from viam.components.camera import Camera
+from viam.module.module import Module
+from viam.proto.app.robot import ComponentConfig
+from viam.proto.common import ResourceName
+from viam.proto.service.vision import Classification
+from viam.resource.base import ResourceBase
+from viam.resource.easy_resource import EasyResource
+from viam.services.vision import Vision
+from viam.resource.easy_resource import stub_model as stub
+from viam.utils import struct_to_dict
+
+
+@stub
+class FrameProbe(Vision, EasyResource):
+    """get_classifications_from_camera -> one class "<width>x<height>" read from the camera dependency."""
+
+    MODEL: ClassVar = "test:vision:frame-probe"
+    camera: Camera
+
+    @classmethod
+    def validate_config(cls, config: ComponentConfig) -> tuple[Sequence[str], Sequence[str]]:
+        camera = struct_to_dict(config.attributes).get("camera_name")
+        if not camera:
+            raise ValueError("'attributes.camera_name' is required")
+        return [camera], []
+
+    @classmethod
+    def new(cls, config: ComponentConfig, dependencies: Mapping[ResourceName, ResourceBase]) -> Self:
+        probe = cls(config.name)
+        probe.camera = next(d for d in dependencies.values() if isinstance(d, Camera))
+        return probe
+
+    async def get_classifications_from_camera(self, camera_name: str, count: int, *, extra: Mapping[str, Any] | None = None,
+                                              timeout: float | None = None, **kwargs: Any) -> list[Classification]:
+        images, _ = await self.camera.get_images()
+        width, height = Image.open(io.BytesIO(images[0].data)).size
+        return [Classification(class_name=f"{width}x{height}", confidence=1.0)]
+
+
+if __name__ == "__main__":
+    asyncio.run(Module.run_from_registry())

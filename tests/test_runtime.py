@@ -1,0 +1,238 @@
+"""The embedded runtime end to end: real module processes, real sockets, the official viam-sdk RobotClient over TCP."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from grpclib import GRPCError, Status
+from PIL import Image
+from viam.components.camera import Camera
+from viam.services.vision import VisionClient
+
+from machine import TEST_MODULES, Machine, camera, connect, module, validate
+
+
+@pytest.fixture()
+def frames(tmp_path: Path) -> Path:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, color in enumerate(["red", "green", "blue"]):
+        Image.new("RGB", (640, 480), color).save(folder / f"{i:03d}.jpg", quality=90)
+    return folder
+
+
+def probe(name: str = "probe", camera_name: str = "cam") -> dict[str, Any]:
+    return {"name": name, "api": "rdk:service:vision", "model": "test:vision:frame-probe", "attributes": {"camera_name": camera_name}}
+
+
+def base_config(frames: Path, **cam: Any) -> dict[str, Any]:
+    return {
+        "modules": [module("media-camera"), module("frame-probe", TEST_MODULES / "frame_probe")],
+        "components": [camera("cam", source=str(frames), **cam)],
+        "services": [probe()],
+    }
+
+
+async def images(address: str, name: str = "cam") -> list[Any]:
+    robot = await connect(address)
+    try:
+        shots, _ = await Camera.from_robot(robot, name).get_images()
+        return list(shots)
+    finally:
+        await robot.close()
+
+
+async def probe_size(address: str) -> str:
+    robot = await connect(address)
+    try:
+        vision = VisionClient.from_robot(robot, "probe")
+        return (await vision.get_classifications_from_camera("cam", 1))[0].class_name
+    finally:
+        await robot.close()
+
+
+async def eventually(check: Any, timeout: float = 20.0) -> Any:
+    """Retry an async check until it passes: used only where the runtime is expected to recover or apply an edit."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await check()
+        except (AssertionError, GRPCError, ConnectionError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+def test_lists_resources_and_serves_images_in_order(frames: Path, tmp_path: Path) -> None:
+    with Machine(base_config(frames), tmp_path) as machine:
+        async def run() -> None:
+            robot = await connect(machine.address)
+            try:
+                names = {(n.subtype, n.name) for n in robot.resource_names}
+                assert names == {("camera", "cam"), ("vision", "probe")}
+                cam = Camera.from_robot(robot, "cam")
+                seen = []
+                for _ in range(4):
+                    shots, _ = await cam.get_images()
+                    assert shots[0].mime_type == "image/jpeg"
+                    seen.append(Image.open(io.BytesIO(shots[0].data)).getpixel((5, 5)))
+                # fps 0: each read is the next file, then it loops
+                assert [max(range(3), key=lambda c: px[c]) for px in seen] == [0, 1, 2, 0]
+                props = await cam.get_properties()
+                assert list(props.mime_types) == ["image/jpeg"] and not props.supports_pcd
+                with pytest.raises(GRPCError) as err:
+                    await cam.get_point_cloud()
+                assert err.value.status == Status.UNIMPLEMENTED
+            finally:
+                await robot.close()
+        asyncio.run(run())
+    assert "labelsieve.module.media-camera" in machine.log
+
+
+def test_png_output_and_non_looping_source(frames: Path, tmp_path: Path) -> None:
+    config = base_config(frames, mime_type="image/png", loop=False)
+    with Machine(config, tmp_path) as machine:
+        async def run() -> None:
+            robot = await connect(machine.address)
+            try:
+                cam = Camera.from_robot(robot, "cam")
+                for _ in range(3):
+                    shots, _ = await cam.get_images()
+                    assert shots[0].data.startswith(b"\x89PNG") and shots[0].mime_type == "image/png"
+                with pytest.raises(GRPCError) as err:
+                    await cam.get_images()
+                assert err.value.status == Status.OUT_OF_RANGE and "no more frames" in str(err.value.message)
+            finally:
+                await robot.close()
+        asyncio.run(run())
+
+
+def test_dependency_between_two_module_processes(frames: Path, tmp_path: Path) -> None:
+    with Machine(base_config(frames, max_side=320), tmp_path) as machine:
+        assert asyncio.run(probe_size(machine.address)) == "320x240"
+
+
+def test_killed_module_comes_back_and_dependents_keep_working(frames: Path, tmp_path: Path) -> None:
+    with Machine(base_config(frames), tmp_path) as machine:
+        first = machine.module_pid("media_camera/main.py")
+        os.kill(first, signal.SIGKILL)
+        machine.wait_for_log("module 'media-camera' exited with code -9; restarting")
+        # the dependent module keeps its camera client: its calls go through the parent, which waits for the restart
+        assert asyncio.run(probe_size(machine.address)) == "640x480"
+        assert machine.module_pid("media_camera/main.py") != first
+        assert len(asyncio.run(images(machine.address))) == 1
+
+
+def test_config_edit_is_applied_live(frames: Path, tmp_path: Path) -> None:
+    config = base_config(frames)
+    with Machine(config, tmp_path) as machine:
+        probe_pid = machine.module_pid("frame_probe/main.py")
+        config["components"][0]["attributes"]["mime_type"] = "image/png"
+        config["components"].append(camera("cam2", source=str(frames), max_side=64))
+        machine.write(config)
+
+        async def edited() -> None:
+            shots = await images(machine.address, "cam")
+            assert shots[0].mime_type == "image/png"
+            small = await images(machine.address, "cam2")
+            assert Image.open(io.BytesIO(small[0].data)).size == (64, 48)
+        asyncio.run(eventually(edited))
+        assert machine.module_pid("frame_probe/main.py") == probe_pid  # untouched module kept running
+
+        config["components"].pop()
+        machine.write(config)
+
+        async def removed() -> None:
+            robot = await connect(machine.address)
+            try:
+                assert {n.name for n in robot.resource_names} == {"cam", "probe"}
+            finally:
+                await robot.close()
+        asyncio.run(eventually(removed))
+
+        config["components"][0]["attributes"]["source"] = str(tmp_path / "nowhere")
+        machine.write(config)
+        machine.wait_for_log("config change not applied")
+        assert asyncio.run(images(machine.address))[0].mime_type == "image/png"  # the previous config keeps running
+
+
+def test_clean_shutdown_leaves_no_process_and_no_socket(frames: Path, tmp_path: Path) -> None:
+    machine = Machine(base_config(frames), tmp_path)
+    children = psutil.Process(machine.proc.pid).children(recursive=True)
+    sockets = [Path(a) for c in children for a in c.cmdline() if a.endswith(".sock")]
+    assert len(children) >= 2 and sockets and all(s.exists() for s in sockets)
+    assert machine.stop(signal.SIGINT) == 0
+    gone, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive
+    assert not any(s.exists() for s in sockets) and not sockets[0].parent.exists()
+
+
+def test_api_key_is_required_when_set(frames: Path, tmp_path: Path) -> None:
+    env = {"LABELSIEVE_API_KEY": "s3cret-key", "LABELSIEVE_API_KEY_ID": "key-id-1"}
+    with Machine(base_config(frames), tmp_path, env=env) as machine:
+        async def shots(**creds: Any) -> int:
+            robot = await connect(machine.address, **creds)
+            try:
+                images, _ = await Camera.from_robot(robot, "cam").get_images()
+                return len(images)
+            finally:
+                await robot.close()
+
+        assert asyncio.run(shots(api_key="s3cret-key", key_id="key-id-1")) == 1
+        for wrong in ({"api_key": "wrong", "key_id": "key-id-1"}, {"api_key": "s3cret-key", "key_id": "other"}):
+            with pytest.raises(GRPCError) as err:
+                asyncio.run(shots(**wrong))
+            assert err.value.status == Status.UNAUTHENTICATED
+        with pytest.raises(ConnectionError):  # no key: ResourceNames is refused, so the SDK cannot connect
+            asyncio.run(shots(tls=True))
+    assert "s3cret-key" not in machine.log and "self-signed" in machine.log
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda c: c["components"][0].update(atributes={}), ["component 'cam'", "'atributes'", "did you mean 'attributes'"]),
+        (lambda c: c["components"][0].update(model="labelsieve:camera:nope"),
+         ["resource 'cam'", "'model'", "no module serves labelsieve:camera:nope", "labelsieve:camera:media"]),
+        (lambda c: c["modules"][0].update(executable_path="/nonexistent/run.sh"),
+         ["module 'media-camera'", "'executable_path'", "does not exist"]),
+        (lambda c: c["components"].append(camera("cam", source="x")), ["resource 'cam'", "used twice"]),
+        (lambda c: c["components"][0].update(depends_on=["probe"]), ["dependency cycle", "cam -> probe -> cam"]),
+        (lambda c: c["components"][0]["attributes"].update(source="/no/such/folder"),
+         ["resource 'cam'", "'attributes.source'", "/no/such/folder does not exist"]),
+        (lambda c: c["components"][0]["attributes"].update(fps="fast"), ["'attributes.fps'", "must be a number"]),
+        (lambda c: c["services"][0]["attributes"].update(camera_name="ghost"), ["resource 'probe'", "'ghost'", "not in the config"]),
+        (lambda c: c.update(remotes=[]), ["'remotes'", "not supported", "viam-server"]),
+        (lambda c: c["modules"][0].update(env={"X": "${environment.LABELSIEVE_UNSET_VAR}"}),
+         ["LABELSIEVE_UNSET_VAR is not set"]),
+    ],
+    ids=["misspelt-key", "unknown-model", "missing-executable", "duplicate-name", "cycle", "module-validate", "attr-type",
+         "implicit-dep", "unsupported-key", "placeholder"],
+)
+def test_bad_configs_are_rejected_with_a_clear_message(frames: Path, tmp_path: Path, mutate: Any, expected: list[str]) -> None:
+    config = base_config(frames)
+    mutate(config)
+    result = validate(config, tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    for text in expected:
+        assert text in result.stderr, f"{text!r} missing from:\n{result.stderr}"
+
+
+def test_valid_config_validates_and_placeholders_expand(frames: Path, tmp_path: Path) -> None:
+    config = base_config(frames)
+    config["components"][0]["attributes"]["source"] = "${environment.LS_TEST_FRAMES}"
+    os.environ["LS_TEST_FRAMES"] = str(frames)
+    try:
+        result = validate(config, tmp_path)
+    finally:
+        del os.environ["LS_TEST_FRAMES"]
+    assert result.returncode == 0, result.stderr
+    assert "valid (2 modules, 2 resources)" in result.stdout
