@@ -25,6 +25,7 @@ from viam.utils import dict_to_struct
 
 from labelsieve.errors import ModuleError
 from labelsieve.runtime.config import ModuleConfig, ResourceConfig
+from labelsieve.runtime.server import PassThroughCodec
 
 __all__ = ["ModuleProcess", "component_config"]
 
@@ -116,7 +117,7 @@ class ModuleProcess:
                 await self.stop()
                 raise ModuleError(f"module '{self.config.name}' did not open {self.socket} within {self.startup_timeout:.0f} s")
             await asyncio.sleep(0.02)
-        self._channel = Channel(path=str(self.socket))
+        self._channel = Channel(path=str(self.socket), codec=PassThroughCodec())
 
     async def _pump_output(self, stream: asyncio.StreamReader | None) -> None:
         """Module stdout/stderr go to the runtime log under the module's name (crash tracebacks arrive this way)."""

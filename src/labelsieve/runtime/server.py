@@ -18,6 +18,7 @@ from typing import Any
 import viam.module.module  # noqa: F401  (registers every built-in API in the SDK registry)
 from grpclib import GRPCError, Status
 from grpclib.const import Cardinality, Handler
+from grpclib.encoding.proto import ProtoCodec
 from grpclib.events import RecvRequest, listen
 from grpclib.exceptions import StreamTerminatedError
 from grpclib.server import Server, Stream
@@ -30,7 +31,7 @@ from viam.resource.registry import Registry
 
 from labelsieve import __version__
 
-__all__ = ["Link", "Routes", "RobotService", "Forwarder", "ApiKeyAuth", "make_server"]
+__all__ = ["ApiKeyAuth", "Forwarder", "Link", "PassThroughCodec", "RobotService", "Routes", "make_server"]
 
 log = logging.getLogger("labelsieve.runtime")
 
@@ -39,6 +40,20 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING
 
 #: How long a call waits for a restarting module before answering UNAVAILABLE.
 RESTART_GRACE_S = 10.0
+
+
+class Raw:
+    """Marker reply type: the module's reply bytes go to the caller as they came, never decoded and re-encoded."""
+
+
+class PassThroughCodec(ProtoCodec):
+    """Protobuf, except for `Raw` replies. Decoding and re-encoding a frame-sized reply was most of a hop's cost."""
+
+    def encode(self, message: Any, message_type: Any) -> bytes:
+        return message if message_type is Raw else super().encode(message, message_type)
+
+    def decode(self, data: bytes, message_type: Any) -> Any:
+        return data if message_type is Raw else super().decode(data, message_type)
 
 
 @dataclass(eq=False)
@@ -119,7 +134,7 @@ class Forwarder:
             service = registration.rpc_service
             for path, h in service.__mapping__(object.__new__(service)).items():
                 forward = functools.partial(self._forward, str(api), path, h)
-                self._mapping[path] = Handler(forward, h.cardinality, h.request_type, h.reply_type)
+                self._mapping[path] = Handler(forward, h.cardinality, h.request_type, Raw)
 
     def __mapping__(self) -> Mapping[str, Handler]:
         return self._mapping
@@ -135,7 +150,7 @@ class Forwarder:
             timeout = stream.deadline.time_remaining() if stream.deadline else None
         client_streams = h.cardinality in (Cardinality.STREAM_UNARY, Cardinality.STREAM_STREAM)
         try:
-            async with link.channel.request(path, h.cardinality, h.request_type, h.reply_type, timeout=timeout) as out:
+            async with link.channel.request(path, h.cardinality, h.request_type, Raw, timeout=timeout) as out:
                 await out.send_message(request, end=not client_streams)
                 pump = asyncio.create_task(self._pump(stream, out)) if client_streams else None
                 try:
@@ -184,7 +199,7 @@ class ApiKeyAuth(UnimplementedAuthServiceBase):
 
 
 def make_server(handlers: list[Any], auth: ApiKeyAuth | None = None) -> Server:
-    server = Server([*handlers, auth] if auth else handlers)
+    server = Server([*handlers, auth] if auth else handlers, codec=PassThroughCodec())
     if auth:
         listen(server, RecvRequest, auth.check)
     return server

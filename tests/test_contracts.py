@@ -1,0 +1,76 @@
+"""The shared contracts: Detections and typed attributes."""
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pytest
+
+from labelsieve.attributes import Attributes, FieldProblem
+from labelsieve.detections import Detections
+from labelsieve.errors import ConfigError
+
+
+def dets(*rows: tuple[float, float, float, float, float, str]) -> Detections:
+    return Detections(np.array([r[:4] for r in rows]), np.array([r[4] for r in rows]), np.array([r[5] for r in rows]))
+
+
+def test_detections_validate_shapes_on_construction() -> None:
+    with pytest.raises(ValueError, match=r"expected boxes of shape \(N, 4\), got \(3, 5\)"):
+        Detections(np.zeros((3, 5)), np.zeros(3), np.array(["a"] * 3))
+    with pytest.raises(ValueError, match="expected confidence of length 2"):
+        Detections(np.zeros((2, 4)), np.zeros(3), np.array(["a", "b"]))
+    assert len(Detections.empty()) == 0 and Detections.empty().xyxy.shape == (0, 4)
+
+
+def test_nms_is_class_aware_and_returns_a_new_value() -> None:
+    d = dets((0, 0, 10, 10, 0.9, "person"), (1, 1, 10, 10, 0.8, "person"), (1, 1, 10, 10, 0.7, "dog"))
+    kept = d.nms(0.5)
+    assert sorted(kept.class_name.tolist()) == ["dog", "person"] and kept.confidence.max() == pytest.approx(0.9)
+    assert len(d.nms(0.5, class_agnostic=True)) == 1
+    assert len(d) == 3
+
+
+def test_clip_and_filtering_by_index() -> None:
+    d = dets((-5, -5, 50, 50, 0.9, "a"), (200, 200, 300, 300, 0.4, "b"))
+    clipped = d.clip(100, 100)
+    assert clipped.xyxy.tolist() == [[0, 0, 50, 50]]  # the box wholly outside is dropped
+    assert d[d.confidence > 0.5].class_name.tolist() == ["a"]
+    assert Detections.merge([d, clipped]).class_name.tolist() == ["a", "b", "a"]
+
+
+@dataclass(frozen=True)
+class Example(Attributes):
+    size: int
+    ratio: float = 0.5
+    mode: Literal["fast", "slow"] = "fast"
+    names: tuple[str, ...] = ()
+    limits: float | dict[str, float] = 0.3
+
+    def check(self) -> None:
+        if not 0 <= self.ratio <= 1:
+            raise FieldProblem("ratio", f"must be within 0..1, got {self.ratio}")
+
+
+def test_attributes_coerce_viam_numbers_and_check_fields() -> None:
+    parsed = Example.parse("det", {"size": 640.0, "ratio": 1, "names": ["a", "b"], "limits": {"a": 0.2}})
+    assert parsed == Example(size=640, ratio=1.0, names=("a", "b"), limits={"a": 0.2})
+    assert isinstance(parsed.size, int)
+
+
+@pytest.mark.parametrize(
+    ("attrs", "message"),
+    [
+        ({}, "det: 'attributes.size' is required"),
+        ({"size": 1, "szie": 2}, "did you mean 'size'?"),
+        ({"size": 1.5}, "'attributes.size' must be a whole number, got 1.5"),
+        ({"size": 1, "mode": "fsat"}, "must be one of 'fast', 'slow', got 'fsat' (did you mean 'fast'?)"),
+        ({"size": 1, "ratio": 2}, "'attributes.ratio' must be within 0..1, got 2.0"),
+        ({"size": 1, "names": "a"}, "'attributes.names' must be a list"),
+        ({"size": 1, "limits": {"a": "x"}}, "attributes.limits"),
+    ],
+)
+def test_attribute_errors_name_resource_field_and_fix(attrs: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        Example.parse("det", attrs)
+    assert message in str(err.value)
