@@ -15,6 +15,7 @@ import pytest
 from grpclib import GRPCError, Status
 from PIL import Image
 from viam.components.camera import Camera
+from viam.components.camera.client import CameraClient
 from viam.services.vision import VisionClient
 
 from machine import TEST_MODULES, Machine, camera, connect, module, validate
@@ -159,9 +160,12 @@ def test_config_edit_is_applied_live(frames: Path, tmp_path: Path) -> None:
         asyncio.run(eventually(removed))
 
         config["components"][0]["attributes"]["source"] = str(tmp_path / "nowhere")
+        config["components"].append(camera("cam3", source=str(frames), max_side=32))
         machine.write(config)
-        machine.wait_for_log("config change not applied")
+        machine.wait_for_log("config change for cam not applied, keeping its previous config")
         assert asyncio.run(images(machine.address))[0].mime_type == "image/png"  # the previous config keeps running
+        small = asyncio.run(eventually(lambda: images(machine.address, "cam3")))  # the valid part of the edit is applied
+        assert Image.open(io.BytesIO(small[0].data)).size == (32, 24)
 
 
 def test_clean_shutdown_leaves_no_process_and_no_socket(frames: Path, tmp_path: Path) -> None:
@@ -236,3 +240,25 @@ def test_valid_config_validates_and_placeholders_expand(frames: Path, tmp_path: 
         del os.environ["LS_TEST_FRAMES"]
     assert result.returncode == 0, result.stderr
     assert "valid (2 modules, 2 resources)" in result.stdout
+
+
+def test_resource_that_fails_to_start_is_reported_not_hidden(frames: Path, tmp_path: Path) -> None:
+    junk = tmp_path / "broken.mp4"
+    junk.write_bytes(b"not a video")
+    config = base_config(frames)
+    config["components"].append(camera("broken", source=str(junk)))
+    with Machine(config, tmp_path) as machine:
+        async def run() -> None:
+            robot = await connect(machine.address)
+            try:
+                status = {s.name.name: s for s in (await robot.get_machine_status()).resources}
+                assert status["cam"].state == status["cam"].STATE_READY
+                assert status["broken"].state == status["broken"].STATE_UNHEALTHY
+                assert "could not open video" in status["broken"].error
+                with pytest.raises(GRPCError) as err:
+                    await CameraClient("broken", robot._channel).get_images()
+                assert err.value.status == Status.FAILED_PRECONDITION and "broken.mp4" in str(err.value.message)
+            finally:
+                await robot.close()
+        asyncio.run(run())
+    assert "AddResource(broken)" in machine.log

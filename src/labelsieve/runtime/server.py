@@ -25,7 +25,13 @@ from grpclib.server import Server, Stream
 from viam.gen.proto.rpc.v1.auth_grpc import UnimplementedAuthServiceBase
 from viam.gen.robot.v1.robot_grpc import UnimplementedRobotServiceBase
 from viam.proto.common import ResourceName
-from viam.proto.robot import GetVersionResponse, LogResponse, ResourceNamesResponse
+from viam.proto.robot import (
+    GetMachineStatusResponse,
+    GetVersionResponse,
+    LogResponse,
+    ResourceNamesResponse,
+    ResourceStatus,
+)
 from viam.proto.rpc.auth import AuthenticateResponse
 from viam.resource.registry import Registry
 
@@ -73,30 +79,50 @@ class Link:
 
 
 class Routes:
-    """Which module serves each added resource, keyed by (API, name)."""
+    """Which module serves each added resource, keyed by (API, name), and why the ones that failed to add did."""
 
     def __init__(self) -> None:
         self._routes: dict[tuple[str, str], Link] = {}
+        self._failed: dict[tuple[str, str], str] = {}
 
     def add(self, api: str, name: str, link: Link) -> None:
+        self._failed.pop((api, name), None)
         self._routes[(api, name)] = link
+
+    def fail(self, api: str, name: str, error: str) -> None:
+        self._routes.pop((api, name), None)
+        self._failed[(api, name)] = error
 
     def remove(self, api: str, name: str) -> None:
         self._routes.pop((api, name), None)
+        self._failed.pop((api, name), None)
 
     def names(self) -> list[ResourceName]:
-        out = []
-        for api, name in self._routes:
-            namespace, kind, subtype = api.split(":")
-            out.append(ResourceName(namespace=namespace, type=kind, subtype=subtype, name=name))
-        return out
+        return [_resource_name(api, name) for api, name in self._routes]
+
+    def statuses(self) -> list[ResourceStatus]:
+        ready, unhealthy = ResourceStatus.State.STATE_READY, ResourceStatus.State.STATE_UNHEALTHY
+        return [
+            *(ResourceStatus(name=_resource_name(api, name), state=ready if link.up.is_set() else unhealthy,
+                             error="" if link.up.is_set() else f"module '{link.module}' is not running")
+              for (api, name), link in self._routes.items()),
+            *(ResourceStatus(name=_resource_name(api, name), state=unhealthy, error=error)
+              for (api, name), error in self._failed.items()),
+        ]
 
     def lookup(self, api: str, name: str) -> Link:
+        if (api, name) in self._failed:
+            raise GRPCError(Status.FAILED_PRECONDITION, f"{api}/{name} failed to start: {self._failed[(api, name)]}")
         try:
             return self._routes[(api, name)]
         except KeyError:
             known = sorted(n for a, n in self._routes if a == api)
             raise GRPCError(Status.NOT_FOUND, f"no {api} named '{name}'; known: {', '.join(known) or 'none'}") from None
+
+
+def _resource_name(api: str, name: str) -> ResourceName:
+    namespace, kind, subtype = api.split(":")
+    return ResourceName(namespace=namespace, type=kind, subtype=subtype, name=name)
 
 
 class RobotService(UnimplementedRobotServiceBase):
@@ -118,6 +144,11 @@ class RobotService(UnimplementedRobotServiceBase):
             stack = f"\n{entry.stack}" if entry.stack and "exc_text: None" not in entry.stack else ""
             self._log.log(level, "%s: %s%s", entry.logger_name, entry.message, stack)
         await stream.send_message(LogResponse())
+
+    async def GetMachineStatus(self, stream: Stream[Any, Any]) -> None:
+        await stream.recv_message()
+        await stream.send_message(GetMachineStatusResponse(resources=self._routes.statuses(),
+                                                           state=GetMachineStatusResponse.State.STATE_RUNNING))
 
     async def GetVersion(self, stream: Stream[Any, Any]) -> None:
         await stream.recv_message()

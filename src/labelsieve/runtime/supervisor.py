@@ -12,7 +12,7 @@ import logging
 import shutil
 import ssl
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from grpclib import GRPCError
@@ -80,7 +80,7 @@ class Supervisor:
         try:
             config = load_config(self.options.config_path)
             await self._start_modules(config.modules)
-            self._implicit = await self._check_resources(config, config.resources)
+            self._implicit = await self._checked(config)
             return config
         finally:
             await self.shutdown()
@@ -89,8 +89,9 @@ class Supervisor:
         config = load_config(self.options.config_path)
         try:
             await self._start_modules(config.modules)
-            self._implicit = await self._check_resources(config, config.resources)
+            self._implicit = await self._checked(config)
             self.config = config
+            _note_unsupported(config)
             for resource in dependency_order(config, self._implicit):
                 await self._add(resource)
             auth = ApiKeyAuth(self.options.api_key, self.options.api_key_id) if self.options.api_key else None
@@ -206,32 +207,39 @@ class Supervisor:
         owned = {r.name for r in self.config.resources if (m := self._owner(r)) and m.process.config.name == module_name}
         return [r for r in dependency_order(self.config, self._implicit) if r.name in owned]
 
-    async def _check_resources(self, config: MachineConfig, resources: tuple[ResourceConfig, ...]) -> dict[str, list[str]]:
-        """Served-model check and each module's ValidateConfig; every problem is collected, then raised together."""
-        errors: list[ConfigError] = []
+    async def _check_resources(self, config: MachineConfig, resources: tuple[ResourceConfig, ...]
+                               ) -> tuple[dict[str, list[str]], dict[str, ConfigError]]:
+        """Served-model check and each module's ValidateConfig -> (implicit dependencies, problems by resource name)."""
+        errors: dict[str, ConfigError] = {}
         implicit = dict(self._implicit)
         for resource in resources:
             where = f"resource '{resource.name}'"
             owner = self._owner(resource)
             if owner is None:
                 served = sorted(f"{m} ({api})" for mod in self._modules.values() for api, ms in mod.served.items() for m in ms)
-                errors.append(ConfigError(where, "model", f"no module serves {resource.model} for {resource.api}",
-                                          f"served here: {', '.join(served) or 'nothing'}; add the module that provides it"))
+                errors[resource.name] = ConfigError(where, "model", f"no module serves {resource.model} for {resource.api}",
+                                                    f"served here: {', '.join(served) or 'nothing'}; add the module that provides it")
                 continue
             try:
                 implicit[resource.name] = await owner.process.validate(resource, self.options.call_timeout)
             except GRPCError as exc:
-                errors.append(ConfigError(where, "attributes", _validation_message(exc.message or "", resource.name)))
+                errors[resource.name] = ConfigError(where, "attributes", _validation_message(exc.message or "", resource.name))
             except (OSError, asyncio.TimeoutError) as exc:
-                errors.append(ConfigError(where, "", f"module '{owner.process.config.name}' did not answer ValidateConfig: {exc!r}"))
+                errors[resource.name] = ConfigError(where, "", f"module '{owner.process.config.name}' did not answer "
+                                                                f"ValidateConfig: {exc!r}")
         names = {r.name for r in config.resources}
         for resource in resources:
             for dep in implicit.get(resource.name, ()):
                 if dep not in names:
-                    errors.append(ConfigError(f"resource '{resource.name}'", "attributes", f"needs '{dep}', which is not in the config",
-                                              "add that resource or fix the name"))
+                    errors[resource.name] = ConfigError(f"resource '{resource.name}'", "attributes",
+                                                        f"needs '{dep}', which is not in the config", "add that resource or fix the name")
+        return implicit, errors
+
+    async def _checked(self, config: MachineConfig) -> dict[str, list[str]]:
+        """Start-up is all or nothing: every problem is raised together, and nothing is added."""
+        implicit, errors = await self._check_resources(config, config.resources)
         if errors:
-            raise InvalidMachineConfig(errors)
+            raise InvalidMachineConfig(list(errors.values()))
         dependency_order(config, implicit)
         return implicit
 
@@ -250,7 +258,7 @@ class Supervisor:
                 await owner.process.add(resource, self._dependencies(resource), self.options.call_timeout)
         except ModuleError as exc:
             log.error("%s", exc)
-            self.routes.remove(resource.api, resource.name)
+            self.routes.fail(resource.api, resource.name, str(exc))
             return
         self.routes.add(resource.api, resource.name, owner.link)
         owner.link.up.set()
@@ -299,17 +307,28 @@ class Supervisor:
         await self._start_modules(tuple(new_mods[n] for n in new_mods if n not in old_mods or n in restarted))
 
         changed = {n for n in new_res if n not in old_res or new_res[n] != old_res[n]}
-        implicit = await self._check_resources(new, tuple(new_res[n] for n in changed))
-        self._implicit = {name: deps for name, deps in implicit.items() if name in new_res}
-        self.config = new
-        order = dependency_order(new, self._implicit)
+        implicit, errors = await self._check_resources(new, tuple(new_res[n] for n in changed))
+        # Apply what is valid; an invalid edit keeps the resource's previous config (or leaves a new one out).
+        for name, error in errors.items():
+            log.error("config change for %s not applied, %s: %s", name,
+                      "keeping its previous config" if name in old_res else "not adding it", error)
+            changed.discard(name)
+            if name in old_res:
+                new_res[name] = old_res[name]
+                implicit[name] = self._implicit.get(name, [])
+            else:
+                del new_res[name]
+        new = replace(new, resources=tuple(new_res.values()))
+        implicit = {name: deps for name, deps in implicit.items() if name in new_res}
+        order = dependency_order(new, implicit)
+        self.config, self._implicit = new, implicit
+        _note_unsupported(new)
         dirty = set(changed)
         for r in order:  # dependents of anything touched are reconfigured after it
             if (set(r.depends_on) | set(self._implicit.get(r.name, ()))) & dirty:
                 dirty.add(r.name)
         for r in order:
-            fresh = r.name not in old_res or r.name in on_restarted or r.name in on_gone
-            if fresh:
+            if r.name not in old_res or r.name in on_restarted or r.name in on_gone:
                 await self._add(r)
             elif r.name in dirty:
                 await self._add(r, reconfigure=True)
@@ -325,6 +344,15 @@ class Supervisor:
             except ModuleError as exc:
                 log.warning("%s", exc)
         log.info("removed %s", resource.name)
+
+
+def _note_unsupported(config: MachineConfig) -> None:
+    if config.ignored:
+        log.warning("%s: ignoring %s (the embedded runtime takes listen address and keys from its command line)",
+                    config.path.name, ", ".join(config.ignored))
+    for r in config.resources:
+        if r.service_configs:
+            log.warning("resource '%s': service_configs are kept for viam-server; the embedded runtime captures no data", r.name)
 
 
 def _validation_message(message: str, resource: str) -> str:
