@@ -32,10 +32,14 @@ def camera(name: str = "cam", **attributes: Any) -> dict[str, Any]:
 class Machine:
     """A running `labelsieve run CONFIG --port 0`; output is collected for assertions."""
 
-    def __init__(self, config: dict[str, Any], tmp: Path, *, args: tuple[str, ...] = (), env: dict[str, str] | None = None,
-                 ready_timeout: float = 90.0) -> None:
-        self.config_path = tmp / "machine.json"
-        self.write(config)
+    def __init__(self, config: dict[str, Any] | Path, tmp: Path, *, args: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None, ready_timeout: float = 90.0) -> None:
+        """`config` is a dict written to `tmp/machine.json`, or the path of a config file to run as it is."""
+        if isinstance(config, Path):
+            self.config_path = config
+        else:
+            self.config_path = tmp / "machine.json"
+            self.write(config)
         self.lines: list[str] = []
         self.address = ""
         self._ready = threading.Event()
