@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
-import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -21,7 +20,6 @@ from labelsieve.verify.config import VerifierConfig
 
 __all__ = ["Backend", "Verifier", "make_backend"]
 
-log = logging.getLogger(__name__)
 
 
 class Backend(Protocol):
