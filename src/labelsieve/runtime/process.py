@@ -109,7 +109,7 @@ class ModuleProcess:
         self._pump = asyncio.create_task(self._pump_output(self._proc.stdout))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.startup_timeout
-        while not self.socket.exists():  # no inotify in the stdlib; the socket appears within ~0.3 s
+        while not await self._accepts():  # the file appears at bind(), before listen(): probe with a real connect
             if not self.is_alive():
                 raise ModuleError(f"module '{self.config.name}' exited with code {self._proc.returncode} before "
                                   f"opening its socket; see its output above ({exe})")
@@ -118,6 +118,15 @@ class ModuleProcess:
                 raise ModuleError(f"module '{self.config.name}' did not open {self.socket} within {self.startup_timeout:.0f} s")
             await asyncio.sleep(0.02)
         self._channel = Channel(path=str(self.socket), codec=PassThroughCodec())
+
+    async def _accepts(self) -> bool:
+        try:
+            _, writer = await asyncio.open_unix_connection(str(self.socket))
+        except (FileNotFoundError, ConnectionRefusedError):
+            return False
+        writer.close()
+        await writer.wait_closed()
+        return True
 
     async def _pump_output(self, stream: asyncio.StreamReader | None) -> None:
         """Module stdout/stderr go to the runtime log under the module's name (crash tracebacks arrive this way)."""
