@@ -22,13 +22,15 @@ def parse_query(query: str | Sequence[str]) -> tuple[str, ...]:
     """
     if isinstance(query, str):
         parts = query.split(".")
-    else:
+    elif isinstance(query, (list, tuple)):
         parts = list(query)
         for part in parts:
             if not isinstance(part, str):
                 raise ValueError(f"class names must be strings, got {part!r}")
             if "." in part:
                 raise ValueError(f"class name {part!r} contains '.'; pass one name per list item, without dots")
+    else:
+        raise ValueError(f"expected a string like \"person. dog.\" or a list of class names, got {query!r}")
     classes = tuple(dict.fromkeys(p.strip() for p in parts if p.strip()))
     if not classes:
         raise ValueError(f"no class names in {query!r}; expected e.g. \"person. dog.\" or [\"person\", \"dog\"]")

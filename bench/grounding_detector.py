@@ -1,0 +1,159 @@
+"""Time the grounding detector on the released architectures (random weights: cost does not depend on them).
+
+Per model, on 640x480 frames: `GroundingDetector` vs `transformers.pipeline("zero-shot-object-detection")` at the same
+input size, then the input size (480 vs 800 px, Grounding DINO), batching, text-feature reuse and `quantize: int8`.
+
+    python bench/grounding_detector.py --quick            # 2 timed frames per leg, CPU
+    python bench/grounding_detector.py --device cuda --models grounding-dino,owlv2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from labelsieve.detect import GroundingDetector, GroundingDetectorConfig  # noqa: E402
+from tiny_models import build_grounding_dino, build_owlv2  # noqa: E402
+
+CLASSES = ["person", "dog", "traffic light"]
+BUILDERS = {"grounding-dino": build_grounding_dino, "owlv2": build_owlv2}
+NATIVE = {"grounding-dino": 800, "owlv2": 960}  # the processors' own sizes, which the pipeline uses
+
+
+def frames(n: int) -> list[Image.Image]:
+    rng = np.random.default_rng(0)
+    return [Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+def per_frame(fn: Callable[[], object], frames_per_call: int, iterations: int) -> float:
+    """Median seconds per frame over `iterations` calls, after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(iterations):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) / frames_per_call)
+    return statistics.median(times)
+
+
+def detector(model: Path, device: str, **attributes: object) -> GroundingDetector:
+    det = GroundingDetector(GroundingDetectorConfig.parse("bench", {"model": str(model), "device": device,
+                                                                     "classes": CLASSES, **attributes}))
+    det.load()
+    return det
+
+
+def row(label: str, seconds: float, baseline: float | None = None, note: str = "") -> None:
+    ratio = f"{seconds / baseline:6.2f}x" if baseline else "       "
+    print(f"  {label:<44} {seconds * 1000:9.1f} ms/frame  {ratio}  {note}")
+
+
+def bench_model(name: str, directory: Path, device: str, iterations: int) -> None:
+    import torch
+    from transformers import pipeline
+
+    images = frames(4)
+    one = images[:1]
+    native = NATIVE[name]
+    print(f"\n{name} on {device} (random weights, 640x480 frames, classes {CLASSES})")
+    pipe = pipeline("zero-shot-object-detection", model=str(directory), device=device,
+                    dtype=torch.float16 if device == "cuda" else torch.float32)
+    base = per_frame(lambda: pipe(one[0], candidate_labels=CLASSES, threshold=0.3), 1, iterations)
+    row(f"transformers pipeline @{native}", base, note="baseline")
+    det = detector(directory, device, input_size=native, batch_size=1)
+    ours = per_frame(lambda: det.detect(one), 1, iterations)
+    row(f"GroundingDetector @{native}", ours, base, "vs pipeline")
+
+    if name == "grounding-dino":
+        small = detector(directory, device, input_size=480, batch_size=1)
+        row("GroundingDetector @480 (default)", per_frame(lambda: small.detect(one), 1, iterations), ours,
+            f"vs @{native}")
+        det = small
+    batched = detector(directory, device, input_size=det.config.input_size, batch_size=4)
+    single = per_frame(lambda: det.detect(images), 4, max(1, iterations // 2))
+    row(f"4 frames, batch_size 1 @{det.config.input_size}", single)
+    row(f"4 frames, batch_size 4 @{det.config.input_size}", per_frame(lambda: batched.detect(images), 4,
+                                                                     max(1, iterations // 2)), single, "vs batch 1")
+
+    def fresh_text() -> object:
+        det._text.clear()  # forget the cached tokens / embeddings: what every call would pay without reuse
+        return det.detect(one)
+
+    cached = per_frame(lambda: det.detect(one), 1, iterations)
+    row("repeated query, text reused", cached)
+    row("repeated query, text re-encoded", per_frame(fresh_text, 1, iterations), cached, "vs reused")
+
+    if device == "cpu":
+        int8 = detector(directory, device, input_size=det.config.input_size, batch_size=1, quantize="int8")
+        row(f"quantize int8 @{det.config.input_size} (accuracy unverified)",
+            per_frame(lambda: int8.detect(one), 1, iterations), cached, "vs float32")
+
+
+async def time_module_path(address: str, vision_name: str, iterations: int) -> float:
+    """Median seconds per `VisionClient.get_detections` through a running machine (e.g. `labelsieve run`).
+
+    Plugs the module-through-runtime leg in next to the in-process figures once the runtime serves at `address`.
+    """
+    import io
+
+    from viam.media.video import CameraMimeType, ViamImage
+    from viam.robot.client import RobotClient
+    from viam.rpc.dial import DialOptions
+    from viam.services.vision import VisionClient
+
+    buffer = io.BytesIO()
+    frames(1)[0].save(buffer, "JPEG")
+    image = ViamImage(buffer.getvalue(), CameraMimeType.JPEG)
+    options = RobotClient.Options(dial_options=DialOptions(insecure=True, disable_webrtc=True))
+    robot = await RobotClient.at_address(address, options)
+    try:
+        vision = VisionClient.from_robot(robot, vision_name)
+        await vision.get_detections(image)
+        times = []
+        for _ in range(iterations):
+            start = time.perf_counter()
+            await vision.get_detections(image)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+    finally:
+        await robot.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="2 timed iterations per leg instead of 5")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--models", default="grounding-dino,owlv2", help="comma-separated: grounding-dino, owlv2")
+    parser.add_argument("--address", help="also time get_detections through a running machine at this address")
+    parser.add_argument("--vision-name", default="proposer", help="the vision service to call with --address")
+    args = parser.parse_args()
+    iterations = 2 if args.quick else 5
+    import torch
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+          + (f", {torch.cuda.get_device_name()}" if args.device == "cuda" else ""))
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models.split(","):
+            directory = BUILDERS[name](Path(tmp) / name, full_size=True)
+            bench_model(name, directory, args.device, iterations)
+    if args.address:
+        import asyncio
+
+        seconds = asyncio.run(time_module_path(args.address, args.vision_name, iterations))
+        row(f"module via {args.address}", seconds)
+
+
+if __name__ == "__main__":
+    main()
