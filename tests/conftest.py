@@ -1,8 +1,26 @@
 """Test session settings: nothing may reach the network; every model is built here, tiny, from a config."""
 
 import os
+from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_AUTOINSTALL", "0")
+
+
+@pytest.fixture(scope="session")
+def gdino_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight Grounding DINO saved like a user's local snapshot (model + processor in one folder)."""
+    from tiny_models import build_grounding_dino
+
+    return build_grounding_dino(tmp_path_factory.mktemp("grounding-dino"))
+
+
+@pytest.fixture(scope="session")
+def owlv2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tiny_models import build_owlv2
+
+    return build_owlv2(tmp_path_factory.mktemp("owlv2"))

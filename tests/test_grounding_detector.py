@@ -26,20 +26,9 @@ from labelsieve.detections import box_iou
 from labelsieve.errors import ConfigError, InputError, WeightsNotFoundError
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny_models import build_grounding_dino, build_owlv2  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["person", "dog", "traffic light"]
-
-
-@pytest.fixture(scope="session")
-def gdino_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_grounding_dino(tmp_path_factory.mktemp("grounding-dino"))
-
-
-@pytest.fixture(scope="session")
-def owlv2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_owlv2(tmp_path_factory.mktemp("owlv2"))
 
 
 @pytest.fixture(scope="session", params=["grounding-dino", "owlv2"])

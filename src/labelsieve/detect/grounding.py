@@ -8,12 +8,10 @@ per-class text support); thresholds, NMS, clipping and the `max_detections` cut 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -22,7 +20,8 @@ from PIL import Image
 
 from labelsieve.detect.config import GroundingDetectorConfig, parse_query
 from labelsieve.detections import Detections
-from labelsieve.errors import ConfigError, InputError, ModelError, WeightsNotFoundError
+from labelsieve import weights
+from labelsieve.errors import ConfigError, InputError, ModelError
 
 if TYPE_CHECKING:
     import torch
@@ -136,53 +135,34 @@ class GroundingDetector:
 
 
 def _load_backend(cfg: GroundingDetectorConfig, resource: str) -> _Backend:
-    try:
-        import torch
-        from transformers import AutoConfig
-    except ImportError as exc:
-        raise ModelError(f"{resource}: torch and transformers are needed for the grounding detector: {exc}") from exc
-    source, kwargs = _source(cfg)
-    try:
-        model_type = AutoConfig.from_pretrained(source, **kwargs).model_type
-    except OSError as exc:
-        raise _not_found(cfg, resource, exc) from exc
-    backends = {"grounding-dino": _GroundingDino, "owlv2": _Owlv2}
-    if model_type not in backends:
-        raise ConfigError(resource, "attributes.model", f"{cfg.model!r} is a {model_type!r} model",
-                          f"supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}")
-    device = _device(cfg, resource, torch)
-    dtype = _dtype(cfg, device, torch)
-    try:
-        backend = backends[model_type](source, kwargs, device, dtype, cfg.quantize == "int8")
-    except OSError as exc:
-        raise _not_found(cfg, resource, exc) from exc
-    except (RuntimeError, ValueError) as exc:
-        raise ModelError(f"{resource}: could not load {cfg.model!r}: {exc}") from exc
+    with weights.loading():
+        try:
+            import torch
+            from transformers import AutoConfig
+        except ImportError as exc:
+            raise ModelError(f"{resource}: torch and transformers are needed for the grounding detector: {exc}") from exc
+        src, kwargs = weights.source(cfg.model, cfg.revision)
+        try:
+            model_type = AutoConfig.from_pretrained(src, **kwargs).model_type
+        except OSError as exc:
+            raise weights.not_found(resource, cfg.model, exc) from exc
+        backends = {"grounding-dino": _GroundingDino, "owlv2": _Owlv2}
+        if model_type not in backends:
+            raise ConfigError(resource, "attributes.model", f"{cfg.model!r} is a {model_type!r} model",
+                              f"supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}")
+        device = _device(cfg, resource, torch)
+        dtype = _dtype(cfg, device, torch)
+        try:
+            backend = backends[model_type](src, kwargs, device, dtype, cfg.quantize == "int8")
+        except OSError as exc:
+            raise weights.not_found(resource, cfg.model, exc) from exc
+        except (RuntimeError, ValueError) as exc:
+            raise ModelError(f"{resource}: could not load {cfg.model!r}: {exc}") from exc
     log.info("%s: loaded %s (%s) on %s as %s", resource, cfg.model, model_type, device, dtype)
     return backend
 
 
 SUPPORTED_MODEL_TYPES = ("grounding-dino", "owlv2")
-
-
-def _source(cfg: GroundingDetectorConfig) -> tuple[str, dict[str, Any]]:
-    """A local directory loads as is; a hub id goes through the HF cache, under $VIAM_MODULE_DATA/hf inside a module."""
-    local = Path(cfg.model).expanduser()
-    if local.is_dir():
-        return str(local), {}
-    kwargs: dict[str, Any] = {"revision": cfg.revision}
-    if data := os.environ.get("VIAM_MODULE_DATA"):
-        kwargs["cache_dir"] = str(Path(data) / "hf")
-    return cfg.model, kwargs
-
-
-def _not_found(cfg: GroundingDetectorConfig, resource: str, exc: OSError) -> WeightsNotFoundError:
-    cache = f"{os.environ['VIAM_MODULE_DATA']}/hf" if os.environ.get("VIAM_MODULE_DATA") else "the default Hugging Face cache"
-    return WeightsNotFoundError(
-        f"{resource}: weights for {cfg.model!r} are neither a local directory nor in {cache}, and could not be "
-        f"downloaded ({exc}). On a connected machine run `hf download {cfg.model}` and copy the Hugging Face cache "
-        f"here, or set 'model' to a local directory holding the model and its processor (save_pretrained)."
-    )
 
 
 def _device(cfg: GroundingDetectorConfig, resource: str, torch: Any) -> str:

@@ -10,29 +10,22 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import os
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from labelsieve.errors import ModelError, WeightsNotFoundError
+from labelsieve import weights
+from labelsieve.errors import ModelError
 from labelsieve.verify.answers import Verdict
 from labelsieve.verify.config import VerifierConfig
 
-__all__ = ["TransformersBackend", "cache_dir"]
+__all__ = ["TransformersBackend"]
 
 log = logging.getLogger(__name__)
 
 _YES = ("yes", "Yes", " yes", " Yes", "YES")
 _NO = ("no", "No", " no", " No", "NO")
 _INSTRUCTION = "Answer with one word: yes or no."
-
-
-def cache_dir() -> str | None:
-    """`<VIAM_MODULE_DATA>/hf` inside a module, so weights live in the module's own writable dir; else the HF default."""
-    data = os.environ.get("VIAM_MODULE_DATA")
-    return str(Path(data) / "hf") if data else None
 
 
 class TransformersBackend:
@@ -62,25 +55,21 @@ class TransformersBackend:
         return await asyncio.wrap_future(self._worker.submit(self._infer, image, question))
 
     def _load(self) -> None:
-        import torch
-        from transformers import AutoModelForImageTextToText, AutoProcessor
-
         cfg, who = self.config, self.resource or "verifier"
-        local = Path(cfg.model).expanduser()
-        source = str(local) if local.exists() else cfg.model
-        kwargs: dict[str, Any] = {} if local.exists() else {"cache_dir": cache_dir(), "revision": cfg.revision or None}
-        try:
-            self.processor = AutoProcessor.from_pretrained(source, **kwargs)
-            self.model = AutoModelForImageTextToText.from_pretrained(
-                source, dtype="auto" if cfg.dtype == "auto" else getattr(torch, cfg.dtype), **kwargs)
-        except OSError as exc:  # huggingface_hub's offline / not-found errors are OSErrors
-            raise WeightsNotFoundError(
-                f"{who}: no weights for model {cfg.model!r}: not a local directory and not in the Hugging Face cache "
-                f"({cache_dir() or 'default HF cache'}), and downloading failed ({type(exc).__name__}). Fix: run once "
-                f"with network, `hf download {cfg.model}` into that cache, or set 'model' to a local checkpoint "
-                "directory") from exc
-        except (ValueError, KeyError) as exc:
-            raise ModelError(f"{who}: {cfg.model!r} is not a supported VLM (SmolVLM/Idefics3, LLaVA, PaliGemma): {exc}") from exc
+        with weights.loading():
+            import torch
+            from transformers import AutoModelForImageTextToText, AutoProcessor
+
+            source, kwargs = weights.source(cfg.model, cfg.revision)
+            try:
+                self.processor = AutoProcessor.from_pretrained(source, **kwargs)
+                self.model = AutoModelForImageTextToText.from_pretrained(
+                    source, dtype="auto" if cfg.dtype == "auto" else getattr(torch, cfg.dtype), **kwargs)
+            except OSError as exc:  # huggingface_hub's offline / not-found errors are OSErrors
+                raise weights.not_found(who, cfg.model, exc) from exc
+            except (ValueError, KeyError) as exc:
+                raise ModelError(f"{who}: {cfg.model!r} is not a supported VLM (SmolVLM/Idefics3, LLaVA, PaliGemma): "
+                                 f"{exc}") from exc
         if self.model.config.is_encoder_decoder:
             raise ModelError(f"{who}: {cfg.model!r} is an encoder-decoder model (e.g. Florence-2); the verifier needs a "
                              "decoder-only VLM such as SmolVLM, LLaVA or PaliGemma")
