@@ -1,7 +1,7 @@
 """Time the grounding detector on the released architectures (random weights: cost does not depend on them).
 
-Per model, on 640x480 frames: `GroundingDetector` vs `transformers.pipeline("zero-shot-object-detection")` at the same
-input size, then the input size (480 vs 800 px, Grounding DINO), batching, text-feature reuse and `quantize: int8`.
+Per model, on 640x480 frames: `transformers.pipeline("zero-shot-object-detection")` (how autodistill and the community
+modules call it) vs `GroundingDetector` in process vs the module through `labelsieve run` at the same input size, then the input size (480 vs 800 px, Grounding DINO), batching, text-feature reuse and `quantize: int8`.
 
     python bench/grounding_detector.py --quick            # 2 timed frames per leg, CPU
     python bench/grounding_detector.py --device cuda --models grounding-dino,owlv2
@@ -19,7 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the same model builders the tests use, at full size
 
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -60,7 +61,7 @@ def row(label: str, seconds: float, baseline: float | None = None, note: str = "
     print(f"  {label:<44} {seconds * 1000:9.1f} ms/frame  {ratio}  {note}")
 
 
-def bench_model(name: str, directory: Path, device: str, iterations: int) -> None:
+def bench_model(name: str, directory: Path, device: str, iterations: int, with_module: bool) -> None:
     import torch
     from transformers import pipeline
 
@@ -75,6 +76,10 @@ def bench_model(name: str, directory: Path, device: str, iterations: int) -> Non
     det = detector(directory, device, input_size=native, batch_size=1)
     ours = per_frame(lambda: det.detect(one), 1, iterations)
     row(f"GroundingDetector @{native}", ours, base, "vs pipeline")
+    if with_module:
+        via = module_path(directory, {"input_size": native, "batch_size": 1, "device": device}, one[0], iterations)
+        row(f"module via labelsieve run @{native}", via, ours, "vs GroundingDetector in process")
+        row("", via, base, "vs pipeline")
 
     if name == "grounding-dino":
         small = detector(directory, device, input_size=480, batch_size=1)
@@ -101,12 +106,12 @@ def bench_model(name: str, directory: Path, device: str, iterations: int) -> Non
             per_frame(lambda: int8.detect(one), 1, iterations), cached, "vs float32")
 
 
-async def time_module_path(address: str, vision_name: str, iterations: int) -> float:
-    """Median seconds per `VisionClient.get_detections` through a running machine (e.g. `labelsieve run`).
-
-    Plugs the module-through-runtime leg in next to the in-process figures once the runtime serves at `address`.
-    """
+def module_path(directory: Path, attributes: dict[str, object], image: Image.Image, iterations: int) -> float:
+    """Median seconds per `get_detections` of `image` from an SDK client, through `labelsieve run` and the module process."""
+    import asyncio
     import io
+    import json
+    import subprocess
 
     from viam.media.video import CameraMimeType, ViamImage
     from viam.robot.client import RobotClient
@@ -114,21 +119,39 @@ async def time_module_path(address: str, vision_name: str, iterations: int) -> f
     from viam.services.vision import VisionClient
 
     buffer = io.BytesIO()
-    frames(1)[0].save(buffer, "JPEG")
-    image = ViamImage(buffer.getvalue(), CameraMimeType.JPEG)
-    options = RobotClient.Options(dial_options=DialOptions(insecure=True, disable_webrtc=True))
-    robot = await RobotClient.at_address(address, options)
+    image.save(buffer, "JPEG", quality=95)
+    jpeg = ViamImage(buffer.getvalue(), CameraMimeType.JPEG)
+    config = directory.parent / f"{directory.name}-machine.json"
+    config.write_text(json.dumps({
+        "modules": [{"type": "local", "name": "detector", "executable_path": str(ROOT / "modules/grounding_detector/run.sh")}],
+        "services": [{"name": "det", "api": "rdk:service:vision", "model": "labelsieve:vision:grounding-detector",
+                      "attributes": {"model": str(directory), "classes": CLASSES, **attributes}}],
+    }))
+    proc = subprocess.Popen([sys.executable, "-m", "labelsieve", "run", str(config), "--port", "0", "--no-watch",
+                             "--log-level", "warning", "--data-dir", str(directory.parent)], stdout=subprocess.PIPE, text=True)
+
+    async def timed(address: str) -> float:
+        robot = await RobotClient.at_address(address, RobotClient.Options(
+            dial_options=DialOptions(insecure=True, disable_webrtc=True), disable_sessions=True))
+        try:
+            vision = VisionClient.from_robot(robot, "det")
+            await vision.get_detections(jpeg, timeout=600)  # waits for the weights, then warms up
+            times = []
+            for _ in range(iterations):
+                start = time.perf_counter()
+                await vision.get_detections(jpeg, timeout=600)
+                times.append(time.perf_counter() - start)
+            return statistics.median(times)
+        finally:
+            await robot.close()
+
     try:
-        vision = VisionClient.from_robot(robot, vision_name)
-        await vision.get_detections(image)
-        times = []
-        for _ in range(iterations):
-            start = time.perf_counter()
-            await vision.get_detections(image)
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
+        assert proc.stdout is not None
+        address = next(line.split()[-1] for line in proc.stdout if line.startswith("labelsieve: serving on"))
+        return asyncio.run(timed(address))
     finally:
-        await robot.close()
+        proc.terminate()
+        proc.wait(30)
 
 
 def main() -> None:
@@ -136,8 +159,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 timed iterations per leg instead of 5")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--models", default="grounding-dino,owlv2", help="comma-separated: grounding-dino, owlv2")
-    parser.add_argument("--address", help="also time get_detections through a running machine at this address")
-    parser.add_argument("--vision-name", default="proposer", help="the vision service to call with --address")
+    parser.add_argument("--no-module", dest="with_module", action="store_false",
+                        help="skip the leg through `labelsieve run` and the module process (needs viam-sdk)")
     args = parser.parse_args()
     iterations = 2 if args.quick else 5
     import torch
@@ -147,12 +170,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             directory = BUILDERS[name](Path(tmp) / name, full_size=True)
-            bench_model(name, directory, args.device, iterations)
-    if args.address:
-        import asyncio
-
-        seconds = asyncio.run(time_module_path(args.address, args.vision_name, iterations))
-        row(f"module via {args.address}", seconds)
+            bench_model(name, directory, args.device, iterations, args.with_module)
 
 
 if __name__ == "__main__":

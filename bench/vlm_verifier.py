@@ -82,7 +82,7 @@ def smolvlm_256m(path: Path) -> Path:
     return path
 
 
-def bench_transformers(repeats: int) -> None:
+def bench_transformers(repeats: int, device: str) -> None:
     """Forward and generate() are timed alternately on one loaded model, so a busy machine skews both alike."""
     import torch
 
@@ -93,10 +93,10 @@ def bench_transformers(repeats: int) -> None:
         generate: list[float] = []
         for size in forward:
             v = Verifier.from_attributes({"backend": "transformers", "model": str(path), "image_size": size,
-                                          "cache_size": 0}, "bench")
+                                          "cache_size": 0, "device": device}, "bench")
             v.verify_sync([crop], QUESTION)  # load + warm-up
             b = v.backend
-            inputs = b.processor(images=[crop], text=b._prompt(QUESTION), return_tensors="pt")
+            inputs = b.processor(images=[crop], text=b._prompt(QUESTION), return_tensors="pt").to(device)
             for _ in range(repeats):
                 forward[size].append(timed(lambda: v.verify_sync([crop], QUESTION), 1))
                 if size == 512:
@@ -106,7 +106,8 @@ def bench_transformers(repeats: int) -> None:
             asyncio.run(v.close())
     f = {size: statistics.median(t) for size, t in forward.items()}
     gen = statistics.median(generate)
-    print(f"(b) SmolVLM-256M arch, CPU x{torch.get_num_threads()} threads: one forward @512 {f[512] * 1e3:.0f} ms | "
+    where = torch.cuda.get_device_name() if device == "cuda" else f"CPU x{torch.get_num_threads()} threads"
+    print(f"(b) SmolVLM-256M arch, {where}: one forward @512 {f[512] * 1e3:.0f} ms | "
           f"generate(4 tokens) @512 {gen * 1e3:.0f} ms | generate/forward {gen / f[512]:.2f}x")
     print(f"    encoder tile: 512 px {f[512] * 1e3:.0f} ms | 384 px {f[384] * 1e3:.0f} ms ({f[512] / f[384]:.2f}x faster) | "
           f"256 px {f[256] * 1e3:.0f} ms ({f[512] / f[256]:.2f}x faster)")
@@ -132,10 +133,16 @@ def bench_cache(n: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer crops and repeats (about a minute on 2 cores)")
+    parser.add_argument("--parts", default="concurrency,cache,transformers", help="which of (a), (b), (c) to run")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="for the transformers part")
     args = parser.parse_args()
-    bench_concurrency(16 if args.quick else 32)
-    bench_cache(200 if args.quick else 2000)
-    bench_transformers(1 if args.quick else 3)
+    parts = set(args.parts.split(","))
+    if "concurrency" in parts:
+        bench_concurrency(16 if args.quick else 32)
+    if "cache" in parts:
+        bench_cache(200 if args.quick else 2000)
+    if "transformers" in parts:
+        bench_transformers(1 if args.quick else 3, args.device)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +19,9 @@ CONFIGS = sorted((ROOT / "configs").glob("*.json"))
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_example_config_validates(config: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "OPENAI_API_KEY": "sk-placeholder"}  # configs pass keys through ${environment.X}
     result = subprocess.run([sys.executable, "-m", "labelsieve", "validate", str(config), "--data-dir", str(tmp_path)],
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr
     assert "valid (" in result.stdout
 
@@ -47,3 +50,25 @@ def test_runtime_and_model_free_modules_do_not_import_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_registry_entrypoint_serves_every_model_in_meta_json(tmp_path: Path) -> None:
+    manifest = json.loads((ROOT / "meta.json").read_text())
+    entrypoint = ROOT / manifest["entrypoint"]
+    config = {
+        "modules": [{"type": "local", "name": "labelsieve", "executable_path": str(entrypoint)}],
+        "components": [{"name": "cam", "api": "rdk:component:camera", "model": "labelsieve:camera:media",
+                        "attributes": {"source": str(ROOT / "configs/samples")}}],
+    }
+    with Machine(config, tmp_path) as machine:
+        async def run() -> int:
+            robot = await connect(machine.address)
+            try:
+                images, _ = await Camera.from_robot(robot, "cam").get_images()
+                return len(images)
+            finally:
+                await robot.close()
+        assert asyncio.run(run()) == 1
+    served = next(line for line in machine.lines if "module 'labelsieve' ready" in line)
+    for model in manifest["models"]:
+        assert f"{model['model']} ({model['api']})" in served

@@ -119,6 +119,10 @@ def test_png_output_and_non_looping_source(frames: Path, tmp_path: Path) -> None
 def test_dependency_between_two_module_processes(frames: Path, tmp_path: Path) -> None:
     with Machine(base_config(frames, max_side=320), tmp_path) as machine:
         assert asyncio.run(probe_size(machine.address)) == "320x240"
+        # a module's own log lines arrive through robot Log, under the module's name (not via its stdout)
+        machine.wait_for_log("labelsieve.module.frame-probe: rdk:service:vision/probe: main.py")
+        line = next(line for line in machine.lines if "rdk:service:vision/probe: main.py" in line)
+        assert "probe is watching camera cam" in line
 
 
 def test_killed_module_comes_back_and_dependents_keep_working(frames: Path, tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ class FrameProbe(Vision, EasyResource):
     def new(cls, config: ComponentConfig, dependencies: Mapping[ResourceName, ResourceBase]) -> Self:
         probe = cls(config.name)
         probe.camera = next(d for d in dependencies.values() if isinstance(d, Camera))
+        probe.logger.info("probe is watching camera %s", probe.camera.name)  # reaches the runtime through robot Log
         return probe
 
     async def get_classifications_from_camera(self, camera_name: str, count: int, *, extra: Mapping[str, Any] | None = None,
