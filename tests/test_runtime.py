@@ -266,3 +266,19 @@ def test_resource_that_fails_to_start_is_reported_not_hidden(frames: Path, tmp_p
                 await robot.close()
         asyncio.run(run())
     assert "AddResource(broken)" in machine.log
+
+
+def test_a_module_that_fails_to_start_during_a_live_edit_does_not_stop_the_rest(frames: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.sh"
+    broken.write_text("#!/bin/sh\necho 'broken module: missing dependency' >&2\nexit 3\n")
+    broken.chmod(0o755)
+    config = base_config(frames)
+    with Machine(config, tmp_path) as machine:
+        config["modules"].append({"type": "local", "name": "broken", "executable_path": str(broken)})
+        config["components"].append(camera("cam2", source=str(frames), max_side=16))
+        machine.write(config)
+        machine.wait_for_log("module 'broken' exited with code 3 before opening its socket")
+        small = asyncio.run(eventually(lambda: images(machine.address, "cam2")))
+        assert Image.open(io.BytesIO(small[0].data)).size == (16, 12)
+        assert "broken module: missing dependency" in machine.log  # its own words reach the log
+        assert asyncio.run(probe_size(machine.address)) == "640x480"

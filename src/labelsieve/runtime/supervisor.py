@@ -79,8 +79,7 @@ class Supervisor:
         """Everything `start` checks, with no resource added and no listener opened."""
         try:
             config = load_config(self.options.config_path)
-            await self._start_modules(config.modules)
-            self._implicit = await self._checked(config)
+            self._implicit = await self._checked(config, await self._start_modules(config.modules))
             return config
         finally:
             await self.shutdown()
@@ -88,8 +87,7 @@ class Supervisor:
     async def start(self) -> None:
         config = load_config(self.options.config_path)
         try:
-            await self._start_modules(config.modules)
-            self._implicit = await self._checked(config)
+            self._implicit = await self._checked(config, await self._start_modules(config.modules))
             self.config = config
             _note_unsupported(config)
             for resource in dependency_order(config, self._implicit):
@@ -135,14 +133,18 @@ class Supervisor:
 
     # -- modules ---------------------------------------------------------------------------------------------------
 
-    async def _start_modules(self, modules: tuple[ModuleConfig, ...]) -> None:
+    async def _start_modules(self, modules: tuple[ModuleConfig, ...]) -> list[ConfigError]:
+        """Start modules concurrently; a module that fails is stopped again and reported, the others keep running."""
         results = await asyncio.gather(*(self._start_module(m) for m in modules), return_exceptions=True)
-        failures = [r for r in results if isinstance(r, BaseException)]
-        for failure in failures:
-            if not isinstance(failure, LabelsieveError):
-                raise failure
-        if failures:
-            raise InvalidMachineConfig([ConfigError("", "", str(f)) for f in failures])
+        failures: list[ConfigError] = []
+        for module, result in zip(modules, results):
+            if isinstance(result, LabelsieveError):
+                failures.append(ConfigError("", "", str(result)))
+                if module.name in self._modules:
+                    await self._stop_module(module.name)
+            elif isinstance(result, BaseException):
+                raise result
+        return failures
 
     async def _start_module(self, config: ModuleConfig) -> None:
         parent_socket = self._socket_dir / f"{config.name}.parent.sock"
@@ -194,7 +196,7 @@ class Supervisor:
                     await self._boot(module)
                     for resource in self._resources_of(name):
                         await self._add(resource)
-                except LabelsieveError as exc:
+                except (LabelsieveError, OSError) as exc:  # the next loop counts it as another crash
                     log.error("restarting module '%s' failed: %s", name, exc)
 
     # -- resources -------------------------------------------------------------------------------------------------
@@ -235,8 +237,10 @@ class Supervisor:
                                                         f"needs '{dep}', which is not in the config", "add that resource or fix the name")
         return implicit, errors
 
-    async def _checked(self, config: MachineConfig) -> dict[str, list[str]]:
+    async def _checked(self, config: MachineConfig, module_errors: list[ConfigError]) -> dict[str, list[str]]:
         """Start-up is all or nothing: every problem is raised together, and nothing is added."""
+        if module_errors:
+            raise InvalidMachineConfig(module_errors)
         implicit, errors = await self._check_resources(config, config.resources)
         if errors:
             raise InvalidMachineConfig(list(errors.values()))
@@ -284,56 +288,68 @@ class Supervisor:
                     await self.reload()
                 except LabelsieveError as exc:
                     log.error("config change not applied, still running the previous config:\n%s", exc)
+                except Exception:  # a watcher that dies silently would ignore every later edit
+                    log.exception("applying the config change failed; the machine may be partly updated")
 
     async def reload(self) -> None:
-        """Apply the config file's current content: only what changed, plus the resources that depend on it."""
+        """Apply the config file's current content: only what changed, plus the resources that depend on it.
+
+        A static error (bad JSON, unknown key) changes nothing. Past that, every valid part is applied: a module that
+        fails to start is reported, and a resource whose edit fails validation keeps its previous config.
+        """
         assert self.config is not None
         old, new = self.config, load_config(self.options.config_path)
         old_mods, new_mods = {m.name: m for m in old.modules}, {m.name: m for m in new.modules}
         old_res, new_res = {r.name: r for r in old.resources}, {r.name: r for r in new.resources}
-        restarted = {n for n in old_mods if n in new_mods and old_mods[n] != new_mods[n]}
-        on_restarted = {r.name for r in old.resources if (m := self._owner(r)) and m.process.config.name in restarted}
-        gone_mods = set(old_mods) - set(new_mods)
-        on_gone = {r.name for r in old.resources if (m := self._owner(r)) and m.process.config.name in gone_mods}
-
-        for name in set(old_res) - set(new_res) - on_gone:
-            await self._remove(old_res[name])
-        for name in gone_mods | restarted:
+        stopping = {n for n in old_mods if old_mods[n] != new_mods.get(n)}
+        owner_of = {r.name: m.process.config.name for r in old.resources if (m := self._owner(r))}
+        # Removed, or moved to another API or model (perhaps another module): taken out of where they run now.
+        leaving = {n for n in old_res if n not in new_res or
+                   (old_res[n].api, old_res[n].model) != (new_res[n].api, new_res[n].model)}
+        for name in leaving:
+            if owner_of.get(name) in stopping:
+                self.routes.remove(old_res[name].api, old_res[name].name)
+            else:
+                await self._remove(old_res[name])
+        for name in stopping:
             for r in old.resources:
-                if r.name in on_gone | on_restarted:
+                if owner_of.get(r.name) == name:
                     self.routes.remove(r.api, r.name)
             await self._stop_module(name)
             log.info("stopped module '%s'", name)
-        await self._start_modules(tuple(new_mods[n] for n in new_mods if n not in old_mods or n in restarted))
+        for failure in await self._start_modules(tuple(m for n, m in new_mods.items() if n not in old_mods or n in stopping)):
+            log.error("%s", failure)
 
+        fresh = {n for n in new_res if n not in old_res or n in leaving or owner_of.get(n) in stopping}
         changed = {n for n in new_res if n not in old_res or new_res[n] != old_res[n]}
-        implicit, errors = await self._check_resources(new, tuple(new_res[n] for n in changed))
-        # Apply what is valid; an invalid edit keeps the resource's previous config (or leaves a new one out).
+        implicit, errors = await self._check_resources(new, tuple(new_res[n] for n in changed | fresh))
         for name, error in errors.items():
+            keep = name in old_res and name not in leaving and owner_of.get(name) not in stopping
             log.error("config change for %s not applied, %s: %s", name,
-                      "keeping its previous config" if name in old_res else "not adding it", error)
+                      "keeping its previous config" if keep else "it is not running", error)
             changed.discard(name)
-            if name in old_res:
-                new_res[name] = old_res[name]
-                implicit[name] = self._implicit.get(name, [])
+            fresh.discard(name)
+            if keep:
+                new_res[name], implicit[name] = old_res[name], self._implicit.get(name, [])
             else:
+                self.routes.fail(new_res[name].api, name, str(error))
                 del new_res[name]
         new = replace(new, resources=tuple(new_res.values()))
         implicit = {name: deps for name, deps in implicit.items() if name in new_res}
         order = dependency_order(new, implicit)
         self.config, self._implicit = new, implicit
         _note_unsupported(new)
-        dirty = set(changed)
+        dirty = changed | fresh
         for r in order:  # dependents of anything touched are reconfigured after it
-            if (set(r.depends_on) | set(self._implicit.get(r.name, ()))) & dirty:
+            if (set(r.depends_on) | set(implicit.get(r.name, ()))) & dirty:
                 dirty.add(r.name)
         for r in order:
-            if r.name not in old_res or r.name in on_restarted or r.name in on_gone:
+            if r.name in fresh:
                 await self._add(r)
             elif r.name in dirty:
                 await self._add(r, reconfigure=True)
-        log.info("applied config change: %d resource(s) added or reconfigured, %d module(s) (re)started",
-                 len(dirty | on_restarted), len(restarted) + len(set(new_mods) - set(old_mods)))
+        log.info("applied config change: %d resource(s) added or reconfigured, %d removed, %d module(s) (re)started",
+                 len(dirty), len(set(old_res) - set(new_res)), len(set(new_mods) - set(old_mods)) + len(stopping & set(new_mods)))
 
     async def _remove(self, resource: ResourceConfig) -> None:
         owner = self._owner(resource)
