@@ -29,6 +29,7 @@ class FakeOpenAI:
         self.faults: collections.deque[str] = collections.deque()
         self.requests: list[dict[str, Any]] = []  # {"headers": {lowercased: value}, "body": {...}}
         self.reply: str | None = None  # fixed reply text instead of the colour rule
+        self.in_flight = self.peak_in_flight = 0  # requests being answered now / at most at once
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
@@ -92,6 +93,15 @@ class FakeOpenAI:
                 with server._lock:
                     server.requests.append({"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
                     fault = server.faults.popleft() if server.faults else ""
+                    server.in_flight += 1
+                    server.peak_in_flight = max(server.peak_in_flight, server.in_flight)
+                try:
+                    self._answer_post(body, fault)
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+            def _answer_post(self, body: dict[str, Any], fault: str) -> None:
                 kind, _, arg = fault.partition(":")
                 time.sleep(server.delay)
                 if kind == "slow":

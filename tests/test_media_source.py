@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
 from pathlib import Path
 
 import cv2
@@ -58,11 +57,13 @@ def test_no_loop_reports_the_end(folder: Path) -> None:
 
 
 def test_fps_paces_by_the_clock(folder: Path) -> None:
-    cam = source(source=str(folder), fps=20)
-    first = colour(cam.read().data)
-    assert colour(cam.read().data) == first  # two reads within one frame period show the same frame
-    time.sleep(0.06)
-    assert colour(cam.read().data) != first
+    now = [100.0]
+    cam = MediaSource(MediaConfig.parse("cam", {"source": str(folder), "fps": 2}), clock=lambda: now[0])
+    seen = []
+    for t in (0.0, 0.2, 0.49, 0.5, 1.2, 1.6):  # seconds since start: frames change every 0.5 s, a slow reader skips
+        now[0] = 100.0 + t
+        seen.append(colour(cam.read().data))
+    assert seen == [0, 0, 0, 1, 2, 0]
 
 
 def test_video_file_plays_frames_and_loops(tmp_path: Path) -> None:

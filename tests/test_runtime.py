@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -282,3 +286,62 @@ def test_a_module_that_fails_to_start_during_a_live_edit_does_not_stop_the_rest(
         assert Image.open(io.BytesIO(small[0].data)).size == (16, 12)
         assert "broken module: missing dependency" in machine.log  # its own words reach the log
         assert asyncio.run(probe_size(machine.address)) == "640x480"
+
+
+def test_an_edit_that_would_orphan_a_dependent_changes_nothing(frames: Path, tmp_path: Path) -> None:
+    config = base_config(frames)
+    with Machine(config, tmp_path) as machine:
+        edited = {**config, "components": []}  # the probe still names cam in its attributes
+        machine.write(edited)
+        machine.wait_for_log("resource 'probe': 'attributes' needs 'cam', which this edit removes")
+        assert "removed cam" not in machine.log
+        assert asyncio.run(probe_size(machine.address)) == "640x480"
+        machine.write({**edited, "services": []})  # removing both is fine
+
+        async def gone() -> None:
+            robot = await connect(machine.address)
+            try:
+                assert robot.resource_names == []
+            finally:
+                await robot.close()
+        asyncio.run(eventually(gone))
+
+
+@pytest.mark.parametrize("phase", ["validate", "new"])
+def test_a_module_dying_mid_call_is_reported_not_fatal(frames: Path, tmp_path: Path, phase: str) -> None:
+    config = base_config(frames)
+    config["services"][0]["attributes"]["crash_in"] = phase
+    if phase == "validate":
+        result = validate(config, tmp_path)
+        assert result.returncode == 2 and "resource 'probe'" in result.stderr
+        assert "did not answer ValidateConfig(probe)" in result.stderr and "Traceback" not in result.stderr
+        return
+    with Machine(config, tmp_path) as machine:
+        async def run() -> None:
+            robot = await connect(machine.address)
+            try:
+                status = {s.name.name: s for s in (await robot.get_machine_status()).resources}
+                assert status["probe"].state == status["probe"].STATE_UNHEALTHY
+                assert "did not answer AddResource(probe)" in status["probe"].error
+                shots, _ = await Camera.from_robot(robot, "cam").get_images()
+                assert len(shots) == 1
+            finally:
+                await robot.close()
+        asyncio.run(run())
+        machine.wait_for_log("module 'frame-probe' exited with code 7; restarting")
+
+
+def test_a_taken_port_is_a_clear_error_with_nothing_left_behind(frames: Path, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "machine.json"
+        config.write_text(json.dumps(base_config(frames)))
+        before = set(Path("/tmp").glob("ls-*"))
+        result = subprocess.run([sys.executable, "-m", "labelsieve", "run", str(config), "--port", str(port),
+                                 "--data-dir", str(tmp_path / "data")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
+    assert set(Path("/tmp").glob("ls-*")) - before == set()  # its socket folder is gone
+    assert "added cam" not in result.stderr  # it failed before loading anything

@@ -162,7 +162,8 @@ def test_concurrency_is_bounded_and_used() -> None:
     with FakeOpenAI(delay=0.2) as server:
         started = time.monotonic()
         verifier(server.base_url, max_concurrency=4).verify_sync([crop(i) for i in range(8)], "Is it red?")
-        assert time.monotonic() - started < 0.75  # 2 waves of 0.2 s, not 8
+        assert server.peak_in_flight == 4  # bounded by max_concurrency, and all of it used
+        assert time.monotonic() - started < 1.2  # 2 waves of 0.2 s, not 8 one after another (1.6 s)
 
 
 def test_questions_must_match_crops(server: FakeOpenAI) -> None:

@@ -6,8 +6,6 @@ load, and a failed load surfaces on each call as FAILED_PRECONDITION with the lo
 """
 
 import asyncio
-import base64
-import binascii
 import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
@@ -27,7 +25,7 @@ from viam.services.vision import CaptureAllResult, Vision
 from labelsieve.detect import GroundingDetector, GroundingDetectorConfig
 from labelsieve.detections import Detections
 from labelsieve.errors import InputError, UnsupportedError
-from labelsieve.viam.convert import attributes_of, decode_image, detections_to_viam
+from labelsieve.viam.convert import attributes_of, camera_frame, decode_base64_image, decode_image, detections_to_viam
 from labelsieve.viam.errors import grpc_errors
 
 log = logging.getLogger(__name__)
@@ -69,14 +67,7 @@ class GroundingDetectorService(Vision, EasyResource):
         return await asyncio.to_thread(self.detector.detect, images, query)
 
     async def _camera_frame(self, camera_name: str) -> ViamImage:
-        if self.camera is None:
-            raise InputError(f"{self.name} has no camera; set 'camera_name' in its attributes or call get_detections")
-        if camera_name not in ("", self.config.camera_name):
-            raise InputError(f"{self.name} reads camera {self.config.camera_name!r}, not {camera_name!r}")
-        images, _ = await self.camera.get_images()
-        if not images:
-            raise InputError(f"camera {self.config.camera_name!r} returned no images")
-        return images[0]
+        return await camera_frame(self.name, self.camera, self.config.camera_name, camera_name)
 
     @grpc_errors
     async def get_detections(self, image: ViamImage, *, extra: Mapping[str, Any] | None = None,
@@ -115,12 +106,9 @@ class GroundingDetectorService(Vision, EasyResource):
             raise UnsupportedError(f"{self.name}: unknown command {sorted(command)}; supported: {SUPPORTED}")
         request = command["detect"]
         encoded = request.get("images")
-        if not isinstance(encoded, list) or not encoded or not all(isinstance(e, str) for e in encoded):
+        if not isinstance(encoded, list) or not encoded:
             raise InputError(f"{self.name}: 'detect.images' must be a non-empty list of base64 strings")
-        try:
-            frames = [decode_image(base64.b64decode(e, validate=True)) for e in encoded]
-        except binascii.Error as exc:
-            raise InputError(f"{self.name}: 'detect.images' holds invalid base64: {exc}") from exc
+        frames = [decode_base64_image(e, f"{self.name}: detect.images[{i}]") for i, e in enumerate(encoded)]
         results = await self._detect(frames, request.get("query"))
         return {"detect": [
             [{"x_min": d.x_min, "y_min": d.y_min, "x_max": d.x_max, "y_max": d.y_max, "confidence": d.confidence,

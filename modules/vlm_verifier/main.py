@@ -7,12 +7,9 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from PIL import Image
 from typing_extensions import Self
 from viam.components.camera import Camera
 from viam.media.video import ViamImage
@@ -28,7 +25,7 @@ from viam.utils import ValueTypes
 
 from labelsieve.errors import InputError, UnsupportedError
 from labelsieve.verify import Verdict, Verifier, VerifierConfig
-from labelsieve.viam.convert import attributes_of, decode_image
+from labelsieve.viam.convert import attributes_of, camera_frame, decode_base64_image, decode_image
 from labelsieve.viam.errors import grpc_errors
 
 
@@ -49,6 +46,8 @@ class VlmVerifierService(Vision, EasyResource):
     @classmethod
     def validate_config(cls, config: ComponentConfig) -> tuple[Sequence[str], Sequence[str]]:
         parsed = _config(config)
+        if parsed.backend == "openai":
+            parsed.api_key(config.name)  # a missing key fails `labelsieve validate`, not the first request
         return ([parsed.camera_name] if parsed.camera_name else []), []
 
     @classmethod
@@ -65,14 +64,11 @@ class VlmVerifierService(Vision, EasyResource):
         return UnsupportedError(f"{self.name}: {method} is not offered by a VLM verifier; use get_classifications "
                                 "with extra={'question': ...} or do_command({'verify': ...})")
 
-    def _decode(self, image: ViamImage | bytes, what: str = "the image") -> Image.Image:
+    async def _classify(self, image: ViamImage, count: int, extra: Mapping[str, Any] | None) -> list[Classification]:
         try:
-            return decode_image(image)
+            crop = decode_image(image)
         except InputError as exc:
-            raise InputError(f"{self.name}: {what}: {exc}") from exc
-
-    async def _classify(self, image: ViamImage | bytes, count: int, extra: Mapping[str, Any] | None) -> list[Classification]:
-        crop = self._decode(image)
+            raise InputError(f"{self.name}: {exc}") from exc
         if count < 1:
             return []
         question = (extra or {}).get("question")
@@ -89,13 +85,8 @@ class VlmVerifierService(Vision, EasyResource):
     async def get_classifications_from_camera(self, camera_name: str, count: int, *,
                                               extra: Mapping[str, ValueTypes] | None = None, timeout: float | None = None,
                                               **kwargs: Any) -> list[Classification]:
-        if self.camera is None or camera_name not in ("", self.verifier.config.camera_name):
-            raise UnsupportedError(f"{self.name}: camera {camera_name!r} is not configured; set attribute 'camera_name' "
-                                   "to it, or send crops with get_classifications")
-        images, _ = await self.camera.get_images()
-        if not images:
-            raise InputError(f"{self.name}: camera {camera_name!r} returned no image")
-        return await self._classify(images[0].data, count, extra)
+        frame = await camera_frame(self.name, self.camera, self.verifier.config.camera_name, camera_name)
+        return await self._classify(frame, count, extra)
 
     @grpc_errors
     async def do_command(self, command: Mapping[str, ValueTypes], *, timeout: float | None = None,
@@ -106,13 +97,9 @@ class VlmVerifierService(Vision, EasyResource):
                                    "{'verify': {'crops': [{'image': <base64>, 'question': ...}, ...]}}")
         crops, questions = [], []
         for i, item in enumerate(request["crops"]):
-            if not isinstance(item, Mapping) or not isinstance(item.get("image"), str):
-                raise InputError(f"{self.name}: verify.crops[{i}] needs 'image' as a base64 string")
-            try:
-                data = base64.b64decode(item["image"], validate=True)
-            except (binascii.Error, ValueError) as exc:
-                raise InputError(f"{self.name}: verify.crops[{i}].image is not valid base64: {exc}") from exc
-            crops.append(self._decode(data, f"verify.crops[{i}].image"))
+            if not isinstance(item, Mapping):
+                raise InputError(f"{self.name}: verify.crops[{i}] must be an object with 'image' (base64) and 'question'")
+            crops.append(decode_base64_image(item.get("image"), f"{self.name}: verify.crops[{i}].image"))
             questions.append(item.get("question") or request.get("question") or self.verifier.config.default_question)
         verdicts = await self.verifier.verify(crops, questions) if crops else []
         return {"verdicts": [v.as_dict() for v in verdicts]}

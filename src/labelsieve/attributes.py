@@ -9,14 +9,24 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import types
 import typing
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar, Literal, Self, Union, get_args, get_origin
 
 from labelsieve.errors import ConfigError
 
-__all__ = ["Attributes", "FieldProblem", "did_you_mean", "check_keys"]
+__all__ = ["Attributes", "FieldProblem", "check_keys", "did_you_mean", "resolve_path"]
+
+
+def resolve_path(path: str) -> Path:
+    """A path attribute: relative to the machine config's folder when the runtime says where that is, as viam users
+    expect of paths in a config, else to the working directory."""
+    base = os.environ.get("LABELSIEVE_CONFIG_DIR")
+    p = Path(path).expanduser()
+    return p if p.is_absolute() or not base else Path(base) / p
 
 
 class FieldProblem(Exception):

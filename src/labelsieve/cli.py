@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 import sys
 from pathlib import Path
 
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     try:
         return asyncio.run({"run": _run, "validate": _validate}[args.command](args))
-    except LabelsieveError as exc:
+    except (LabelsieveError, OSError, ssl.SSLError) as exc:  # a user's mistake gets one clear line, not a traceback
         print(f"labelsieve {args.command}: {args.config}:\n{exc}" if "\n" in str(exc) else f"labelsieve {args.command}: {exc}",
               file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from labelsieve.attributes import resolve_path
 from labelsieve.errors import WeightsNotFoundError
 
 __all__ = ["cache_dir", "loading", "source", "not_found"]
@@ -32,7 +33,7 @@ def cache_dir() -> str | None:
 
 def source(model: str, revision: str | None = None) -> tuple[str, dict[str, Any]]:
     """(what to pass to `from_pretrained`, its keyword arguments)."""
-    local = Path(model).expanduser()
+    local = resolve_path(model)
     if local.is_dir():
         return str(local), {}
     return model, {"revision": revision or None, "cache_dir": cache_dir()}

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import glob
 import io
-import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from PIL import Image
 
-from labelsieve.attributes import Attributes, FieldProblem
+from labelsieve.attributes import Attributes, FieldProblem, resolve_path
 from labelsieve.errors import InputError, SourceExhausted
 
 __all__ = ["MediaConfig", "MediaSource", "Frame"]
@@ -29,13 +29,6 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 _WEBCAM = re.compile(r"^(?:webcam:)?(\d+)$|^(/dev/video\d+)$")
 MIME_FORMAT = {"image/jpeg": "JPEG", "image/png": "PNG"}
-
-
-def resolve(path: str) -> Path:
-    """Relative paths are relative to the machine config's folder when the runtime says where that is."""
-    base = os.environ.get("LABELSIEVE_CONFIG_DIR")
-    p = Path(path).expanduser()
-    return p if p.is_absolute() or not base else Path(base) / p
 
 
 @dataclass(frozen=True)
@@ -68,7 +61,7 @@ class MediaConfig(Attributes):
             if not Path(device).exists():
                 raise FieldProblem("source", f"webcam {device} does not exist", "check `ls /dev/video*`")
             return "webcam", m.group(1) or device
-        path = resolve(self.source)
+        path = resolve_path(self.source)
         if path.suffix.lower() in VIDEO_SUFFIXES:
             if not path.is_file():
                 raise FieldProblem("source", f"video {path} does not exist", "paths are relative to the machine config")
@@ -78,7 +71,7 @@ class MediaConfig(Attributes):
         return "images", str(path)
 
     def images(self) -> list[Path]:
-        path = resolve(self.source)
+        path = resolve_path(self.source)
         candidates = sorted(path.iterdir()) if path.is_dir() else [path] if path.is_file() else sorted(map(Path, glob.glob(str(path))))
         return [p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
 
@@ -95,14 +88,15 @@ class Frame:
 class MediaSource:
     """Frames from the configured source, encoded as asked. Blocking: call from a thread, not the event loop."""
 
-    def __init__(self, config: MediaConfig) -> None:
+    def __init__(self, config: MediaConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
+        self._clock = clock
         self.kind, self.location = config.kind()
         self._files = config.images() if self.kind == "images" else []
         self._capture: Any = None
         self._lock = threading.Lock()
         self._index = 0
-        self._started = time.monotonic()
+        self._started = clock()
         self._encode_file = lru_cache(maxsize=64)(self._encode_path)
         if self.kind != "images":
             import cv2  # only video and webcam sources pay for OpenCV
@@ -132,7 +126,7 @@ class MediaSource:
     def _position(self, count: int | None) -> int:
         """The frame index to show now; advances by time with fps, by call without."""
         if self.config.fps:
-            index = int((time.monotonic() - self._started) * self.config.fps)
+            index = int((self._clock() - self._started) * self.config.fps)
         else:
             index, self._index = self._index, self._index + 1
         if count is not None and index >= count:

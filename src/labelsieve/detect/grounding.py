@@ -85,14 +85,14 @@ class GroundingDetector:
         self.load()
         assert self._backend is not None
         classes = self._classes(query)
-        text = self._encoded(classes)
         cfg, backend = self.config, self._backend
         box_t = np.array([cfg.threshold("box_threshold", c, backend.default_thresholds[0]) for c in classes], np.float32)
         text_t = np.array([cfg.threshold("text_threshold", c, backend.default_thresholds[1]) for c in classes], np.float32)
         size = cfg.input_size or backend.default_input_size
         rgb = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
         raws: list[Raw] = []
-        with self._run_lock:
+        with self._run_lock:  # one model call at a time; the text cache is shared state too
+            text = self._encoded(classes)
             for start in range(0, len(rgb), cfg.batch_size):
                 try:
                     raws += backend.infer(rgb[start : start + cfg.batch_size], text, size)

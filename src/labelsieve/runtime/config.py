@@ -63,6 +63,8 @@ class MachineConfig:
     modules: tuple[ModuleConfig, ...]
     resources: tuple[ResourceConfig, ...]
     ignored: tuple[str, ...] = ()
+    #: The file's bytes as parsed, so a watcher started later still sees an edit made meanwhile.
+    source: bytes = field(default=b"", compare=False, repr=False)
 
     def resource(self, name: str) -> ResourceConfig:
         return next(r for r in self.resources if r.name == name)
@@ -146,7 +148,7 @@ def _parse_resource(raw: Any, section: str, index: int) -> ResourceConfig:
                           str(log.get("level", "")).lower())
 
 
-def parse_config(raw: Any, path: Path) -> MachineConfig:
+def parse_config(raw: Any, path: Path, source: bytes = b"") -> MachineConfig:
     where = path.name
     _expect(raw, dict, where, "", "a JSON object")
     for key in raw:
@@ -168,7 +170,7 @@ def parse_config(raw: Any, path: Path) -> MachineConfig:
             if dep not in names:
                 raise ConfigError(f"resource '{r.name}'", "depends_on", f"names '{dep}', which is not in the config",
                                   "add that resource or remove the dependency")
-    config = MachineConfig(path, modules, resources, tuple(sorted(set(raw) & _IGNORED_TOP)))
+    config = MachineConfig(path, modules, resources, tuple(sorted(set(raw) & _IGNORED_TOP)), source)
     dependency_order(config, {})
     return config
 
@@ -184,12 +186,15 @@ def _unique(labels: Iterable[str]) -> None:
 def load_config(path: str | os.PathLike[str]) -> MachineConfig:
     path = Path(path).resolve()
     try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(str(path), "", "does not exist") from None
+        source = path.read_bytes()
+        raw = json.loads(source)
+    except OSError as exc:
+        raise ConfigError(str(path), "", f"cannot be read: {exc.strerror}") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(path.name, "", f"is not valid JSON: line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    return parse_config(raw, path)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path.name, "", f"is not UTF-8 text: {exc}") from None
+    return parse_config(raw, path, source)
 
 
 def dependency_order(config: MachineConfig, implicit: Mapping[str, Iterable[str]]) -> list[ResourceConfig]:

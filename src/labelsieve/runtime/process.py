@@ -8,10 +8,12 @@ import logging
 import os
 import re
 import signal
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import TypeVar
 
 from grpclib.client import Channel
-from grpclib.exceptions import GRPCError
+from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 from viam.proto.app.robot import ComponentConfig
 from viam.proto.module import (
     AddResourceRequest,
@@ -27,19 +29,32 @@ from labelsieve.errors import ModuleError
 from labelsieve.runtime.config import ModuleConfig, ResourceConfig
 from labelsieve.runtime.server import PassThroughCodec
 
-__all__ = ["ModuleProcess", "component_config"]
+__all__ = ["ModuleProcess", "component_config", "socket_path"]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _SOCKET_MAX = 103
 _PR_SET_PDEATHSIG = 1
+#: Variables of the runtime itself that a module (perhaps a third party's) has no business reading.
+_PRIVATE_ENV = ("LABELSIEVE_API_KEY", "LABELSIEVE_API_KEY_ID")
+T = TypeVar("T")
+
+try:  # resolved here, not in the forked child, where loading a library can deadlock
+    _prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+except OSError:  # not glibc Linux: modules then rely on their own parent checks
+    _prctl = None
 
 
 def _die_with_parent() -> None:
-    """In the child: get SIGTERM if the runtime dies, even by SIGKILL, so no module outlives it (Linux only)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
+    """In the child: get SIGTERM if the runtime dies, even by SIGKILL, so no module outlives it."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def socket_path(folder: Path, name: str) -> Path:
+    path = folder / name
+    if len(str(path)) > _SOCKET_MAX:
+        raise ModuleError(f"socket path {path} is over {_SOCKET_MAX} characters; use a shorter module name")
+    return path
 
 
 def component_config(resource: ResourceConfig) -> ComponentConfig:
@@ -51,18 +66,15 @@ def component_config(resource: ResourceConfig) -> ComponentConfig:
 
 
 class ModuleProcess:
-    """start / is_alive / stop for one module, plus the ModuleService calls the runtime makes to it."""
+    """start / wait / stop for one module, plus the ModuleService calls the runtime makes to it."""
 
-    def __init__(self, config: ModuleConfig, socket_dir: Path, data_dir: Path, config_dir: Path,
-                 *, startup_timeout: float = 120.0) -> None:
+    def __init__(self, config: ModuleConfig, socket_dir: Path, data_dir: Path, config_dir: Path, timeout: float) -> None:
         self.config = config
         self.config_dir = config_dir
-        self.socket = socket_dir / f"{config.name}.sock"
-        if len(str(self.socket)) > _SOCKET_MAX:
-            raise ModuleError(f"module '{config.name}': socket path {self.socket} is over {_SOCKET_MAX} characters")
+        self.socket = socket_path(socket_dir, f"{config.name}.sock")
         self.data_dir = data_dir / "module-data" / config.name
         self.home = data_dir
-        self.startup_timeout = startup_timeout
+        self.timeout = timeout
         self.log = logging.getLogger(f"labelsieve.module.{config.name}")
         self._proc: asyncio.subprocess.Process | None = None
         self._channel: Channel | None = None
@@ -80,17 +92,30 @@ class ModuleProcess:
     def is_alive(self) -> bool:
         return self._proc is not None and self._proc.returncode is None
 
-    async def wait(self) -> int:
+    async def wait(self) -> int | None:
+        """Until the module's own process exits. Not `Process.wait()`: on 3.11 that also waits for every holder of the
+        output pipe, so a helper process the module left behind would hide its crash."""
         assert self._proc is not None
+        if self._proc.returncode is None:
+            exited = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            fd = os.pidfd_open(self._proc.pid)
+            loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
+            try:
+                await exited
+            finally:
+                loop.remove_reader(fd)
+                os.close(fd)
+        self._kill_group(signal.SIGKILL)  # its orphans too, which also closes the output pipe
         return await self._proc.wait()
 
     async def start(self) -> None:
-        """Spawn with viam-server's argv and environment, then wait for the module's socket."""
+        """Spawn with viam-server's argv and environment, then wait until the module's socket accepts connections."""
         self.socket.unlink(missing_ok=True)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         exe = self.config.executable_path
         env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV},
             "VIAM_HOME": str(self.home),
             "VIAM_MODULE_DATA": str(self.data_dir),
             "VIAM_MODULE_NAME": self.config.name,
@@ -102,20 +127,24 @@ class ModuleProcess:
         argv = [str(exe), str(self.socket)]
         if self.config.log_level == "debug":
             argv.append("--log-level=debug")
-        self._proc = await asyncio.create_subprocess_exec(
-            *argv, cwd=exe.parent, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, preexec_fn=_die_with_parent, start_new_session=True,
-        )
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *argv, cwd=exe.parent, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT, preexec_fn=_die_with_parent, start_new_session=True,
+            )
+        except OSError as exc:
+            raise ModuleError(f"module '{self.config.name}' could not be started ({exe}): {exc}; "
+                              "is it a script with a #! line, or a binary for this machine?") from exc
         self._pump = asyncio.create_task(self._pump_output(self._proc.stdout))
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.startup_timeout
+        deadline = loop.time() + self.timeout
         while not await self._accepts():  # the file appears at bind(), before listen(): probe with a real connect
             if not self.is_alive():
                 raise ModuleError(f"module '{self.config.name}' exited with code {self._proc.returncode} before "
                                   f"opening its socket; see its output above ({exe})")
             if loop.time() > deadline:
                 await self.stop()
-                raise ModuleError(f"module '{self.config.name}' did not open {self.socket} within {self.startup_timeout:.0f} s")
+                raise ModuleError(f"module '{self.config.name}' did not open {self.socket} within {self.timeout:.0f} s")
             await asyncio.sleep(0.02)
         self._channel = Channel(path=str(self.socket), codec=PassThroughCodec())
 
@@ -129,20 +158,29 @@ class ModuleProcess:
         return True
 
     async def _pump_output(self, stream: asyncio.StreamReader | None) -> None:
-        """Module stdout/stderr go to the runtime log under the module's name (crash tracebacks arrive this way)."""
+        """Module output goes to the runtime log under the module's name (crash tracebacks arrive this way). Read in
+        chunks and split on '\\r' too: a progress bar writes no newline, and a stalled reader would block the module."""
         assert stream is not None
-        while line := await stream.readline():
-            text = _ANSI.sub("", line.decode(errors="replace")).rstrip()
-            if text:
-                self.log.info("%s", text)
+        pending = ""
+        while chunk := await stream.read(65536):
+            *lines, pending = re.split(r"[\r\n]", pending + chunk.decode(errors="replace"))
+            for line in lines:
+                if text := _ANSI.sub("", line).rstrip():
+                    self.log.info("%s", text)
+            pending = pending[-65536:]
+        if text := _ANSI.sub("", pending).rstrip():
+            self.log.info("%s", text)
+
+    def _kill_group(self, sig: int) -> None:
+        if self._proc is not None:
+            try:
+                os.killpg(self._proc.pid, sig)
+            except ProcessLookupError:
+                pass
 
     def kill(self) -> None:
         """SIGKILL now, for a forced shutdown (a second Ctrl-C)."""
-        if self._proc is not None and self._proc.returncode is None:
-            try:
-                os.killpg(self._proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        self._kill_group(signal.SIGKILL)
         self.socket.unlink(missing_ok=True)
 
     async def stop(self, timeout: float = 5.0) -> None:
@@ -150,27 +188,24 @@ class ModuleProcess:
         if self._channel is not None:
             self._channel.close()
             self._channel = None
-        if self._proc is not None and self._proc.returncode is None:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(self._proc.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    await asyncio.wait_for(self._proc.wait(), timeout)
-                    break
-                except TimeoutError:
-                    self.log.warning("did not exit %.0f s after SIGTERM; killing it", timeout)
+        if self._proc is not None:
+            self._kill_group(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.wait(), timeout)
+            except TimeoutError:
+                self.log.warning("did not exit %.0f s after SIGTERM; killing it", timeout)
+                self._kill_group(signal.SIGKILL)
+                await self._proc.wait()
         if self._pump is not None:
             await asyncio.gather(self._pump, return_exceptions=True)
         self.socket.unlink(missing_ok=True)
 
-    # The module protocol. Each call maps a gRPC failure to a ModuleError naming the module and the step.
+    # The module protocol. Each call maps a transport failure to a ModuleError naming the module and the step.
 
-    async def ready(self, parent_address: str, timeout: float) -> dict[str, set[str]]:
+    async def ready(self, parent_address: str) -> dict[str, set[str]]:
         """Ready -> {api: {models}} the module serves."""
         response = await self._call("Ready", self.stub.Ready(
-            ReadyRequest(parent_address=parent_address, raw_parent_address=parent_address), timeout=timeout))
+            ReadyRequest(parent_address=parent_address, raw_parent_address=parent_address), timeout=self.timeout))
         if not response.ready:
             raise ModuleError(f"module '{self.config.name}' reported not ready")
         served: dict[str, set[str]] = {}
@@ -179,27 +214,32 @@ class ModuleProcess:
             served.setdefault(f"{sub.namespace}:{sub.type}:{sub.subtype}", set()).update(handler.models)
         return served
 
-    async def validate(self, resource: ResourceConfig, timeout: float) -> list[str]:
-        """The module's own ValidateConfig -> implicit dependencies (short names). Raises GRPCError on invalid config."""
-        response = await self.stub.ValidateConfig(ValidateConfigRequest(config=component_config(resource)), timeout=timeout)
+    async def validate(self, resource: ResourceConfig) -> list[str]:
+        """The module's own ValidateConfig -> implicit dependencies (short names). An invalid config is a GRPCError."""
+        request = ValidateConfigRequest(config=component_config(resource))
+        response = await self._call(f"ValidateConfig({resource.name})", self.stub.ValidateConfig(request, timeout=self.timeout),
+                                    passthrough=True)
         return [*response.dependencies]
 
-    async def add(self, resource: ResourceConfig, dependencies: list[str], timeout: float) -> None:
+    async def add(self, resource: ResourceConfig, dependencies: list[str]) -> None:
         await self._call(f"AddResource({resource.name})", self.stub.AddResource(
-            AddResourceRequest(config=component_config(resource), dependencies=dependencies), timeout=timeout))
+            AddResourceRequest(config=component_config(resource), dependencies=dependencies), timeout=self.timeout))
 
-    async def reconfigure(self, resource: ResourceConfig, dependencies: list[str], timeout: float) -> None:
+    async def reconfigure(self, resource: ResourceConfig, dependencies: list[str]) -> None:
         await self._call(f"ReconfigureResource({resource.name})", self.stub.ReconfigureResource(
-            ReconfigureResourceRequest(config=component_config(resource), dependencies=dependencies), timeout=timeout))
+            ReconfigureResourceRequest(config=component_config(resource), dependencies=dependencies), timeout=self.timeout))
 
-    async def remove(self, resource: ResourceConfig, timeout: float) -> None:
+    async def remove(self, resource: ResourceConfig) -> None:
         await self._call(f"RemoveResource({resource.name})",
-                         self.stub.RemoveResource(RemoveResourceRequest(name=resource.resource_name), timeout=timeout))
+                         self.stub.RemoveResource(RemoveResourceRequest(name=resource.resource_name), timeout=self.timeout))
 
-    async def _call(self, step: str, call: object) -> object:
+    async def _call(self, step: str, call: Awaitable[T], *, passthrough: bool = False) -> T:
+        """`passthrough` re-raises the module's own gRPC errors (ValidateConfig's message is the user's answer)."""
         try:
-            return await call  # type: ignore[misc]
+            return await call
         except GRPCError as exc:
+            if passthrough:
+                raise
             raise ModuleError(f"module '{self.config.name}' failed {step}: {exc.status.name}: {exc.message}") from exc
-        except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
+        except (OSError, TimeoutError, ProtocolError, StreamTerminatedError) as exc:  # the module died mid-call
             raise ModuleError(f"module '{self.config.name}' did not answer {step}: {exc!r}") from exc

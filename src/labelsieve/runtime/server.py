@@ -115,6 +115,9 @@ class Routes:
         self._routes.pop((api, name), None)
         self._failed.pop((api, name), None)
 
+    def failed_names(self) -> set[str]:
+        return {name for _, name in self._failed}
+
     def names(self) -> list[ResourceName]:
         return [_resource_name(api, name) for api, name in self._routes]
 
@@ -231,8 +234,9 @@ class ApiKeyAuth(UnimplementedAuthServiceBase):
 
     async def Authenticate(self, stream: Stream[Any, Any]) -> None:
         request = await stream.recv_message()
-        entity_ok = self._key_id is None or hmac.compare_digest(request.entity, self._key_id)
-        if request.credentials.type != "api-key" or not hmac.compare_digest(request.credentials.payload, self._key) or not entity_ok:
+        entity_ok = self._key_id is None or hmac.compare_digest(request.entity.encode(), self._key_id.encode())
+        key_ok = hmac.compare_digest(request.credentials.payload.encode(), self._key.encode())  # bytes: any key text
+        if request.credentials.type != "api-key" or not key_ok or not entity_ok:
             log.warning("rejected a client with a wrong API key")
             raise GRPCError(Status.UNAUTHENTICATED, "wrong API key or key id")
         token = secrets.token_urlsafe(32)

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 from collections.abc import Mapping
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
+from viam.components.camera import Camera
 from viam.media.video import ViamImage
 from viam.proto.app.robot import ComponentConfig
 from viam.proto.service.vision import Detection
 from viam.utils import struct_to_dict
 
 from labelsieve.detections import Detections
-from labelsieve.errors import InputError
+from labelsieve.errors import InputError, UnsupportedError
 
-__all__ = ["attributes_of", "decode_image", "detections_to_viam"]
+__all__ = ["attributes_of", "camera_frame", "decode_base64_image", "decode_image", "detections_to_viam"]
 
 
 def attributes_of(config: ComponentConfig) -> Mapping[str, Any]:
@@ -31,6 +34,32 @@ def decode_image(image: ViamImage | bytes) -> Image.Image:
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise InputError(f"could not decode the image ({len(data)} bytes): {exc}") from exc
     return decoded if decoded.mode == "RGB" else decoded.convert("RGB")
+
+
+def decode_base64_image(value: object, where: str) -> Image.Image:
+    """A base64 JPEG/PNG from a `do_command` payload; anything else is an InputError naming where it was."""
+    if not isinstance(value, str):
+        raise InputError(f"{where} must be a base64 string, got {type(value).__name__}")
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:  # ValueError: non-ASCII text
+        raise InputError(f"{where} is not valid base64: {exc}") from exc
+    try:
+        return decode_image(data)
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from exc
+
+
+async def camera_frame(resource: str, camera: Camera | None, configured: str | None, asked: str) -> ViamImage:
+    """The first image of the resource's camera dependency, for the `*_from_camera` methods."""
+    if camera is None:
+        raise UnsupportedError(f"{resource} has no camera; set 'camera_name' in its attributes, or send images")
+    if asked not in ("", configured):
+        raise InputError(f"{resource} reads camera {configured!r}, not {asked!r}")
+    images, _ = await camera.get_images()
+    if not images:
+        raise InputError(f"camera {configured!r} returned no image")
+    return images[0]
 
 
 def detections_to_viam(dets: Detections, width: int, height: int) -> list[Detection]:

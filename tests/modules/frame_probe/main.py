@@ -2,6 +2,7 @@
 
 import asyncio
 import io
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Self
 
@@ -27,13 +28,18 @@ class FrameProbe(Vision, EasyResource):
 
     @classmethod
     def validate_config(cls, config: ComponentConfig) -> tuple[Sequence[str], Sequence[str]]:
-        camera = struct_to_dict(config.attributes).get("camera_name")
+        attributes = struct_to_dict(config.attributes)
+        if attributes.get("crash_in") == "validate":  # a module dying mid-call, e.g. killed for memory
+            os._exit(7)
+        camera = attributes.get("camera_name")
         if not camera:
             raise ValueError("'attributes.camera_name' is required")
         return [camera], []
 
     @classmethod
     def new(cls, config: ComponentConfig, dependencies: Mapping[ResourceName, ResourceBase]) -> Self:
+        if struct_to_dict(config.attributes).get("crash_in") == "new":
+            os._exit(7)
         probe = cls(config.name)
         probe.camera = next(d for d in dependencies.values() if isinstance(d, Camera))
         probe.logger.info("probe is watching camera %s", probe.camera.name)  # reaches the runtime through robot Log
