@@ -104,6 +104,7 @@ class ScriptedBackend:
 
     default_thresholds = (0.3, 0.2)
     default_input_size = 480
+    device = "cpu"
 
     def __init__(self, boxes: list[list[float]], scores: list[list[float]]) -> None:
         self.boxes, self.scores, self.encoded = np.array(boxes, np.float32), np.array(scores, np.float32), []

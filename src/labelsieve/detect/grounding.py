@@ -40,6 +40,7 @@ class _Backend(Protocol):
     #: (box_threshold, text_threshold) used for a class the config gives no number for.
     default_thresholds: tuple[float, float]
     default_input_size: int
+    device: str
 
     def encode_text(self, classes: tuple[str, ...]) -> Any: ...
 
@@ -93,9 +94,10 @@ class GroundingDetector:
         raws: list[Raw] = []
         with self._run_lock:  # one model call at a time; the text cache is shared state too
             text = self._encoded(classes)
-            for start in range(0, len(rgb), cfg.batch_size):
+            batch = cfg.batch_size or (4 if backend.device == "cuda" else 1)
+            for start in range(0, len(rgb), batch):
                 try:
-                    raws += backend.infer(rgb[start : start + cfg.batch_size], text, size)
+                    raws += backend.infer(rgb[start : start + batch], text, size)
                 except (RuntimeError, ValueError) as exc:
                     raise ModelError(f"{self.resource}: {cfg.model} failed on a batch of frames: {exc}") from exc
         return [self._postprocess(raw, im.size, classes, box_t, text_t) for raw, im in zip(raws, rgb)]
