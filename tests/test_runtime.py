@@ -345,3 +345,16 @@ def test_a_taken_port_is_a_clear_error_with_nothing_left_behind(frames: Path, tm
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
     assert set(Path("/tmp").glob("ls-*")) - before == set()  # its socket folder is gone
     assert "added cam" not in result.stderr  # it failed before loading anything
+
+
+def test_modules_do_not_outlive_a_killed_runtime(frames: Path, tmp_path: Path) -> None:
+    machine = Machine(base_config(frames), tmp_path)
+    children = psutil.Process(machine.proc.pid).children(recursive=True)
+    assert len(children) >= 2
+    sockets = Path(next(a for c in children for a in c.cmdline() if a.endswith(".sock"))).parent
+    machine.stop(signal.SIGKILL)  # no chance to clean up: the kernel tells the modules (PR_SET_PDEATHSIG)
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, [p.cmdline() for p in alive]
+    assert sockets.exists()
+    assert validate(base_config(frames), tmp_path).returncode == 0
+    assert not sockets.exists()  # the next runtime swept what the killed one left

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import ssl
 import tempfile
@@ -76,7 +77,9 @@ class Supervisor:
         self.forwarder = Forwarder(self.routes)
         self._modules: dict[str, _Module] = {}
         self._implicit: dict[str, list[str]] = {}
-        self._socket_dir = Path(tempfile.mkdtemp(prefix="ls-", dir="/tmp"))
+        _sweep_stale_socket_dirs()
+        self._socket_dir = Path(tempfile.mkdtemp(prefix=_SOCKET_PREFIX, dir="/tmp"))  # short: socket paths max ~103 chars
+        (self._socket_dir / "runtime.pid").write_text(str(os.getpid()))
         self._client_server: Server | None = None
         self._lock = asyncio.Lock()  # one config change or restart at a time
 
@@ -406,6 +409,20 @@ class Supervisor:
                 await self._add(r, reconfigure=True)
         log.info("applied config change: %d resource(s) added or reconfigured, %d removed, %d module(s) (re)started",
                  len(dirty), len(set(old_res) - set(new_res)), len(set(new_mods) - set(old_mods)) + len(stopping & set(new_mods)))
+
+
+_SOCKET_PREFIX = "ls-"
+
+
+def _sweep_stale_socket_dirs() -> None:
+    """A runtime killed with SIGKILL could not remove its sockets; the next one does, once their owner is gone."""
+    for pid_file in Path("/tmp").glob(f"{_SOCKET_PREFIX}*/runtime.pid"):
+        try:
+            os.kill(int(pid_file.read_text()), 0)
+        except ProcessLookupError:
+            shutil.rmtree(pid_file.parent, ignore_errors=True)
+        except (OSError, ValueError):  # not ours to judge: another user's, or being written right now
+            continue
 
 
 def _note_unsupported(config: MachineConfig) -> None:
