@@ -20,6 +20,7 @@ from grpclib import GRPCError, Status
 from PIL import Image
 from viam.components.camera import Camera
 from viam.components.camera.client import CameraClient
+from viam.errors import ViamError
 from viam.services.vision import VisionClient
 
 from machine import TEST_MODULES, Machine, camera, connect, module, validate
@@ -70,7 +71,7 @@ async def eventually(check: Any, timeout: float = 20.0) -> Any:
     while True:
         try:
             return await check()
-        except (AssertionError, GRPCError, ConnectionError, OSError):
+        except (AssertionError, GRPCError, ConnectionError, OSError, ViamError):
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.2)
@@ -358,3 +359,31 @@ def test_modules_do_not_outlive_a_killed_runtime(frames: Path, tmp_path: Path) -
     assert sockets.exists()
     assert validate(base_config(frames), tmp_path).returncode == 0
     assert not sockets.exists()  # the next runtime swept what the killed one left
+
+
+def test_a_new_resource_that_fails_is_reported_then_retried_or_forgotten(frames: Path, tmp_path: Path) -> None:
+    config = base_config(frames)
+    with Machine(config, tmp_path) as machine:
+        late = tmp_path / "late"
+        config["components"].append(camera("cam2", source=str(late)))  # fails ValidateConfig: no such folder yet
+        machine.write(config)
+        machine.wait_for_log("config change for cam2 not applied, it is not running")
+
+        async def status() -> dict[str, Any]:
+            robot = await connect(machine.address)
+            try:
+                return {s.name.name: s for s in (await robot.get_machine_status()).resources}
+            finally:
+                await robot.close()
+        assert "does not exist" in asyncio.run(status())["cam2"].error
+        late.mkdir()
+        Image.new("RGB", (8, 8)).save(late / "x.png")
+        config["components"][0]["attributes"]["max_side"] = 100  # any edit retries what failed
+        machine.write(config)
+        assert len(asyncio.run(eventually(lambda: images(machine.address, "cam2")))) == 1
+        config["components"].pop()
+        machine.write(config)
+
+        async def forgotten() -> None:
+            assert set(await status()) == {"cam", "probe"}
+        asyncio.run(eventually(forgotten))

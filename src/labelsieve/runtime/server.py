@@ -118,6 +118,10 @@ class Routes:
     def failed_names(self) -> set[str]:
         return {name for _, name in self._failed}
 
+    def forget_failures(self, keep: set[str]) -> None:
+        """Drop the failure records of resources no longer in the config."""
+        self._failed = {key: error for key, error in self._failed.items() if key[1] in keep}
+
     def names(self) -> list[ResourceName]:
         return [_resource_name(api, name) for api, name in self._routes]
 

@@ -352,6 +352,7 @@ class Supervisor:
             if missing := [d for d in self._implicit.get(name, ()) if d not in names]:
                 raise ConfigError(f"resource '{name}'", "attributes", f"needs '{missing[0]}', which this edit removes",
                                   "keep that resource or change this one too")
+
         def keepable(name: str) -> bool:  # an invalid edit of it can fall back to what runs now
             return name in old_res and name not in leaving and owner_of.get(name) not in stopping
 
@@ -365,6 +366,7 @@ class Supervisor:
         dependency_order(replace(new, resources=settled(errors)), implicit)
 
         # Apply.
+        self.routes.forget_failures(keep=names)
         for name in leaving:
             if owner_of.get(name) in stopping:
                 self.routes.remove(old_res[name].api, name)
