@@ -65,6 +65,14 @@ async def probe_size(address: str) -> str:
         await robot.close()
 
 
+async def machine_status(address: str) -> dict[str, Any]:
+    robot = await connect(address)
+    try:
+        return {s.name.name: s for s in (await robot.get_machine_status()).resources}
+    finally:
+        await robot.close()
+
+
 async def eventually(check: Any, timeout: float = 20.0) -> Any:
     """Retry an async check until it passes: used only where the runtime is expected to recover or apply an edit."""
     deadline = time.monotonic() + timeout
@@ -257,13 +265,14 @@ def test_resource_that_fails_to_start_is_reported_not_hidden(frames: Path, tmp_p
     config = base_config(frames)
     config["components"].append(camera("broken", source=str(junk)))
     with Machine(config, tmp_path) as machine:
+        status = asyncio.run(machine_status(machine.address))
+        assert status["cam"].state == status["cam"].STATE_READY
+        assert status["broken"].state == status["broken"].STATE_UNHEALTHY
+        assert "could not open video" in status["broken"].error
+
         async def run() -> None:
             robot = await connect(machine.address)
             try:
-                status = {s.name.name: s for s in (await robot.get_machine_status()).resources}
-                assert status["cam"].state == status["cam"].STATE_READY
-                assert status["broken"].state == status["broken"].STATE_UNHEALTHY
-                assert "could not open video" in status["broken"].error
                 with pytest.raises(GRPCError) as err:
                     await CameraClient("broken", robot._channel).get_images()
                 assert err.value.status == Status.FAILED_PRECONDITION and "broken.mp4" in str(err.value.message)
@@ -318,17 +327,10 @@ def test_a_module_dying_mid_call_is_reported_not_fatal(frames: Path, tmp_path: P
         assert "did not answer ValidateConfig(probe)" in result.stderr and "Traceback" not in result.stderr
         return
     with Machine(config, tmp_path) as machine:
-        async def run() -> None:
-            robot = await connect(machine.address)
-            try:
-                status = {s.name.name: s for s in (await robot.get_machine_status()).resources}
-                assert status["probe"].state == status["probe"].STATE_UNHEALTHY
-                assert "did not answer AddResource(probe)" in status["probe"].error
-                shots, _ = await Camera.from_robot(robot, "cam").get_images()
-                assert len(shots) == 1
-            finally:
-                await robot.close()
-        asyncio.run(run())
+        status = asyncio.run(machine_status(machine.address))
+        assert status["probe"].state == status["probe"].STATE_UNHEALTHY
+        assert "did not answer AddResource(probe)" in status["probe"].error
+        assert len(asyncio.run(images(machine.address))) == 1
         machine.wait_for_log("module 'frame-probe' exited with code 7; restarting")
 
 
@@ -369,13 +371,7 @@ def test_a_new_resource_that_fails_is_reported_then_retried_or_forgotten(frames:
         machine.write(config)
         machine.wait_for_log("config change for cam2 not applied, it is not running")
 
-        async def status() -> dict[str, Any]:
-            robot = await connect(machine.address)
-            try:
-                return {s.name.name: s for s in (await robot.get_machine_status()).resources}
-            finally:
-                await robot.close()
-        assert "does not exist" in asyncio.run(status())["cam2"].error
+        assert "does not exist" in asyncio.run(machine_status(machine.address))["cam2"].error
         late.mkdir()
         Image.new("RGB", (8, 8)).save(late / "x.png")
         config["components"][0]["attributes"]["max_side"] = 100  # any edit retries what failed
@@ -385,5 +381,5 @@ def test_a_new_resource_that_fails_is_reported_then_retried_or_forgotten(frames:
         machine.write(config)
 
         async def forgotten() -> None:
-            assert set(await status()) == {"cam", "probe"}
+            assert set(await machine_status(machine.address)) == {"cam", "probe"}
         asyncio.run(eventually(forgotten))
