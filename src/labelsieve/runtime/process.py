@@ -32,6 +32,8 @@ from labelsieve.runtime.server import PassThroughCodec
 __all__ = ["ModuleProcess", "component_config", "socket_path"]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+#: The Python SDK's own line format before a module reaches its parent: "<date> <time>\t\t<LEVEL>\t<rest>".
+_SDK_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+(DEBUG|INFO|WARNING|ERROR|CRITICAL)\s+(.*)$")
 _SOCKET_MAX = 103
 _PR_SET_PDEATHSIG = 1
 #: Variables of the runtime itself that a module (perhaps a third party's) has no business reading.
@@ -165,10 +167,17 @@ class ModuleProcess:
         while chunk := await stream.read(65536):
             *lines, pending = re.split(r"[\r\n]", pending + chunk.decode(errors="replace"))
             for line in lines:
-                if text := _ANSI.sub("", line).rstrip():
-                    self.log.info("%s", text)
+                self._log_line(line)
             pending = pending[-65536:]
-        if text := _ANSI.sub("", pending).rstrip():
+        self._log_line(pending)
+
+    def _log_line(self, line: str) -> None:
+        """At the level the module logged it, without its timestamp; anything else (a traceback, a print) at INFO."""
+        if not (text := _ANSI.sub("", line).strip()):
+            return
+        if m := _SDK_LINE.match(text):
+            self.log.log(logging.getLevelName(m.group(1)), "%s", m.group(2).replace("\t", " ").strip())
+        else:
             self.log.info("%s", text)
 
     def _kill_group(self, sig: int) -> None:
