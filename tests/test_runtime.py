@@ -23,7 +23,7 @@ from viam.components.camera.client import CameraClient
 from viam.errors import ViamError
 from viam.services.vision import VisionClient
 
-from machine import TEST_MODULES, Machine, camera, connect, module, validate
+from machine import ROOT, TEST_MODULES, Machine, camera, connect, module, validate
 
 
 @pytest.fixture()
@@ -383,3 +383,17 @@ def test_a_new_resource_that_fails_is_reported_then_retried_or_forgotten(frames:
         async def forgotten() -> None:
             assert set(await machine_status(machine.address)) == {"cam", "probe"}
         asyncio.run(eventually(forgotten))
+
+
+def test_a_crash_is_seen_even_when_a_helper_process_keeps_the_output_open(frames: Path, tmp_path: Path) -> None:
+    wrapper = tmp_path / "camera_with_helper.sh"
+    wrapper.write_text(f"#!/bin/sh\nsleep 120 &\nexec {ROOT / 'modules/media_camera/run.sh'} \"$@\"\n")
+    wrapper.chmod(0o755)
+    config = base_config(frames)
+    config["modules"][0] = {"type": "local", "name": "media-camera", "executable_path": str(wrapper)}
+    with Machine(config, tmp_path) as machine:
+        helper = next(p for p in psutil.Process(machine.proc.pid).children(recursive=True) if p.name() == "sleep")
+        os.kill(machine.module_pid("media_camera/main.py"), signal.SIGKILL)
+        machine.wait_for_log("module 'media-camera' exited with code -9; restarting", timeout=10)
+        assert len(asyncio.run(images(machine.address))) == 1
+        assert not helper.is_running() or helper.status() == psutil.STATUS_ZOMBIE  # the dead module's group went too

@@ -99,15 +99,21 @@ class ModuleProcess:
         output pipe, so a helper process the module left behind would hide its crash."""
         assert self._proc is not None
         if self._proc.returncode is None:
-            exited = asyncio.get_running_loop().create_future()
-            loop = asyncio.get_running_loop()
-            fd = os.pidfd_open(self._proc.pid)
-            loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
             try:
-                await exited
-            finally:
-                loop.remove_reader(fd)
-                os.close(fd)
+                fd = os.pidfd_open(self._proc.pid)
+            except ProcessLookupError:  # already gone
+                fd = None
+            except (AttributeError, OSError):  # no pidfd (not Linux 5.3+): the pipe-bound wait is the fallback
+                return await self._proc.wait()
+            if fd is not None:
+                loop = asyncio.get_running_loop()
+                exited = loop.create_future()
+                loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
+                try:
+                    await exited
+                finally:
+                    loop.remove_reader(fd)
+                    os.close(fd)
         self._kill_group(signal.SIGKILL)  # its orphans too, which also closes the output pipe
         return await self._proc.wait()
 
