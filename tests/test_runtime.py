@@ -397,3 +397,27 @@ def test_a_crash_is_seen_even_when_a_helper_process_keeps_the_output_open(frames
         machine.wait_for_log("module 'media-camera' exited with code -9; restarting", timeout=10)
         assert len(asyncio.run(images(machine.address))) == 1
         assert not helper.is_running() or helper.status() == psutil.STATUS_ZOMBIE  # the dead module's group went too
+
+
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_during_start_up_stops_promptly_and_cleanly(frames: Path, tmp_path: Path, presses: int) -> None:
+    config = base_config(frames)
+    config["services"][0]["attributes"]["validate_seconds"] = 30  # the probe's module blocks in ValidateConfig
+    path = tmp_path / "machine.json"
+    path.write_text(json.dumps(config))
+    proc = subprocess.Popen([sys.executable, "-m", "labelsieve", "run", str(path), "--port", "0",
+                             "--data-dir", str(tmp_path / "data")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 30
+    while len(psutil.Process(proc.pid).children(recursive=True)) < 2:  # both modules started: now inside ValidateConfig
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    time.sleep(1)
+    started = time.monotonic()
+    for _ in range(presses):
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+    assert proc.wait(15) == 130
+    # one press: a graceful stop (a module that ignores SIGTERM gets SIGKILL after 5 s); two: at once
+    assert time.monotonic() - started < (10 if presses == 1 else 2)
+    assert not psutil.wait_procs(children, timeout=5)[1]

@@ -188,7 +188,7 @@ class Supervisor:
                  ", ".join(f"{m} ({api})" for api, models in module.served.items() for m in sorted(models)))
 
     async def _stop_module(self, name: str) -> None:
-        module = self._modules.pop(name)
+        module = self._modules[name]  # listed until it is gone, so a forced shutdown meanwhile can still kill it
         if module.watcher is not None:
             module.watcher.cancel()
             await asyncio.gather(module.watcher, return_exceptions=True)
@@ -196,6 +196,7 @@ class Supervisor:
         await module.process.stop()
         module.parent.close()
         await module.parent.wait_closed()
+        del self._modules[name]
 
     async def _watch_process(self, module: _Module) -> None:
         """Restart a module that exits on its own, re-add its resources; dependents keep calling through the parent."""

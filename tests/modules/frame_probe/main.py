@@ -3,6 +3,7 @@
 import asyncio
 import io
 import os
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Self
 
@@ -31,6 +32,7 @@ class FrameProbe(Vision, EasyResource):
         attributes = struct_to_dict(config.attributes)
         if attributes.get("crash_in") == "validate":  # a module dying mid-call, e.g. killed for memory
             os._exit(7)
+        time.sleep(attributes.get("validate_seconds", 0))  # a slow check, to interrupt start-up during it
         camera = attributes.get("camera_name")
         if not camera:
             raise ValueError("'attributes.camera_name' is required")
