@@ -54,7 +54,7 @@ def _connect_hint(address: str, key_id: str | None, keyed: bool, tls: bool) -> s
     return (f"labelsieve: serving on {address}\n"
             "  connect from Python (viam-sdk):\n"
             "    from viam.robot.client import RobotClient\n"
-            "    from viam.rpc.dial import DialOptions, Credentials\n"
+            f"    from viam.rpc.dial import {'Credentials, ' if keyed else ''}DialOptions\n"
             f"    robot = await RobotClient.at_address('{address}', RobotClient.Options(\n"
             f"        dial_options=DialOptions({options})))\n"
             "  Ctrl-C stops (a second Ctrl-C forces).")
