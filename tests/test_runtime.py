@@ -20,6 +20,7 @@ from grpclib import GRPCError, Status
 from PIL import Image
 from viam.components.camera import Camera
 from viam.components.camera.client import CameraClient
+from viam.components.motor import Motor
 from viam.errors import ViamError
 from viam.services.vision import VisionClient
 
@@ -421,3 +422,19 @@ def test_ctrl_c_during_start_up_stops_promptly_and_cleanly(frames: Path, tmp_pat
     # one press: a graceful stop (a module that ignores SIGTERM gets SIGKILL after 5 s); two: at once
     assert time.monotonic() - started < (10 if presses == 1 else 2)
     assert not psutil.wait_procs(children, timeout=5)[1]
+
+
+def test_stop_all_reaches_every_actuator(frames: Path, tmp_path: Path) -> None:
+    config = base_config(frames)
+    config["components"] += [{"name": f"wheel{i}", "api": "rdk:component:motor", "model": "test:motor:fake"} for i in (1, 2)]
+    with Machine(config, tmp_path) as machine:
+        async def run() -> list[float]:
+            robot = await connect(machine.address)
+            try:
+                await robot.stop_all()
+                await robot.stop_all()
+                return [await Motor.from_robot(robot, f"wheel{i}").get_position() for i in (1, 2)]
+            finally:
+                await robot.close()
+        assert asyncio.run(run()) == [2.0, 2.0]  # cameras and vision services have no Stop and are left alone
+    assert "StopAll: stopped 2 resource(s)" in machine.log

@@ -33,6 +33,7 @@ from viam.proto.robot import (
     LogResponse,
     ResourceNamesResponse,
     ResourceStatus,
+    StopAllResponse,
 )
 from viam.proto.rpc.auth import AuthenticateResponse
 from viam.resource.registry import Registry
@@ -122,6 +123,9 @@ class Routes:
         """Drop the failure records of resources no longer in the config."""
         self._failed = {key: error for key, error in self._failed.items() if key[1] in keep}
 
+    def items(self) -> list[tuple[tuple[str, str], Link]]:
+        return list(self._routes.items())
+
     def names(self) -> list[ResourceName]:
         return [_resource_name(api, name) for api, name in self._routes]
 
@@ -153,8 +157,8 @@ def _resource_name(api: str, name: str) -> ResourceName:
 class RobotService(UnimplementedRobotServiceBase):
     """The robot API: resource names for clients and modules, and the Log sink for one module (`module` set) or clients."""
 
-    def __init__(self, routes: Routes, module: str | None = None) -> None:
-        self._routes = routes
+    def __init__(self, routes: Routes, forwarder: Forwarder, module: str | None = None) -> None:
+        self._routes, self._forwarder = routes, forwarder
         self._log = logging.getLogger(f"labelsieve.module.{module}" if module else "labelsieve.client")
 
     async def ResourceNames(self, stream: Stream[Any, Any]) -> None:
@@ -175,6 +179,12 @@ class RobotService(UnimplementedRobotServiceBase):
         await stream.send_message(GetMachineStatusResponse(resources=self._routes.statuses(),
                                                            state=GetMachineStatusResponse.State.STATE_RUNNING))
 
+    async def StopAll(self, stream: Stream[Any, Any]) -> None:
+        request = await stream.recv_message()
+        extra = {(f"{p.name.namespace}:{p.name.type}:{p.name.subtype}", p.name.name): p.params for p in request.extra}
+        await self._forwarder.stop_all(extra)
+        await stream.send_message(StopAllResponse())
+
     async def GetVersion(self, stream: Stream[Any, Any]) -> None:
         await stream.recv_message()
         await stream.send_message(GetVersionResponse(platform="labelsieve", version=__version__, api_version="0.85"))
@@ -186,11 +196,14 @@ class Forwarder:
     def __init__(self, routes: Routes) -> None:
         self._routes = routes
         self._mapping: dict[str, Handler] = {}
+        self._stops: dict[str, tuple[str, Handler]] = {}  # API -> its Stop method, for StopAll
         for api, registration in Registry.REGISTERED_APIS().items():
             service = registration.rpc_service
             for path, h in service.__mapping__(object.__new__(service)).items():
                 forward = functools.partial(self._forward, str(api), path, h)
                 self._mapping[path] = Handler(forward, h.cardinality, h.request_type, Raw)
+                if path.endswith("/Stop"):
+                    self._stops[str(api)] = (path, h)
 
     def __mapping__(self) -> Mapping[str, Handler]:
         return self._mapping
@@ -221,6 +234,27 @@ class Forwarder:
             raise GRPCError(exc.status, exc.message) from None  # details need a codec the parent doesn't share
         except (ConnectionError, OSError, StreamTerminatedError) as exc:
             raise GRPCError(Status.UNAVAILABLE, f"module '{link.module}' did not answer {path}: {exc!r}") from exc
+
+    async def stop_all(self, extra: Mapping[tuple[str, str], Any]) -> None:
+        """Stop every resource whose API has Stop (motors, arms, bases...), all of them even if some fail, as
+        viam-server does: a robot told to stop must not keep one actuator running because another errored."""
+        calls = [(api, name, link) for (api, name), link in self._routes.items() if api in self._stops]
+
+        async def stop(api: str, name: str, link: Link) -> None:
+            path, h = self._stops[api]
+            request = h.request_type(name=name)
+            if (api, name) in extra:
+                request.extra.CopyFrom(extra[(api, name)])
+            async with link.channel.request(path, h.cardinality, h.request_type, Raw, timeout=RESTART_GRACE_S) as out:
+                await out.send_message(request, end=True)
+                await out.recv_message()
+
+        results = await asyncio.gather(*(stop(*call) for call in calls), return_exceptions=True)
+        failed = [f"{api}/{name}: {r}" for (api, name, _), r in zip(calls, results) if isinstance(r, BaseException)]
+        if failed:
+            log.error("StopAll: %d of %d resources did not stop: %s", len(failed), len(calls), "; ".join(failed))
+            raise GRPCError(Status.INTERNAL, f"{len(failed)} of {len(calls)} resources did not stop: {'; '.join(failed)}")
+        log.info("StopAll: stopped %d resource(s)", len(calls))
 
     @staticmethod
     async def _pump(incoming: Stream[Any, Any], outgoing: Any) -> None:

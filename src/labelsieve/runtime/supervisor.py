@@ -110,7 +110,7 @@ class Supervisor:
 
     async def _listen(self) -> None:
         auth = ApiKeyAuth(self.options.api_key, self.options.api_key_id) if self.options.api_key else None
-        server = make_server([RobotService(self.routes), self.forwarder], auth)
+        server = make_server([RobotService(self.routes, self.forwarder), self.forwarder], auth)
         try:
             await server.start(self.options.host, self.options.port, ssl=self._tls())
         except OSError as exc:
@@ -168,7 +168,7 @@ class Supervisor:
 
     async def _start_module(self, config: ModuleConfig) -> None:
         parent_socket = socket_path(self._socket_dir, f"{config.name}.parent.sock")
-        parent = make_server([RobotService(self.routes, config.name), self.forwarder])
+        parent = make_server([RobotService(self.routes, self.forwarder, config.name), self.forwarder])
         await parent.start(path=str(parent_socket))
         process = ModuleProcess(config, self._socket_dir, self.options.data_dir, self.options.config_path.parent,
                                 self.options.call_timeout)

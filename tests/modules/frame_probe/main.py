@@ -1,4 +1,5 @@
-"""A test-only vision module that depends on a camera through the parent, to prove module-to-module calls."""
+"""Test-only models: a vision service that depends on a camera through the parent (module-to-module calls), and a motor
+that counts Stop calls (robot StopAll)."""
 
 import asyncio
 import io
@@ -9,6 +10,7 @@ from typing import Any, ClassVar, Self
 
 from PIL import Image
 from viam.components.camera import Camera
+from viam.components.motor import Motor
 from viam.module.module import Module
 from viam.proto.app.robot import ComponentConfig
 from viam.proto.common import ResourceName
@@ -52,6 +54,21 @@ class FrameProbe(Vision, EasyResource):
         images, _ = await self.camera.get_images()
         width, height = Image.open(io.BytesIO(images[0].data)).size
         return [Classification(class_name=f"{width}x{height}", confidence=1.0)]
+
+
+@stub
+class FakeMotor(Motor, EasyResource):
+    """Counts Stop calls (its position), so a test can see robot StopAll reach a module's actuator."""
+
+    MODEL: ClassVar = "test:motor:fake"
+    stops: int = 0
+
+    async def stop(self, *, extra: Mapping[str, Any] | None = None, timeout: float | None = None, **kwargs: Any) -> None:
+        self.stops += 1
+
+    async def get_position(self, *, extra: Mapping[str, Any] | None = None, timeout: float | None = None,
+                           **kwargs: Any) -> float:
+        return float(self.stops)
 
 
 if __name__ == "__main__":
