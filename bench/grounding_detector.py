@@ -110,29 +110,22 @@ def module_path(directory: Path, attributes: dict[str, object], image: Image.Ima
     """Median seconds per `get_detections` of `image` from an SDK client, through `labelsieve run` and the module process."""
     import asyncio
     import io
-    import json
-    import subprocess
 
+    from machine import Machine, connect, module
     from viam.media.video import CameraMimeType, ViamImage
-    from viam.robot.client import RobotClient
-    from viam.rpc.dial import DialOptions
     from viam.services.vision import VisionClient
 
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=95)
     jpeg = ViamImage(buffer.getvalue(), CameraMimeType.JPEG)
-    config = directory.parent / f"{directory.name}-machine.json"
-    config.write_text(json.dumps({
-        "modules": [{"type": "local", "name": "detector", "executable_path": str(ROOT / "modules/grounding_detector/run.sh")}],
+    config = {
+        "modules": [module("grounding-detector")],
         "services": [{"name": "det", "api": "rdk:service:vision", "model": "labelsieve:vision:grounding-detector",
                       "attributes": {"model": str(directory), "classes": CLASSES, **attributes}}],
-    }))
-    proc = subprocess.Popen([sys.executable, "-m", "labelsieve", "run", str(config), "--port", "0", "--no-watch",
-                             "--log-level", "warning", "--data-dir", str(directory.parent)], stdout=subprocess.PIPE, text=True)
+    }
 
     async def timed(address: str) -> float:
-        robot = await RobotClient.at_address(address, RobotClient.Options(
-            dial_options=DialOptions(insecure=True, disable_webrtc=True), disable_sessions=True))
+        robot = await connect(address)
         try:
             vision = VisionClient.from_robot(robot, "det")
             await vision.get_detections(jpeg, timeout=600)  # waits for the weights, then warms up
@@ -145,13 +138,8 @@ def module_path(directory: Path, attributes: dict[str, object], image: Image.Ima
         finally:
             await robot.close()
 
-    try:
-        assert proc.stdout is not None
-        address = next(line.split()[-1] for line in proc.stdout if line.startswith("labelsieve: serving on"))
-        return asyncio.run(timed(address))
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    with Machine(config, directory.parent, args=("--no-watch", "--log-level", "warning")) as machine:
+        return asyncio.run(timed(machine.address))
 
 
 def main() -> None:

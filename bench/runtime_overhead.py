@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,10 +23,9 @@ from grpclib.client import Channel
 from PIL import Image
 from viam.components.camera import Camera
 from viam.components.camera.client import CameraClient
-from viam.robot.client import RobotClient
-from viam.rpc.dial import DialOptions
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from machine import Machine, camera, connect, module  # noqa: E402  (the tests' way to run `labelsieve run`)
 
 
 async def timed(camera: Camera, calls: int) -> list[float]:
@@ -44,8 +41,7 @@ async def timed(camera: Camera, calls: int) -> list[float]:
 
 async def measure(address: str, module_socket: str, parent_socket: str, calls: int, rounds: int) -> dict[str, list[float]]:
     direct, parent = Channel(path=module_socket), Channel(path=parent_socket)
-    robot = await RobotClient.at_address(address, RobotClient.Options(
-        dial_options=DialOptions(insecure=True, disable_webrtc=True), disable_sessions=True))
+    robot = await connect(address)
     cameras = {"direct": CameraClient("cam", direct), "parent": CameraClient("cam", parent), "tcp": Camera.from_robot(robot, "cam")}
     results: dict[str, list[float]] = {k: [] for k in cameras}
     try:
@@ -70,25 +66,13 @@ def main() -> None:
         rng = np.random.default_rng(0)  # a textured frame compresses like a camera's (~50 KB), not like a flat colour
         noise = rng.integers(0, 255, (480 // 8, 640 // 8, 3), dtype=np.uint8)
         Image.fromarray(noise).resize((640, 480), Image.BILINEAR).save(frames / "frame.jpg", quality=90)
-        config = Path(tmp) / "machine.json"
-        config.write_text(json.dumps({
-            "modules": [{"type": "local", "name": "media-camera", "executable_path": str(ROOT / "modules/media_camera/run.sh")}],
-            "components": [{"name": "cam", "api": "rdk:component:camera", "model": "labelsieve:camera:media",
-                            "attributes": {"source": str(frames)}}],
-        }))
-        proc = subprocess.Popen([sys.executable, "-m", "labelsieve", "run", str(config), "--port", "0", "--data-dir", tmp,
-                                 "--no-watch", "--log-level", "warning"], stdout=subprocess.PIPE, text=True)
-        try:
-            assert proc.stdout is not None
-            address = next(line.split()[-1] for line in proc.stdout if line.startswith("labelsieve: serving on"))
-            module = next(c for c in psutil.Process(proc.pid).children(recursive=True) if "media_camera/main.py" in " ".join(c.cmdline()))
-            module_socket = next(a for a in module.cmdline() if a.endswith(".sock"))
+        config = {"modules": [module("media-camera")], "components": [camera("cam", source=str(frames))]}
+        with Machine(config, Path(tmp), args=("--no-watch", "--log-level", "warning")) as machine:
+            module_socket = next(a for a in psutil.Process(machine.module_pid("media_camera/main.py")).cmdline()
+                                 if a.endswith(".sock"))
             parent_socket = module_socket.replace(".sock", ".parent.sock")
             size = (frames / "frame.jpg").stat().st_size
-            results = asyncio.run(measure(address, module_socket, parent_socket, args.calls, args.rounds))
-        finally:
-            proc.terminate()
-            proc.wait(10)
+            results = asyncio.run(measure(machine.address, module_socket, parent_socket, args.calls, args.rounds))
 
     def pct(values: list[float], q: float) -> float:
         return float(np.percentile(values, q))
