@@ -252,8 +252,9 @@ class Forwarder:
         results = await asyncio.gather(*(stop(*call) for call in calls), return_exceptions=True)
         failed = [f"{api}/{name}: {r}" for (api, name, _), r in zip(calls, results) if isinstance(r, BaseException)]
         if failed:
-            log.error("StopAll: %d of %d resources did not stop: %s", len(failed), len(calls), "; ".join(failed))
-            raise GRPCError(Status.INTERNAL, f"{len(failed)} of {len(calls)} resources did not stop: {'; '.join(failed)}")
+            summary = f"{len(failed)} of {len(calls)} resources did not stop: {'; '.join(failed)}"
+            log.error("StopAll: %s", summary)
+            raise GRPCError(Status.INTERNAL, summary)
         log.info("StopAll: stopped %d resource(s)", len(calls))
 
     @staticmethod
