@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from labelsieve.detect import GroundingDetector, GroundingDetectorConfig  # noqa: E402
-from tiny_models import build_grounding_dino, build_owlv2  # noqa: E402
+from support.tiny_models import build_grounding_dino, build_owlv2  # noqa: E402
 
 CLASSES = ["person", "dog", "traffic light"]
 BUILDERS = {"grounding-dino": build_grounding_dino, "owlv2": build_owlv2}
@@ -111,7 +111,7 @@ def module_path(directory: Path, attributes: dict[str, object], image: Image.Ima
     import asyncio
     import io
 
-    from machine import Machine, connect, module
+    from support import Machine, connect, module
     from viam.media.video import CameraMimeType, ViamImage
     from viam.services.vision import VisionClient
 

@@ -22,10 +22,10 @@ from pathlib import Path
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from _fake_openai import FakeOpenAI  # noqa: E402
+from support import FakeOpenAI  # noqa: E402
 
 from labelsieve.verify import Verifier  # noqa: E402
 
@@ -62,7 +62,7 @@ def bench_concurrency(n: int) -> None:
 
 def smolvlm_256m(path: Path) -> Path:
     """The Idefics3 configuration of HuggingFaceTB/SmolVLM-256M-Instruct, random weights, a tiny tokenizer."""
-    from tiny_vlms import CHAT_TEMPLATE, tiny_tokenizer
+    from support.tiny_vlms import CHAT_TEMPLATE, tiny_tokenizer
     from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessor, Idefics3Processor
 
     tok = tiny_tokenizer(extra_special_tokens={"image_token": "<image>", "fake_image_token": "<fake_token_around_image>",

@@ -13,7 +13,7 @@ from PIL import Image
 from viam.media.video import ViamImage
 from viam.services.vision import VisionClient
 
-from machine import Machine, camera, connect, module, validate
+from support import Machine, camera, connect, module, validate
 
 CLASSES = ["person", "dog"]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from viam.components.camera import Camera
 
-from machine import ROOT, Machine, connect
+from support import ROOT, Machine, connect
 
 CONFIGS = sorted((ROOT / "configs").glob("*.json"))
 

@@ -24,7 +24,7 @@ from viam.components.motor import Motor
 from viam.errors import ViamError
 from viam.services.vision import VisionClient
 
-from machine import ROOT, TEST_MODULES, Machine, camera, connect, module, validate
+from support import ROOT, TEST_MODULES, Machine, camera, connect, eventually, machine_status, module, validate
 
 
 @pytest.fixture()
@@ -64,26 +64,6 @@ async def probe_size(address: str) -> str:
         return (await vision.get_classifications_from_camera("cam", 1))[0].class_name
     finally:
         await robot.close()
-
-
-async def machine_status(address: str) -> dict[str, Any]:
-    robot = await connect(address)
-    try:
-        return {s.name.name: s for s in (await robot.get_machine_status()).resources}
-    finally:
-        await robot.close()
-
-
-async def eventually(check: Any, timeout: float = 20.0) -> Any:
-    """Retry an async check until it passes: used only where the runtime is expected to recover or apply an edit."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await check()
-        except (AssertionError, GRPCError, ConnectionError, OSError, ViamError):
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.2)
 
 
 def test_lists_resources_and_serves_images_in_order(frames: Path, tmp_path: Path) -> None:

@@ -15,10 +15,9 @@ from PIL import Image
 from viam.media.video import ViamImage
 from viam.services.vision import VisionClient
 
-from machine import ROOT, Machine, camera, connect, module
+from support import ROOT, Machine, camera, connect, module
 
-sys.path.insert(0, str(ROOT / "bench"))
-from _fake_openai import FakeOpenAI  # noqa: E402  (the one stand-in server)
+from support import FakeOpenAI
 
 KEY = "sk-runtime-secret-777"
 

@@ -26,8 +26,7 @@ from labelsieve.errors import BackendTimeout, BackendUnavailable, ConfigError
 from labelsieve.verify import Verifier, VerifierConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-from _fake_openai import FakeOpenAI  # noqa: E402  (one stand-in server, shared with the benchmark)
+from support import FakeOpenAI
 
 KEY_ENV, KEY = "LABELSIEVE_TEST_VLM_KEY", "sk-test-secret-4242"
 RED, BLUE = Image.new("RGB", (48, 40), (220, 10, 10)), Image.new("RGB", (48, 40), (10, 10, 220))
@@ -202,7 +201,7 @@ def test_transformers_serve_round_trip(tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("transformers")
     if not exe.exists() and not shutil.which("transformers"):
         pytest.skip("`transformers serve` is not installed (pip install 'transformers[serving]')")
-    from tiny_vlms import build_idefics3
+    from support.tiny_vlms import build_idefics3
 
     model, port = str(build_idefics3(tmp_path / "smolvlm")), _free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

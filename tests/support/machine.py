@@ -7,18 +7,21 @@ import os
 import signal
 import subprocess
 import sys
+import asyncio
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import psutil
+from grpclib import GRPCError
+from viam.errors import ViamError
 from viam.robot.client import RobotClient
 from viam.rpc.dial import Credentials, DialOptions
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODULES = ROOT / "modules"
-TEST_MODULES = Path(__file__).resolve().parent / "modules"
+TEST_MODULES = ROOT / "tests" / "modules"
 
 
 def module(name: str, folder: Path | None = None, **extra: Any) -> dict[str, Any]:
@@ -113,3 +116,23 @@ def validate(config: dict[str, Any], tmp: Path) -> subprocess.CompletedProcess[s
     path.write_text(json.dumps(config))
     return subprocess.run([sys.executable, "-m", "labelsieve", "validate", str(path), "--data-dir", str(tmp / "data")],
                           capture_output=True, text=True, timeout=120)
+
+
+async def machine_status(address: str) -> dict[str, Any]:
+    robot = await connect(address)
+    try:
+        return {s.name.name: s for s in (await robot.get_machine_status()).resources}
+    finally:
+        await robot.close()
+
+
+async def eventually(check: Any, timeout: float = 20.0) -> Any:
+    """Retry an async check until it passes: used only where the runtime is expected to recover or apply an edit."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await check()
+        except (AssertionError, GRPCError, ConnectionError, OSError, ViamError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)

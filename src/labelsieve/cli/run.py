@@ -1,4 +1,4 @@
-"""`labelsieve` command line: a thin shell over the Python API (same words as config keys and keyword arguments)."""
+"""`labelsieve run CONFIG`: the embedded runtime: modules, resources and a robot API listener, reloading on edits."""
 
 from __future__ import annotations
 
@@ -7,34 +7,23 @@ import asyncio
 import logging
 import os
 import signal
-import ssl
-import sys
 from pathlib import Path
 
-from labelsieve.errors import LabelsieveError
+from labelsieve.cli.common import add_machine_config, verb
 
-__all__ = ["main"]
+__all__ = ["add"]
 
 log = logging.getLogger("labelsieve")
 
 EXAMPLES = """examples:
   labelsieve run configs/demo.json                      serve on 127.0.0.1:8080, reload on edits
   labelsieve run configs/demo.json --host 0.0.0.0 --port 9090   (set LABELSIEVE_API_KEY to require a key)
-  labelsieve validate configs/demo.json                 check everything, start nothing
 """
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="labelsieve", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("run", "run a machine config: modules, resources and a robot API listener"),
-                       ("validate", "validate a machine config, including each module's own checks, then exit")):
-        p = sub.add_parser(name, help=text, description=text, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument("config", type=Path, help="machine config JSON (viam-server's shape)")
-        p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("LABELSIEVE_HOME", Path.home() / ".labelsieve")),
-                       help="VIAM_HOME for modules; module data (weights caches) goes under it (default ~/.labelsieve)")
-        p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    run = sub.choices["run"]
+def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    run = verb(sub, "run", "run a machine config: modules, resources and a robot API listener", EXAMPLES)
+    add_machine_config(run)
     run.add_argument("--host", default="127.0.0.1", help="listen address for SDK clients (default: localhost only)")
     run.add_argument("--port", type=int, default=8080, help="listen port (0 picks a free one)")
     run.add_argument("--api-key", default=os.environ.get("LABELSIEVE_API_KEY"),
@@ -43,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--tls-cert", type=Path, help="PEM certificate (chain) for the client listener")
     run.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert (if not inside it)")
     run.add_argument("--no-watch", dest="watch_config", action="store_false", help="do not apply config file edits live")
-    return parser
+    run.set_defaults(handler=lambda args: asyncio.run(_run(args)))
 
 
 def _connect_hint(address: str, key_id: str | None, keyed: bool, tls: bool) -> str:
@@ -100,21 +89,3 @@ async def _run(args: argparse.Namespace) -> int:
             loop.remove_signal_handler(sig)
 
 
-async def _validate(args: argparse.Namespace) -> int:
-    from labelsieve.runtime import RuntimeOptions, Supervisor
-
-    config = await Supervisor(RuntimeOptions(args.config.resolve(), data_dir=args.data_dir, watch_config=False)).validate()
-    print(f"{args.config}: valid ({len(config.modules)} modules, {len(config.resources)} resources)")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    try:
-        return asyncio.run({"run": _run, "validate": _validate}[args.command](args))
-    except (LabelsieveError, OSError, ssl.SSLError) as exc:  # a user's mistake gets one clear line, not a traceback
-        print(f"labelsieve {args.command}: {args.config}:\n{exc}" if "\n" in str(exc) else f"labelsieve {args.command}: {exc}",
-              file=sys.stderr)
-        return 2

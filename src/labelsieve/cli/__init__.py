@@ -1,0 +1,43 @@
+"""`labelsieve` command line: a thin shell over the Python API, one file per verb (same words as config keys and keyword
+arguments). Each verb module has `add(subparsers)`, which registers its parser with a `handler(args) -> exit code`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import ssl
+import sys
+
+from labelsieve.cli import run, validate
+from labelsieve.errors import LabelsieveError
+
+__all__ = ["main"]
+
+VERBS = (run, validate)
+
+EXAMPLES = """examples:
+  labelsieve run configs/demo.json                      serve on 127.0.0.1:8080, reload on edits
+  labelsieve run configs/demo.json --host 0.0.0.0 --port 9090   (set LABELSIEVE_API_KEY to require a key)
+  labelsieve validate configs/demo.json                 check everything, start nothing
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="labelsieve", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = top.add_subparsers(dest="command", required=True)
+    for verb in VERBS:
+        verb.add(sub)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    try:
+        return int(args.handler(args))
+    except (LabelsieveError, OSError, ssl.SSLError) as exc:  # a user's mistake gets one clear line, not a traceback
+        subject = getattr(args, "config", None)
+        print(f"labelsieve {args.command}: {subject}:\n{exc}" if "\n" in str(exc) and subject
+              else f"labelsieve {args.command}: {exc}", file=sys.stderr)
+        return 2

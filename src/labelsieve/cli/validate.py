@@ -1,0 +1,26 @@
+"""`labelsieve validate CONFIG`: every check `run` makes, including each module's own ValidateConfig; starts nothing."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from labelsieve.cli.common import add_machine_config, verb
+
+__all__ = ["add"]
+
+
+def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = verb(sub, "validate", "validate a machine config, including each module's own checks, then exit",
+             "examples:\n  labelsieve validate configs/demo.json")
+    add_machine_config(p)
+    p.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from labelsieve.runtime import RuntimeOptions, Supervisor
+
+    options = RuntimeOptions(args.config.resolve(), data_dir=args.data_dir, watch_config=False)
+    config = asyncio.run(Supervisor(options).validate())
+    print(f"{args.config}: valid ({len(config.modules)} modules, {len(config.resources)} resources)")
+    return 0
