@@ -1,0 +1,224 @@
+"""Build a dataset version from capture files: read, deduplicate, split, export YOLO + COCO, record provenance.
+
+`OUT` holds versions `v1`, `v2`, ... side by side. Each is built in `OUT/.building-<pid>` and renamed into place when
+complete, under a lock, so a crash or a second builder never leaves a half version under a real name; remote capture
+files are cached in `OUT/.cache`, so a build that died half way resumes without downloading again.
+
+The class order is frozen: a version lists the previous version's classes first, in the same order, then new ones
+(sorted), so class id 3 means the same thing in every version and in every model trained on any of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from labelsieve.capture.format import CorruptCaptureError, read_capture
+from labelsieve.dataset.formats import SPLITS, coco_json, data_yaml, yolo_label
+from labelsieve.dataset.frames import Frame, frames_of
+from labelsieve.dataset.sources import SourceFile, list_captures, read_source
+from labelsieve.dataset.split import group_frames, split_groups
+from labelsieve.errors import InputError
+
+__all__ = ["BuildResult", "DatasetVersion", "build_dataset", "open_dataset", "versions"]
+
+log = logging.getLogger(__name__)
+
+VERSION_FILE = "version.json"
+_VERSION_NAME = re.compile(r"v(\d+)")
+
+
+@dataclass(frozen=True)
+class DatasetVersion:
+    """One built version: a YOLO dataset folder plus `version.json` (its id, classes, sources, counts)."""
+
+    path: Path
+    info: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.info["name"])
+
+    @property
+    def id(self) -> str:
+        """The content hash of every image, label, split side and class name: the exact thing a model learned from."""
+        return str(self.info["id"])
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.info["classes"])
+
+    @property
+    def data_yaml(self) -> Path:
+        return self.path / "data.yaml"
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    version: DatasetVersion
+    created: bool  # False when the sources held exactly what the latest version already holds
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def versions(root: Path) -> list[DatasetVersion]:
+    """The complete versions under `root`, oldest first."""
+    found = []
+    for child in root.iterdir() if root.is_dir() else ():
+        if (m := _VERSION_NAME.fullmatch(child.name)) and (child / VERSION_FILE).is_file():
+            found.append((int(m.group(1)), child))
+    return [DatasetVersion(path, json.loads((path / VERSION_FILE).read_text())) for _, path in sorted(found)]
+
+
+def open_dataset(path: Path) -> DatasetVersion:
+    """A version folder as it is, or the latest version of a dataset root."""
+    if (path / VERSION_FILE).is_file():
+        return DatasetVersion(path, json.loads((path / VERSION_FILE).read_text()))
+    found = versions(path)
+    if not found:
+        raise InputError(f"{path}: not a labelsieve dataset (no {VERSION_FILE}, no v1, v2, ... inside); "
+                         "build one with `labelsieve dataset build SOURCE... OUT`")
+    return found[-1]
+
+
+@contextlib.contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _read_frames(files: Sequence[SourceFile], staging: Path, cache: Path, progress: bool,
+                 skipped: list[dict[str, str]]) -> tuple[list[Frame], int]:
+    """Frames in source order, each image written to `staging/images/all` as it is read (memory holds no pixels)."""
+    frames: dict[str, Frame] = {}
+    duplicates = 0
+    images = staging / "images" / "all"
+    images.mkdir(parents=True)
+    for file in tqdm(files, desc="reading captures", unit="file", disable=not progress):
+        try:
+            capture = read_capture(Path(file.url), read_source(file, cache))
+        except (CorruptCaptureError, OSError) as exc:
+            skipped.append({"source": file.url, "reason": str(exc)})
+            log.warning("skipped %s", exc if isinstance(exc, CorruptCaptureError) else f"{file.url}: {exc}")
+            continue
+        for item in frames_of(capture, file.url):
+            if isinstance(item, InputError):
+                skipped.append({"source": file.url, "reason": str(item)})
+                log.warning("skipped %s", item)
+                continue
+            frame, data = item
+            if frame.digest in frames:
+                duplicates += 1
+                continue
+            (images / _image_name(frame)).write_bytes(data)
+            frames[frame.digest] = frame
+    return list(frames.values()), duplicates
+
+
+def _image_name(frame: Frame) -> str:
+    return frame.digest[:24] + frame.suffix
+
+
+def _frozen_classes(previous: DatasetVersion | None, frames: Sequence[Frame]) -> tuple[str, ...]:
+    before = previous.classes if previous else ()
+    seen = {box.label for frame in frames for box in frame.boxes}
+    return (*before, *sorted(seen - set(before)))
+
+
+def build_dataset(sources: Sequence[str], out: Path, *, seed: int = 0, val_fraction: float = 0.2, gap_s: float = 10.0,
+                  progress: bool = True) -> BuildResult:
+    """Build the next version of the dataset at `out` from every `.capture` file under `sources` (folders or URLs).
+
+    Unreadable capture files and images are reported in the summary and skipped. When the result equals the latest
+    version (same content hash), no new version is made and that one is returned with `created=False`.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise InputError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    files = [file for source in sources for file in list_captures(source)]
+    if not files:
+        raise InputError(f"no .capture files under {', '.join(sources)}")
+    out.mkdir(parents=True, exist_ok=True)
+    with _locked(out):
+        for stale in out.glob(".building-*"):  # left by a builder that died; the lock says none is running
+            shutil.rmtree(stale, ignore_errors=True)
+        staging = out / f".building-{os.getpid()}"
+        try:
+            return _build(files, out, staging, seed=seed, val_fraction=val_fraction, gap_s=gap_s, progress=progress)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _build(files: Sequence[SourceFile], out: Path, staging: Path, *, seed: int, val_fraction: float, gap_s: float,
+           progress: bool) -> BuildResult:
+    existing = versions(out)
+    previous = existing[-1] if existing else None
+    skipped: list[dict[str, str]] = []
+    frames, duplicates = _read_frames(files, staging, out / ".cache", progress, skipped)
+    if not frames:
+        raise InputError(f"no readable images in {len(files)} capture files ({len(skipped)} skipped): "
+                         + "; ".join(s["reason"] for s in skipped[:3]))
+    classes = _frozen_classes(previous, frames)
+    class_ids = {name: i for i, name in enumerate(classes)}
+    groups = group_frames(frames, gap_s)
+    sides = split_groups(frames, groups, val_fraction, seed)
+
+    content = hashlib.sha256(json.dumps(classes).encode())
+    manifest: list[dict[str, Any]] = []
+    for split in SPLITS:
+        members = sorted((f for f, side in zip(frames, sides) if side == split), key=lambda f: f.digest)
+        (staging / "images" / split).mkdir()
+        (staging / "labels" / split).mkdir(parents=True)
+        for frame in members:
+            name, label = _image_name(frame), yolo_label(frame, class_ids)
+            os.replace(staging / "images" / "all" / name, staging / "images" / split / name)
+            (staging / "labels" / split / f"{frame.digest[:24]}.txt").write_text(label)
+            content.update(f"\0{split}/{name}\0{label}".encode())
+            manifest += [{"image": f"images/{split}/{name}", "split": split, "class": box.label,
+                          "class_id": class_ids[box.label], "box": [round(v, 6) for v in box.xyxy],
+                          "confidence": box.confidence, "source": frame.source, "time": frame.time,
+                          "provenance": box.provenance} for box in frame.boxes]
+        (staging / "annotations").mkdir(exist_ok=True)
+        (staging / "annotations" / f"instances_{split}.json").write_text(
+            coco_json(members, [_image_name(f) for f in members], classes, split))
+    (staging / "images" / "all").rmdir()
+    digest = content.hexdigest()
+    if previous is not None and previous.id == digest:
+        log.info("the sources hold exactly %s (%s); no new version", previous.name, digest[:12])
+        return BuildResult(previous, False, json.loads((previous.path / "summary.json").read_text()))
+
+    name = f"v{int(previous.name[1:]) + 1 if previous else 1}"
+    negatives = {box.label for f in frames for box in f.boxes if (box.provenance or {}).get("answer") == "no"}
+    per_class = Counter(box.label for f in frames for box in f.boxes)
+    summary = {
+        "version": name, "id": digest, "images": len(frames),
+        "background_images": sum(1 for f in frames if not f.boxes),
+        "boxes": sum(per_class.values()), "boxes_per_class": {c: per_class.get(c, 0) for c in classes},
+        "split": {s: sides.count(s) for s in SPLITS}, "groups": len(groups),
+        "duplicate_frames": duplicates, "capture_files": len(files), "skipped": skipped,
+    }
+    info = {
+        "name": name, "id": digest, "parent": previous.id if previous else None, "classes": list(classes),
+        "negative_classes": sorted(negatives | set(previous.info.get("negative_classes", ()) if previous else ())),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"), "sources": sorted({f.url for f in files}),
+        "seed": seed, "val_fraction": val_fraction, "gap_s": gap_s,
+    }
+    (staging / "data.yaml").write_text(data_yaml(classes))
+    (staging / "manifest.jsonl").write_text("".join(json.dumps(row) + "\n" for row in manifest))
+    (staging / "summary.json").write_text(json.dumps(summary, indent=2))
+    (staging / VERSION_FILE).write_text(json.dumps(info, indent=2))
+    os.rename(staging, out / name)
+    return BuildResult(DatasetVersion(out / name, info), True, summary)
