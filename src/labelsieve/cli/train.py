@@ -1,2 +1,43 @@
-def add(sub):
-    pass
+"""`labelsieve train DATASET`: ultralytics training, offline, into a versioned model directory (printed last)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from labelsieve.cli.common import verb
+
+__all__ = ["add"]
+
+EXAMPLES = """examples:
+  labelsieve train datasets/glasses                           latest version, yolo11n from scratch -> models/v1
+  labelsieve train datasets/glasses/v2 --model yolo11s.pt --epochs 50 --imgsz 640 --device 0,1
+  labelsieve train s3://bucket/datasets/glasses --out s3-models --device cpu
+"""
+
+
+def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = verb(sub, "train", "train a YOLO on a dataset version; writes weights, ONNX, metrics, plots, classes and "
+             "this command into a new model directory and prints its path last", EXAMPLES)
+    p.add_argument("dataset", metavar="DATASET", help="dataset version folder, dataset root (latest version), or URL")
+    p.add_argument("--model", default="yolo11n.yaml", help="architecture yaml (from scratch) or .pt to fine-tune")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--imgsz", type=int, default=640, help="training and export image size")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--device", default=None, help="cpu, 0, or 0,1 for several GPUs (default: ultralytics picks)")
+    p.add_argument("--workers", type=int, default=8, help="dataloader processes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("models"), help="model versions v1, v2, ... go here (./models)")
+    p.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from labelsieve.train.trainer import train
+
+    model_dir = train(args.dataset, model=args.model, epochs=args.epochs, imgsz=args.imgsz, device=args.device,
+                      batch=args.batch, workers=args.workers, seed=args.seed, out=args.out,
+                      command=shlex.join(["labelsieve", *sys.argv[1:]]))
+    print(model_dir)
+    return 0

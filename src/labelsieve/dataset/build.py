@@ -30,7 +30,7 @@ from tqdm import tqdm
 from labelsieve.capture.format import CorruptCaptureError, read_capture
 from labelsieve.dataset.formats import SPLITS, coco_json, data_yaml, yolo_label
 from labelsieve.dataset.frames import Frame, frames_of
-from labelsieve.dataset.sources import SourceFile, list_captures, read_source
+from labelsieve.dataset.sources import SourceFile, download_dataset, list_captures, read_source
 from labelsieve.dataset.split import group_frames, split_groups
 from labelsieve.errors import InputError
 
@@ -83,8 +83,13 @@ def versions(root: Path) -> list[DatasetVersion]:
     return [DatasetVersion(path, json.loads((path / VERSION_FILE).read_text())) for _, path in sorted(found)]
 
 
-def open_dataset(path: Path) -> DatasetVersion:
-    """A version folder as it is, or the latest version of a dataset root."""
+def open_dataset(path: str | Path) -> DatasetVersion:
+    """A version folder as it is, or the latest version of a dataset root; a URL of either is downloaded first (into
+    `$LABELSIEVE_HOME/datasets`)."""
+    if "://" in str(path):
+        home = Path(os.environ.get("LABELSIEVE_HOME") or Path.home() / ".labelsieve")
+        path = download_dataset(str(path), home / "datasets")
+    path = Path(path)
     if (path / VERSION_FILE).is_file():
         return DatasetVersion(path, json.loads((path / VERSION_FILE).read_text()))
     found = versions(path)

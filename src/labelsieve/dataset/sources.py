@@ -7,7 +7,10 @@ downloaded once into the dataset's cache and a rebuild after a crash or with new
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +19,7 @@ import fsspec
 from labelsieve.capture.format import CAPTURE_SUFFIX
 from labelsieve.errors import InputError
 
-__all__ = ["SourceFile", "list_captures", "read_source"]
+__all__ = ["SourceFile", "download_dataset", "list_captures", "read_source"]
 
 
 @dataclass(frozen=True)
@@ -57,3 +60,26 @@ def read_source(file: SourceFile, cache: Path) -> bytes:
     partial.write_bytes(data)
     os.replace(partial, cached)
     return data
+
+
+def download_dataset(url: str, cache: Path) -> Path:
+    """A dataset version at `url` (the version folder, or a dataset root for its latest version), downloaded once into
+    `cache/<version id>` and returned as a local folder."""
+    fs, root = fsspec.core.url_to_fs(url.rstrip("/"))
+    try:
+        if not fs.exists(f"{root}/version.json"):
+            found = [p for p in fs.ls(root, detail=False) if re.fullmatch(r"v\d+", p.rstrip("/").rsplit("/", 1)[-1])
+                     and fs.exists(f"{p}/version.json")]
+            if not found:
+                raise InputError(f"{url}: no dataset version here (no version.json, no v1, v2, ...)")
+            root = max(found, key=lambda p: int(p.rstrip("/").rsplit("/", 1)[-1][1:]))
+        version_id = json.loads(fs.cat_file(f"{root}/version.json"))["id"]
+        local = cache / version_id[:16]
+        if not (local / "version.json").is_file():
+            partial = cache / f".{version_id[:16]}-{os.getpid()}"
+            shutil.rmtree(partial, ignore_errors=True)
+            fs.get(f"{root}/", str(partial) + "/", recursive=True)
+            os.replace(partial, local)
+    except OSError as exc:
+        raise InputError(f"{url}: cannot download the dataset: {exc}") from exc
+    return local

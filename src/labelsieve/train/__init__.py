@@ -1,0 +1,1 @@
+"""Training (ultralytics, imported lazily), model directories, and deployment to one machine or a fleet."""

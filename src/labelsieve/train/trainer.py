@@ -1,0 +1,126 @@
+"""Train a YOLO on a dataset version and write a versioned model directory. ultralytics is imported here only, lazily,
+after `ultralytics_offline()`, so nothing in a training run reaches the network.
+
+A model directory (`models/v3`) holds:
+
+| file | what |
+| --- | --- |
+| `model.pt` | the best weights (ultralytics checkpoint, class names inside) |
+| `model.onnx` | the same weights exported for onnxruntime (class names in its metadata) |
+| `model.json` | model id, class list, dataset version (id, name, path), held-out metrics, the exact command, settings |
+| `plots/` | ultralytics' plots and `results.csv` |
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from labelsieve.dataset import DatasetVersion, open_dataset
+from labelsieve.errors import InputError, ModelError
+from labelsieve.train.fleet import MODEL_INFO
+from labelsieve.train.offline import ultralytics_offline
+
+__all__ = ["evaluate", "held_out_score", "load_model_info", "train"]
+
+log = logging.getLogger(__name__)
+
+SCORE = "mAP50-95"  # the held-out number promotion compares
+_METRICS = {"metrics/mAP50-95(B)": "mAP50-95", "metrics/mAP50(B)": "mAP50", "metrics/precision(B)": "precision",
+            "metrics/recall(B)": "recall"}
+
+
+def load_model_info(model_dir: Path) -> dict[str, Any]:
+    path = model_dir / MODEL_INFO
+    if not path.is_file():
+        raise InputError(f"{model_dir}: not a labelsieve model directory (no {MODEL_INFO}); train one with `labelsieve train`")
+    return json.loads(path.read_text())
+
+
+def _metrics(results: Any) -> dict[str, float]:
+    values = getattr(results, "results_dict", results) or {}
+    return {short: round(float(values[key]), 5) for key, short in _METRICS.items() if key in values}
+
+
+def _next_dir(out: Path) -> Path:
+    numbers = [int(m.group(1)) for p in out.iterdir() if (m := re.fullmatch(r"v(\d+)", p.name))]
+    return out / f"v{max(numbers, default=0) + 1}"
+
+
+def train(dataset: str | Path, *, model: str = "yolo11n.yaml", epochs: int = 100, imgsz: int = 640,
+          device: str | None = None, batch: int = 16, workers: int = 8, seed: int = 0, out: Path = Path("models"),
+          command: str = "") -> Path:
+    """Train `model` (an architecture yaml from scratch, or a `.pt` to fine-tune) on `dataset` (a version folder, a
+    dataset root for its latest version, or a URL of either); returns the new model directory under `out`."""
+    ultralytics_offline()
+    version = open_dataset(dataset)
+    from ultralytics import YOLO
+
+    out.mkdir(parents=True, exist_ok=True)
+    staging = out / f".training-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        yolo = YOLO(model)
+        results = yolo.train(data=str(version.data_yaml), epochs=epochs, imgsz=imgsz, device=device, batch=batch,
+                             workers=workers, seed=seed, deterministic=True, project=str(staging.resolve()), name="run",
+                             exist_ok=True, amp=False,  # the AMP check downloads a model; offline it would fail or hang
+                             plots=True, verbose=False)
+        run = staging / "run"
+        best = run / "weights" / "best.pt"
+        if not best.is_file():
+            raise ModelError(f"training on {version.path} wrote no weights (see the log above)")
+        shutil.copyfile(best, staging / "model.pt")
+        exported = YOLO(str(staging / "model.pt")).export(format="onnx", imgsz=imgsz, simplify=True, device="cpu")
+        if Path(exported).resolve() != (staging / "model.onnx").resolve():
+            shutil.move(exported, staging / "model.onnx")
+        (staging / "plots").mkdir()
+        for item in run.iterdir():
+            if item.is_file():
+                shutil.move(item, staging / "plots" / item.name)
+        shutil.rmtree(run)
+        return _finish(staging, out, version, _metrics(results), command=command, model=model, epochs=epochs,
+                       imgsz=imgsz, device=device, batch=batch, seed=seed)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _finish(staging: Path, out: Path, version: DatasetVersion, metrics: dict[str, float], **settings: Any) -> Path:
+    weights = hashlib.sha256((staging / "model.onnx").read_bytes()).hexdigest()
+    info = {
+        "id": weights[:16], "classes": list(version.classes), "metrics": metrics, "score": SCORE,
+        "dataset": {"id": version.id, "name": version.name, "path": str(version.path.resolve())},
+        "created": datetime.now(UTC).isoformat(timespec="seconds"), **settings,
+    }
+    (staging / MODEL_INFO).write_text(json.dumps(info, indent=2))
+    with open(out / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        final = _next_dir(out)
+        os.rename(staging, final)
+    return final
+
+
+def evaluate(weights: Path, version: DatasetVersion, imgsz: int, device: str | None = None) -> dict[str, float]:
+    """Held-out metrics of `weights` on `version`'s val split, with the same validator training used."""
+    ultralytics_offline()
+    from ultralytics import YOLO
+
+    results = YOLO(str(weights)).val(data=str(version.data_yaml), imgsz=imgsz, device=device, split="val", plots=False,
+                                     verbose=False, workers=0)
+    return _metrics(results)
+
+
+def held_out_score(model_dir: Path, version: DatasetVersion) -> float:
+    """`SCORE` of a model directory on `version`'s val split: the recorded number when it was trained on exactly that
+    version, else a fresh evaluation."""
+    info = load_model_info(model_dir)
+    if info["dataset"]["id"] == version.id and SCORE in info["metrics"]:
+        return float(info["metrics"][SCORE])
+    return evaluate(model_dir / "model.pt", version, int(info.get("imgsz", 640)))[SCORE]
