@@ -1,0 +1,238 @@
+"""The fast detector: a trained YOLO served from an ONNX file with onnxruntime and numpy only (letterbox, decode, NMS),
+or from a `.pt` checkpoint with ultralytics. The ONNX path imports neither torch nor ultralytics, so a robot that runs
+only this needs `pip install labelsieve` (viam-sdk, numpy, pillow, onnxruntime) and nothing heavier.
+
+`model_path` is a `.onnx` or `.pt` file, a model directory (`model.onnx` preferred, then `model.pt`), or a fleet URL
+whose `current` pointer names the model to serve (see `labelsieve.train.fleet`). `ModelSource.current()` says which
+model that is right now and where it lies locally; the shell polls it and swaps when it changes.
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from labelsieve.attributes import Attributes, FieldProblem, resolve_path
+from labelsieve.detections import Detections
+from labelsieve.errors import BackendUnavailable, InputError, ModelError
+from labelsieve.train.fleet import fetch_model, is_url, read_pointer
+
+__all__ = ["FastDetectorConfig", "FastModel", "ModelSource", "OnnxModel", "load_model", "pick_model_file"]
+
+log = logging.getLogger(__name__)
+
+MODEL_SUFFIXES = (".onnx", ".pt")
+_MAX_CANDIDATES = 2000  # boxes entering NMS, best first: bounds its O(n^2) memory when confidence is set near 0
+
+
+@dataclass(frozen=True)
+class FastDetectorConfig(Attributes):
+    """A trained YOLO as a Viam vision service. `confidence` and `iou` are the usual YOLO thresholds; `poll_interval_s`
+    is how often the model file, directory or fleet pointer is checked for a new model."""
+
+    model_path: str
+    confidence: float = 0.25
+    iou: float = 0.45
+    max_detections: int = 300
+    camera_name: str | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    poll_interval_s: float = 5.0
+
+    def check(self) -> None:
+        for name in ("confidence", "iou"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise FieldProblem(name, f"must be between 0 and 1, got {getattr(self, name)}")
+        if self.max_detections < 1:
+            raise FieldProblem("max_detections", f"must be at least 1, got {self.max_detections}")
+        if self.poll_interval_s <= 0:
+            raise FieldProblem("poll_interval_s", f"must be positive, got {self.poll_interval_s}",
+                               "a model is picked up within this many seconds after it changes")
+        if is_url(self.model_path):
+            return
+        path = resolve_path(self.model_path)
+        if path.is_file() and path.suffix not in MODEL_SUFFIXES:
+            raise FieldProblem("model_path", f"{path} is neither .onnx nor .pt",
+                               "export with `yolo export format=onnx`, or point at a labelsieve model directory")
+        if not path.exists():
+            raise FieldProblem("model_path", f"{path} does not exist",
+                               "train one with `labelsieve train`, or give a .onnx/.pt file or a fleet URL")
+
+
+class FastModel(Protocol):
+    names: tuple[str, ...]
+
+    def detect(self, image: Image.Image, confidence: float, iou: float, max_detections: int) -> Detections: ...
+
+
+def _names(raw: Any) -> tuple[str, ...]:
+    """ultralytics stores names as a dict {id: name} (a Python literal in ONNX metadata)."""
+    names = ast.literal_eval(raw) if isinstance(raw, str) else raw
+    if isinstance(names, dict):
+        return tuple(str(names[i]) for i in sorted(names))
+    return tuple(map(str, names))
+
+
+def letterbox(image: Image.Image, size: tuple[int, int]) -> tuple[npt.NDArray[np.float32], float, tuple[float, float]]:
+    """ultralytics' letterbox in numpy: scale to fit, pad evenly with grey 114. -> (1x3xHxW in [0, 1], scale, pad)."""
+    height, width = size
+    scale = min(height / image.height, width / image.width)
+    new_w, new_h = round(image.width * scale), round(image.height * scale)
+    pad_x, pad_y = (width - new_w) / 2, (height - new_h) / 2
+    canvas = np.full((height, width, 3), 114, np.uint8)
+    left, top = round(pad_x - 0.1), round(pad_y - 0.1)
+    resized = image.convert("RGB").resize((new_w, new_h), Image.Resampling.BILINEAR) if scale != 1 else image.convert("RGB")
+    canvas[top : top + new_h, left : left + new_w] = np.asarray(resized)
+    return (canvas.transpose(2, 0, 1)[None].astype(np.float32) / 255.0), scale, (left, top)
+
+
+def decode_yolo(output: npt.NDArray[np.float32], names: tuple[str, ...], confidence: float, iou: float,
+                max_detections: int, scale: float, pad: tuple[float, float], image_size: tuple[int, int]) -> Detections:
+    """YOLO (v8/11) head output (1, 4 + classes, anchors) -> Detections in the original image's pixels."""
+    rows = output[0].T  # (anchors, 4 + classes): center x, center y, width, height, then one score per class
+    scores = rows[:, 4:]
+    class_ids = scores.argmax(axis=1)
+    best = scores[np.arange(len(rows)), class_ids]
+    keep = np.flatnonzero(best > confidence)
+    keep = keep[np.argsort(-best[keep], kind="stable")[:_MAX_CANDIDATES]]
+    cx, cy, w, h = rows[keep, :4].T
+    xyxy = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+    xyxy = (xyxy - np.array([pad[0], pad[1], pad[0], pad[1]], np.float32)) / scale
+    labels = np.array(names, dtype=np.str_)[class_ids[keep]] if len(keep) else np.zeros(0, np.str_)
+    dets = Detections(xyxy, best[keep], labels).nms(iou)
+    return dets[: max_detections].clip(*image_size)
+
+
+class OnnxModel:
+    """onnxruntime session over an ultralytics ONNX export; class names and input size from its metadata."""
+
+    def __init__(self, path: Path, device: str = "auto") -> None:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        if device == "cuda" and "CUDAExecutionProvider" not in available:
+            raise ModelError(f"{path}: device 'cuda' was requested but onnxruntime has no CUDA provider "
+                             f"(available: {', '.join(available)}); install onnxruntime-gpu or set device to 'cpu'")
+        providers = ["CUDAExecutionProvider"] if device != "cpu" and "CUDAExecutionProvider" in available else []
+        try:
+            self.session = ort.InferenceSession(str(path), providers=[*providers, "CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types, not exported
+            raise ModelError(f"{path}: onnxruntime could not load it: {exc}") from exc
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "names" not in meta:
+            raise ModelError(f"{path}: no class names in the ONNX metadata; export it with ultralytics "
+                             "(`labelsieve train` or `yolo export format=onnx`)")
+        self.names = _names(meta["names"])
+        shape = self.session.get_inputs()[0].shape
+        size = ast.literal_eval(meta.get("imgsz", "[640, 640]"))
+        self.input_size = (shape[2], shape[3]) if isinstance(shape[2], int) else (int(size[0]), int(size[1]))
+        self.input_name = self.session.get_inputs()[0].name
+        self.end_to_end = meta.get("end2end") == "True"
+        if self.end_to_end:
+            raise ModelError(f"{path}: end-to-end (NMS-free) exports are not supported; export with nms=False")
+
+    def detect(self, image: Image.Image, confidence: float, iou: float, max_detections: int) -> Detections:
+        tensor, scale, pad = letterbox(image, self.input_size)
+        (output,) = self.session.run(None, {self.input_name: tensor})[:1]
+        return decode_yolo(output, self.names, confidence, iou, max_detections, scale, pad, image.size)
+
+
+class UltralyticsModel:
+    """A `.pt` checkpoint through ultralytics (imports torch): for GPUs and for comparing against the ONNX path."""
+
+    def __init__(self, path: Path, device: str = "auto") -> None:
+        from labelsieve.train.offline import ultralytics_offline
+
+        ultralytics_offline()
+        from ultralytics import YOLO
+
+        try:
+            self.model = YOLO(str(path), task="detect")
+        except Exception as exc:  # torch.load and ultralytics raise many unrelated types for a bad checkpoint
+            raise ModelError(f"{path}: ultralytics could not load it: {type(exc).__name__}: {exc}") from exc
+        self.names = _names(self.model.names)
+        self.device = None if device == "auto" else device
+        self._lock = threading.Lock()  # an ultralytics predictor is not safe to share between threads
+
+    def detect(self, image: Image.Image, confidence: float, iou: float, max_detections: int) -> Detections:
+        with self._lock:
+            (result,) = self.model.predict(image.convert("RGB"), conf=confidence, iou=iou, max_det=max_detections,
+                                           device=self.device, verbose=False)
+        boxes = result.boxes
+        return Detections(boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy(),
+                          np.array(self.names, dtype=np.str_)[boxes.cls.cpu().numpy().astype(int)])
+
+
+def pick_model_file(path: Path) -> Path:
+    """A model file as it is; in a directory `model.onnx`, then `model.pt`, then a single .onnx or .pt."""
+    if path.is_file():
+        return path
+    for candidate in (path / "model.onnx", path / "model.pt"):
+        if candidate.is_file():
+            return candidate
+    for suffix in MODEL_SUFFIXES:
+        found = sorted(path.glob(f"*{suffix}"))
+        if len(found) == 1:
+            return found[0]
+    raise ModelError(f"{path}: no model.onnx or model.pt (nor a single .onnx or .pt file) in this directory")
+
+
+def load_model(path: Path, device: str = "auto") -> FastModel:
+    file = pick_model_file(path)
+    if file.suffix == ".onnx":
+        return OnnxModel(file, device)
+    if file.suffix == ".pt":
+        return UltralyticsModel(file, device)
+    raise ModelError(f"{file}: not a .onnx or .pt model")
+
+
+def _fingerprint(path: Path) -> str:
+    stat = path.stat()
+    return f"{path}@{stat.st_mtime_ns}:{stat.st_size}"
+
+
+class ModelSource:
+    """Which model `model_path` names now: `current()` -> (a version key that changes when the model does, local file).
+
+    A local file's key is its path, mtime and size; a directory's that of the file it picks; a fleet URL's the model id
+    its pointer names, downloaded into `cache` once. When the storage cannot be reached the last model fetched keeps
+    serving, from the cache, across restarts too.
+    """
+
+    def __init__(self, model_path: str, cache: Path | None = None) -> None:
+        self.model_path = model_path
+        data = os.environ.get("VIAM_MODULE_DATA") or os.environ.get("LABELSIEVE_HOME") or str(Path.home() / ".labelsieve")
+        self.cache = cache or Path(data) / "fast-detector"
+
+    def current(self) -> tuple[str, Path]:
+        if not is_url(self.model_path):
+            try:
+                file = pick_model_file(resolve_path(self.model_path))
+                return _fingerprint(file), file
+            except OSError as exc:
+                raise InputError(f"cannot read model_path {self.model_path}: {exc}") from exc
+        remembered = self.cache / "pointer.json"
+        try:
+            pointer = read_pointer(self.model_path)
+            if pointer is None:
+                raise ModelError(f"{self.model_path}: nothing deployed yet (no 'current' pointer); "
+                                 "run `labelsieve deploy MODEL_DIR --to URL`")
+            local = fetch_model(self.model_path, pointer, self.cache / "models")
+            partial = remembered.with_suffix(".tmp")
+            self.cache.mkdir(parents=True, exist_ok=True)
+            partial.write_text(str(pointer["model"]))
+            os.replace(partial, remembered)
+        except BackendUnavailable:
+            if not remembered.is_file():
+                raise
+            local = self.cache / "models" / remembered.read_text()
+            log.warning("%s is unreachable; serving the cached model %s", self.model_path, local.name)
+        return f"{self.model_path}#{local.name}", pick_model_file(local)
