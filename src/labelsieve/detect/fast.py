@@ -23,8 +23,8 @@ from PIL import Image
 
 from labelsieve.attributes import Attributes, FieldProblem, resolve_path
 from labelsieve.detections import Detections
-from labelsieve.errors import BackendUnavailable, InputError, ModelError
-from labelsieve.train.fleet import fetch_model, is_url, read_pointer
+from labelsieve.errors import BackendUnavailable, ModelError
+from labelsieve.train.fleet import POINTER, fetch_model, is_url, read_pointer
 
 __all__ = ["FastDetectorConfig", "FastModel", "ModelSource", "OnnxModel", "load_model", "pick_model_file"]
 
@@ -194,45 +194,47 @@ def load_model(path: Path, device: str = "auto") -> FastModel:
     raise ModelError(f"{file}: not a .onnx or .pt model")
 
 
-def _fingerprint(path: Path) -> str:
-    stat = path.stat()
-    return f"{path}@{stat.st_mtime_ns}:{stat.st_size}"
-
-
 class ModelSource:
-    """Which model `model_path` names now: `current()` -> (a version key that changes when the model does, local file).
-
-    A local file's key is its path, mtime and size; a directory's that of the file it picks; a fleet URL's the model id
-    its pointer names, downloaded into `cache` once. When the storage cannot be reached the last model fetched keeps
-    serving, from the cache, across restarts too.
+    """Which model `model_path` names now, in two steps: `version()` is cheap (a stat, or one read of the fleet pointer)
+    and changes whenever the model does; `fetch(version)` returns the local model file, downloading a fleet model into
+    the cache once. When the storage cannot be reached, the model fetched last keeps serving, across restarts too.
     """
 
     def __init__(self, model_path: str, cache: Path | None = None) -> None:
         self.model_path = model_path
         data = os.environ.get("VIAM_MODULE_DATA") or os.environ.get("LABELSIEVE_HOME") or str(Path.home() / ".labelsieve")
         self.cache = cache or Path(data) / "fast-detector"
+        self._remembered = self.cache / "current"
 
-    def current(self) -> tuple[str, Path]:
-        if not is_url(self.model_path):
+    @property
+    def is_fleet(self) -> bool:
+        return is_url(self.model_path)
+
+    def version(self) -> str:
+        if not self.is_fleet:
             try:
                 file = pick_model_file(resolve_path(self.model_path))
-                return _fingerprint(file), file
+                stat = file.stat()
             except OSError as exc:
-                raise InputError(f"cannot read model_path {self.model_path}: {exc}") from exc
-        remembered = self.cache / "pointer.json"
+                raise ModelError(f"cannot read model_path {self.model_path}: {exc}") from exc
+            return f"{file.name}@{stat.st_mtime_ns}:{stat.st_size}"
         try:
             pointer = read_pointer(self.model_path)
-            if pointer is None:
-                raise ModelError(f"{self.model_path}: nothing deployed yet (no 'current' pointer); "
-                                 "run `labelsieve deploy MODEL_DIR --to URL`")
-            local = fetch_model(self.model_path, pointer, self.cache / "models")
-            partial = remembered.with_suffix(".tmp")
-            self.cache.mkdir(parents=True, exist_ok=True)
-            partial.write_text(str(pointer["model"]))
-            os.replace(partial, remembered)
         except BackendUnavailable:
-            if not remembered.is_file():
+            if not self._remembered.is_file():
                 raise
-            local = self.cache / "models" / remembered.read_text()
-            log.warning("%s is unreachable; serving the cached model %s", self.model_path, local.name)
-        return f"{self.model_path}#{local.name}", pick_model_file(local)
+            log.warning("%s is unreachable; serving the cached model %s", self.model_path, self._remembered.read_text())
+            return self._remembered.read_text()
+        if pointer is None:
+            raise ModelError(f"{self.model_path}: nothing deployed yet (no '{POINTER}' pointer); "
+                             "run `labelsieve deploy MODEL_DIR --to URL`")
+        return str(pointer["model"])
+
+    def fetch(self, version: str) -> Path:
+        if not self.is_fleet:
+            return pick_model_file(resolve_path(self.model_path))
+        local = fetch_model(self.model_path, version, self.cache / "models")
+        partial = self._remembered.with_suffix(".tmp")  # remembered only once the model is complete in the cache
+        partial.write_text(version)
+        os.replace(partial, self._remembered)
+        return pick_model_file(local)

@@ -55,15 +55,14 @@ def publish(model_dir: Path, fleet: str, model_id: str) -> str:
     files = sorted(p for p in model_dir.rglob("*") if p.is_file())
     for path in sorted(files, key=lambda p: p.name == MODEL_INFO):  # model.json last: its presence means complete
         fs.put_file(str(path), f"{target}/{path.relative_to(model_dir).as_posix()}")
-    pointer = {"model": model_id, "path": f"models/{model_id}"}
+    pointer = {"model": model_id}
     with fs.open(f"{root}/{POINTER}", "wb") as f:  # one PUT on object stores: readers see the old or the new pointer
         f.write(json.dumps(pointer).encode())
     return f"{fleet}/models/{model_id}"
 
 
-def fetch_model(fleet: str, pointer: dict[str, Any], cache: Path) -> Path:
-    """The model the pointer names, downloaded once into `cache/<model id>` (complete or absent, never half)."""
-    model_id = str(pointer["model"])
+def fetch_model(fleet: str, model_id: str, cache: Path) -> Path:
+    """Model `model_id` of the fleet, downloaded once into `cache/<model id>` (complete or absent, never half)."""
     local = cache / model_id
     if (local / MODEL_INFO).is_file():
         return local
@@ -71,7 +70,7 @@ def fetch_model(fleet: str, pointer: dict[str, Any], cache: Path) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{model_id}-", dir=cache))
     try:
-        source = f"{root}/{pointer['path']}"
+        source = f"{root}/models/{model_id}"
         for path in fs.find(source):
             dest = partial / Path(path).relative_to(Path(source))
             dest.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,156 @@
+"""labelsieve:vision:fast-detector: a trained YOLO (ONNX via onnxruntime, or .pt via ultralytics) as a vision service.
+
+The model lives in the resource's `ModelSlot`: `new()` returns at once while it loads in the background, and a watcher
+thread checks `model_path` every `poll_interval_s` (a file's mtime and size, a directory's chosen file, a fleet URL's
+`current` pointer). A new model loads beside the serving one and replaces it when ready, so calls never fail during a
+swap. A local file must look the same on two polls in a row before it loads, so a copy still being written is not read.
+
+Only the `.pt` path imports torch; with an ONNX model this process never does (`do_command {"status": {}}` says so).
+"""
+
+import asyncio
+import logging
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Self
+
+from PIL import Image
+from viam.components.camera import Camera
+from viam.media.video import ViamImage
+from viam.module.module import Module
+from viam.proto.app.robot import ComponentConfig
+from viam.proto.common import ResourceName
+from viam.proto.service.vision import Detection, GetPropertiesResponse
+from viam.resource.base import ResourceBase
+from viam.resource.easy_resource import EasyResource
+from viam.services.vision import CaptureAllResult, Vision
+
+from labelsieve import images
+from labelsieve.detect.fast import FastDetectorConfig, FastModel, ModelSource, load_model
+from labelsieve.detections import Detections
+from labelsieve.errors import LabelsieveError
+from labelsieve.models import ModelKey, ModelSlot
+from labelsieve.viam.commands import command_of, detect_reply, parse_detect
+from labelsieve.viam.convert import attributes_of, camera_frame, detections_to_viam
+from labelsieve.viam.resource import camera_dependency, labelsieve_resource
+
+log = logging.getLogger(__name__)
+
+SUPPORTED = ("get_detections, get_detections_from_camera, capture_all_from_camera (image and detections), "
+             "get_properties, do_command {\"detect\": {\"images\": [base64...]}} and {\"status\": {}}")
+
+
+@labelsieve_resource(SUPPORTED)
+class FastDetectorService(Vision, EasyResource):
+    MODEL: ClassVar = "labelsieve:vision:fast-detector"
+    config: FastDetectorConfig
+    camera: Camera | None
+    slot: ModelSlot[FastModel]
+    source: ModelSource
+    _stop: threading.Event
+
+    @classmethod
+    def validate_config(cls, config: ComponentConfig) -> tuple[Sequence[str], Sequence[str]]:
+        parsed = FastDetectorConfig.parse(config.name, attributes_of(config))
+        return ([parsed.camera_name] if parsed.camera_name else []), []
+
+    @classmethod
+    def new(cls, config: ComponentConfig, dependencies: Mapping[ResourceName, ResourceBase]) -> Self:
+        self = super().new(config, dependencies)
+        self.config = FastDetectorConfig.parse(config.name, attributes_of(config))
+        self.camera = camera_dependency(dependencies, self.config.camera_name)
+        self.slot = ModelSlot.for_resource(config.name)
+        self.source = ModelSource(self.config.model_path)
+        self._stop = threading.Event()
+        try:
+            version = self.source.version()  # a stat, or one small read of a fleet pointer
+        except LabelsieveError as exc:
+            self._load("unavailable", exc)  # calls fail with this until a poll finds a model
+        else:
+            self._load(version)
+        threading.Thread(target=self._watch, name=f"watch {config.name}", daemon=True).start()
+        return self
+
+    def _key(self, version: str) -> ModelKey:
+        return ModelKey(model=self.config.model_path, device=self.config.device, extra=(("version", version),),
+                        kind="fast-detector")
+
+    def _load(self, version: str, error: LabelsieveError | None = None) -> None:
+        def factory() -> FastModel:
+            if error is not None:
+                raise error
+            return load_model(self.source.fetch(version), self.config.device)
+
+        self.slot.load(self._key(version), factory)
+
+    def _watch(self) -> None:
+        """Poll for a new model. Local files load once they look the same on two polls; fleet pointers at once (the
+        deploy writes the model before the pointer)."""
+        seen = None
+        while not self._stop.wait(self.config.poll_interval_s):
+            try:
+                version = self.source.version()
+            except LabelsieveError as exc:
+                log.warning("%s: cannot check for a new model: %s", self.name, exc)
+                continue
+            if self.slot.key != self._key(version) and (self.source.is_fleet or version == seen):
+                log.info("%s: new model %s; loading it beside the current one", self.name, version)
+                self._load(version)
+            seen = version
+
+    async def _detect(self, frame: Image.Image) -> Detections:
+        model = await self.slot.get()
+        cfg = self.config
+        return await asyncio.to_thread(model.detect, frame, cfg.confidence, cfg.iou, cfg.max_detections)
+
+    async def get_detections(self, image: ViamImage, *, extra: Mapping[str, Any] | None = None,
+                             timeout: float | None = None, **kwargs: Any) -> list[Detection]:
+        frame = images.decode(image.data, where=f"{self.name}: the image")
+        return detections_to_viam(await self._detect(frame), *frame.size)
+
+    async def get_detections_from_camera(self, camera_name: str, *, extra: Mapping[str, Any] | None = None,
+                                         timeout: float | None = None, **kwargs: Any) -> list[Detection]:
+        return await self.get_detections(await self._camera_frame(camera_name), extra=extra)
+
+    async def _camera_frame(self, camera_name: str) -> ViamImage:
+        return await camera_frame(self.name, self.camera, self.config.camera_name, camera_name)
+
+    async def capture_all_from_camera(self, camera_name: str, return_image: bool = False,
+                                      return_classifications: bool = False, return_detections: bool = False,
+                                      return_object_point_clouds: bool = False, return_detections_3d: bool = False, *,
+                                      extra: Mapping[str, Any] | None = None, timeout: float | None = None,
+                                      **kwargs: Any) -> CaptureAllResult:
+        """Classifications, point clouds and 3D detections are not produced; their fields stay empty."""
+        image = await self._camera_frame(camera_name)
+        detections = await self.get_detections(image, extra=extra) if return_detections else None
+        return CaptureAllResult(image=image if return_image else None, detections=detections)
+
+    async def get_properties(self, *, extra: Mapping[str, Any] | None = None, timeout: float | None = None,
+                             **kwargs: Any) -> Vision.Properties:
+        return GetPropertiesResponse(classifications_supported=False, detections_supported=True,
+                                     object_point_clouds_supported=False)
+
+    async def do_command(self, command: Mapping[str, Any], *, timeout: float | None = None,
+                         **kwargs: Any) -> Mapping[str, Any]:
+        """`{"detect": {"images": [base64...]}}` -> boxes per image; `{"status": {}}` -> the model served now, its
+        classes, and whether this process has imported torch or ultralytics (a light install must not)."""
+        if "status" in command:
+            command_of(self.name, command, "status", SUPPORTED)
+            model = await self.slot.get()
+            key = self.slot.key
+            return {"model_path": self.config.model_path, "version": dict(key.extra)["version"] if key else None,
+                    "classes": list(model.names), "backend": type(model).__name__,
+                    "imported": {name: name in sys.modules for name in ("torch", "ultralytics", "transformers")}}
+        request = parse_detect(self.name, command_of(self.name, command, "detect", SUPPORTED))
+        results = [await self._detect(frame) for frame in request.images]
+        return detect_reply(results)
+
+    async def close(self) -> None:
+        """Idempotent: the SDK closes the resource and calls `new()` again on every reconfigure."""
+        self._stop.set()
+        self.slot.release()
+
+
+if __name__ == "__main__":
+    asyncio.run(Module.run_from_registry())
