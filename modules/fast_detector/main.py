@@ -29,7 +29,7 @@ from viam.services.vision import CaptureAllResult, Vision
 from labelsieve import images
 from labelsieve.detect.fast import FastDetectorConfig, FastModel, ModelSource, load_model
 from labelsieve.detections import Detections
-from labelsieve.errors import LabelsieveError
+from labelsieve.errors import BackendUnavailable, LabelsieveError
 from labelsieve.models import ModelKey, ModelSlot
 from labelsieve.viam.commands import command_of, detect_reply, parse_detect
 from labelsieve.viam.convert import attributes_of, camera_frame, detections_to_viam
@@ -46,7 +46,7 @@ class FastDetectorService(Vision, EasyResource):
     MODEL: ClassVar = "labelsieve:vision:fast-detector"
     config: FastDetectorConfig
     camera: Camera | None
-    slot: ModelSlot[FastModel]
+    slot: ModelSlot[tuple[str, FastModel]]  # (the version it was loaded from, the model)
     source: ModelSource
     _stop: threading.Event
 
@@ -63,12 +63,7 @@ class FastDetectorService(Vision, EasyResource):
         self.slot = ModelSlot.for_resource(config.name)
         self.source = ModelSource(self.config.model_path)
         self._stop = threading.Event()
-        try:
-            version = self.source.version()  # a stat, or one small read of a fleet pointer
-        except LabelsieveError as exc:
-            self._load("unavailable", exc)  # calls fail with this until a poll finds a model
-        else:
-            self._load(version)
+        self._load(self.source.cached_version())  # new() never waits on the network; the watcher looks further
         threading.Thread(target=self._watch, name=f"watch {config.name}", daemon=True).start()
         return self
 
@@ -76,31 +71,41 @@ class FastDetectorService(Vision, EasyResource):
         return ModelKey(model=self.config.model_path, device=self.config.device, extra=(("version", version),),
                         kind="fast-detector")
 
-    def _load(self, version: str, error: LabelsieveError | None = None) -> None:
-        def factory() -> FastModel:
-            if error is not None:
-                raise error
-            return load_model(self.source.fetch(version), self.config.device)
+    def _load(self, version: str | None) -> None:
+        """Load `version` beside the serving model; None (nothing cached yet) asks the source on the loading thread,
+        and the watcher's next poll then finds the real version and hands over from the cache at once."""
+        def factory() -> tuple[str, FastModel]:
+            resolved = version or self.source.version()
+            return resolved, load_model(self.source.fetch(resolved), self.config.device)
 
-        self.slot.load(self._key(version), factory)
+        self.slot.load(self._key(version or "first"), factory)
 
     def _watch(self) -> None:
-        """Poll for a new model. Local files load once they look the same on two polls; fleet pointers at once (the
-        deploy writes the model before the pointer)."""
-        seen = None
+        """Poll for a new model, load it on this thread, then hand it to the slot: calls keep the serving model until
+        the new one is ready, and a broken new file or an unreachable store leaves them on it. Local files load once
+        they look the same on two polls; fleet pointers at once (a deploy writes the model before the pointer)."""
+        seen, broken, problem = None, None, ""
         while not self._stop.wait(self.config.poll_interval_s):
             try:
                 version = self.source.version()
-            except LabelsieveError as exc:
-                log.warning("%s: cannot check for a new model: %s", self.name, exc)
-                continue
-            if self.slot.key != self._key(version) and (self.source.is_fleet or version == seen):
+                if self.slot.key == self._key(version) or version == broken or not (self.source.is_fleet or version == seen):
+                    seen = version
+                    continue
+                seen = version
                 log.info("%s: new model %s; loading it beside the current one", self.name, version)
-                self._load(version)
-            seen = version
+                model = load_model(self.source.fetch(version), self.config.device)
+            except LabelsieveError as exc:
+                if str(exc) != problem:  # once per distinct problem, not once per poll
+                    log.error("%s: still serving the current model: %s", self.name, exc)
+                problem = str(exc)
+                if not isinstance(exc, BackendUnavailable):
+                    broken = seen  # a bad file is not retried until it changes again
+                continue
+            problem = ""
+            self.slot.load(self._key(version), lambda v=version, m=model: (v, m))
 
     async def _detect(self, frame: Image.Image) -> Detections:
-        model = await self.slot.get()
+        _, model = await self.slot.get()
         cfg = self.config
         return await asyncio.to_thread(model.detect, frame, cfg.confidence, cfg.iou, cfg.max_detections)
 
@@ -137,9 +142,8 @@ class FastDetectorService(Vision, EasyResource):
         classes, and whether this process has imported torch or ultralytics (a light install must not)."""
         if "status" in command:
             command_of(self.name, command, "status", SUPPORTED)
-            model = await self.slot.get()
-            key = self.slot.key
-            return {"model_path": self.config.model_path, "version": dict(key.extra)["version"] if key else None,
+            version, model = await self.slot.get()
+            return {"model_path": self.config.model_path, "version": version,
                     "classes": list(model.names), "backend": type(model).__name__,
                     "imported": {name: name in sys.modules for name in ("torch", "ultralytics", "transformers")}}
         request = parse_detect(self.name, command_of(self.name, command, "detect", SUPPORTED))

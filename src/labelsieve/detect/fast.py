@@ -205,6 +205,7 @@ class ModelSource:
         data = os.environ.get("VIAM_MODULE_DATA") or os.environ.get("LABELSIEVE_HOME") or str(Path.home() / ".labelsieve")
         self.cache = cache or Path(data) / "fast-detector"
         self._remembered = self.cache / "current"
+        self._fetching = threading.Lock()  # the first load and the watcher may ask for the same model at once
 
     @property
     def is_fleet(self) -> bool:
@@ -221,19 +222,30 @@ class ModelSource:
         try:
             pointer = read_pointer(self.model_path)
         except BackendUnavailable:
-            if not self._remembered.is_file():
+            if (cached := self.cached_version()) is None:
                 raise
-            log.warning("%s is unreachable; serving the cached model %s", self.model_path, self._remembered.read_text())
-            return self._remembered.read_text()
+            log.warning("%s is unreachable; serving the cached model %s", self.model_path, cached)
+            return cached
         if pointer is None:
             raise ModelError(f"{self.model_path}: nothing deployed yet (no '{POINTER}' pointer); "
                              "run `labelsieve deploy MODEL_DIR --to URL`")
         return str(pointer["model"])
 
+    def cached_version(self) -> str | None:
+        """The version to serve at start without waiting on the network: a local file's, or the fleet model fetched last
+        (None when there is none yet, or a local path is unreadable)."""
+        if self.is_fleet:
+            return self._remembered.read_text() if self._remembered.is_file() else None
+        try:
+            return self.version()
+        except ModelError:
+            return None
+
     def fetch(self, version: str) -> Path:
         if not self.is_fleet:
             return pick_model_file(resolve_path(self.model_path))
-        local = fetch_model(self.model_path, version, self.cache / "models")
+        with self._fetching:
+            local = fetch_model(self.model_path, version, self.cache / "models")
         partial = self._remembered.with_suffix(".tmp")  # remembered only once the model is complete in the cache
         partial.write_text(version)
         os.replace(partial, self._remembered)

@@ -38,7 +38,7 @@ def read_remote_json(url: str) -> dict[str, Any] | None:
             return json.loads(f.read())
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # each fsspec backend raises its own types (botocore's EndpointConnectionError, ...)
         raise BackendUnavailable(f"cannot read {url}: {type(exc).__name__}: {exc}") from exc
 
 
@@ -77,9 +77,15 @@ def fetch_model(fleet: str, model_id: str, cache: Path) -> Path:
             fs.get_file(path, str(dest))
         if not (partial / MODEL_INFO).is_file():
             raise BackendUnavailable(f"{fleet}: model {model_id} is incomplete in storage (no {MODEL_INFO})")
-        os.replace(partial, local)
-    except OSError as exc:
-        raise BackendUnavailable(f"cannot download model {model_id} from {fleet}: {exc}") from exc
+        try:
+            os.replace(partial, local)
+        except OSError:
+            if not (local / MODEL_INFO).is_file():  # else another process fetched it first: use theirs
+                raise
+    except BackendUnavailable:
+        raise
+    except Exception as exc:  # as in read_remote_json: any backend's error means the storage failed us
+        raise BackendUnavailable(f"cannot download model {model_id} from {fleet}: {type(exc).__name__}: {exc}") from exc
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return local

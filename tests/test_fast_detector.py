@@ -1,0 +1,133 @@
+"""The fast detector as a module process under the runtime: the trained model as ONNX and as .pt, the same boxes as
+ultralytics in process, a hot swap under a continuous stream of calls, and a light process that never imports torch."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from grpclib import GRPCError, Status
+from viam.media.video import ViamImage
+from viam.services.vision import VisionClient
+
+from labelsieve.detect.fast import FastDetectorConfig, OnnxModel, UltralyticsModel
+from labelsieve.errors import ConfigError
+from support import Machine, connect, encode, module
+from test_dataset import scene_frames
+from test_train import trained_model  # noqa: F401  (the session's one trained model)
+
+LOW = 0.001  # a 3-epoch model is unsure of everything; a low threshold still gives boxes to compare
+
+
+def fast(name: str, model_path: Path | str, **attrs: Any) -> dict[str, Any]:
+    return {"name": name, "api": "rdk:service:vision", "model": "labelsieve:vision:fast-detector",
+            "attributes": {"model_path": str(model_path), "confidence": LOW, "max_detections": 20, **attrs}}
+
+
+def config(*services: dict[str, Any]) -> dict[str, Any]:
+    return {"modules": [module("fast-detector")], "services": list(services)}
+
+
+def frame_jpeg(scene: int = 100, size: int = 64) -> bytes:
+    return encode(scene_frames(scene, 1, size)[0][0], quality=95)
+
+
+def test_numpy_onnx_path_matches_ultralytics(trained_model: Path) -> None:
+    image = scene_frames(101, 1, 96)[0][0]  # not the training size: exercises the letterbox
+    ours = OnnxModel(trained_model / "model.onnx").detect(image, LOW, 0.45, 20)
+    theirs = UltralyticsModel(trained_model / "model.pt").detect(image, LOW, 0.45, 20)
+    assert len(ours) and len(ours) == len(theirs)
+    assert list(ours.class_name) == list(theirs.class_name)
+    np.testing.assert_allclose(ours.confidence, theirs.confidence, atol=0.02)
+    np.testing.assert_allclose(ours.xyxy, theirs.xyxy, atol=2.0)
+
+
+def test_config_problems_name_the_field(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="model_path.*does not exist"):
+        FastDetectorConfig.parse("det", {"model_path": str(tmp_path / "missing.onnx")})
+    with pytest.raises(ConfigError, match="confidence"):
+        FastDetectorConfig.parse("det", {"model_path": "s3://b/fleet", "confidence": 2})
+
+
+def test_onnx_and_pt_through_the_runtime_and_a_light_process(trained_model: Path, tmp_path: Path) -> None:
+    services = (fast("onnx", trained_model), fast("pt", trained_model / "model.pt"))
+    with Machine(config(*services), tmp_path) as machine:
+        async def run() -> None:
+            robot = await connect(machine.address)
+            try:
+                onnx, pt = VisionClient.from_robot(robot, "onnx"), VisionClient.from_robot(robot, "pt")
+                image = ViamImage(frame_jpeg(), "image/jpeg")
+                a, b = await onnx.get_detections(image), await pt.get_detections(image)
+                assert a and [d.class_name for d in a] == [d.class_name for d in b]
+                assert all(abs(x.x_min - y.x_min) <= 2 and abs(x.confidence - y.confidence) < 0.02 for x, y in zip(a, b))
+                status = await onnx.do_command({"status": {}})
+                assert status["backend"] == "OnnxModel" and status["classes"] == ["blue", "red"]
+                assert (await pt.do_command({"status": {}}))["backend"] == "UltralyticsModel"
+                assert (await onnx.get_properties()).detections_supported
+                with pytest.raises(GRPCError) as err:
+                    await onnx.get_detections(ViamImage(frame_jpeg()[:200], "image/jpeg"))
+                assert err.value.status == Status.INVALID_ARGUMENT
+            finally:
+                await robot.close()
+        asyncio.run(run())
+    (tmp_path / "light").mkdir()  # the .pt service above made that module process import torch: a fresh one, ONNX only
+    with Machine(config(fast("onnx", trained_model / "model.onnx")), tmp_path / "light") as machine:
+        async def imported() -> dict[str, bool]:
+            robot = await connect(machine.address)
+            try:
+                return dict((await VisionClient.from_robot(robot, "onnx").do_command({"status": {}}))["imported"])
+            finally:
+                await robot.close()
+        assert asyncio.run(imported()) == {"torch": False, "ultralytics": False, "transformers": False}
+
+
+def test_hot_swap_under_a_stream_of_calls_fails_none(trained_model: Path, tmp_path: Path) -> None:
+    import onnx
+
+    live = tmp_path / "live"
+    live.mkdir()
+    shutil.copy(trained_model / "model.onnx", live / "model.onnx")
+    changed = onnx.load(str(trained_model / "model.onnx"))
+    onnx.helper.set_model_props(changed, {**{p.key: p.value for p in changed.metadata_props}, "revision": "2"})
+    with Machine(config(fast("det", live, poll_interval_s=0.2)), tmp_path) as machine:
+        async def run() -> None:
+            robot = await connect(machine.address)
+            det = VisionClient.from_robot(robot, "det")
+            image = ViamImage(frame_jpeg(), "image/jpeg")
+            failures: list[BaseException] = []
+            calls = 0
+            stop = asyncio.Event()
+
+            async def stream() -> None:
+                nonlocal calls
+                while not stop.is_set():
+                    try:
+                        assert await det.get_detections(image)
+                    except (GRPCError, AssertionError) as exc:
+                        failures.append(exc)
+                    calls += 1
+
+            try:
+                before = (await det.do_command({"status": {}}))["version"]
+                callers = [asyncio.create_task(stream()) for _ in range(3)]
+                await asyncio.sleep(0.5)
+                staged = live / ".model.onnx.tmp"
+                onnx.save(changed, str(staged))
+                staged.replace(live / "model.onnx")  # atomic, as `cp` to a temp name + `mv` would do
+                for _ in range(200):
+                    after = (await det.do_command({"status": {}}))["version"]
+                    if after != before:
+                        break
+                    await asyncio.sleep(0.1)
+                await asyncio.sleep(0.5)
+                stop.set()
+                await asyncio.gather(*callers)
+                assert after != before, "the new model was never loaded"
+                assert failures == [] and calls > 10
+            finally:
+                await robot.close()
+        asyncio.run(run())
