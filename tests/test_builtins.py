@@ -8,58 +8,46 @@ the camera is a real module process and the client a real SDK RobotClient over T
 from __future__ import annotations
 
 import asyncio
-import io
+import importlib.util
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from PIL import Image
-from viam.components.camera import Camera
 from viam.proto.app.robot import ComponentConfig
 from viam.proto.common import ResourceName
-from viam.proto.service.vision import Classification
 from viam.resource.base import ResourceBase
-from viam.resource.easy_resource import EasyResource, stub_model
-from viam.services.vision import Vision, VisionClient
-from viam.utils import struct_to_dict
+from viam.services.vision import VisionClient
 
 from labelsieve.errors import InvalidMachineConfig
 from labelsieve.runtime import Runtime, RuntimeOptions
 from labelsieve.runtime.builtins import register
-from support import camera, connect, frames_folder, module
+from support import TEST_MODULES, camera, connect, frames_folder, module
 
 EVENTS: list[str] = []
 
 
+def _frame_probe() -> type:
+    spec = importlib.util.spec_from_file_location("frame_probe_main", TEST_MODULES / "frame_probe" / "main.py")
+    assert spec and spec.loader
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    return probe.FrameProbe
+
+
 @register
-@stub_model
-class FrameSize(Vision, EasyResource):
-    """A builtin vision service: "<width>x<height>" of its camera's frame, read through the SDK's Camera client."""
+class FrameSize(_frame_probe()):  # type: ignore[misc]
+    """The test module's frame probe ("<width>x<height>" of its camera's frame, read through the SDK's Camera client),
+    hosted as a builtin, recording when it is created and closed."""
 
     MODEL: ClassVar = "rdk:builtin:test-frame-size"
-    camera: Camera
 
     @classmethod
-    def validate_config(cls, config: ComponentConfig) -> tuple[Sequence[str], Sequence[str]]:
-        name = struct_to_dict(config.attributes).get("camera_name")
-        if not name:
-            raise ValueError("'attributes.camera_name' is required")
-        return [name], []
-
-    @classmethod
-    def new(cls, config: ComponentConfig, dependencies: Mapping[ResourceName, ResourceBase]) -> FrameSize:
-        service = cls(config.name)
-        service.camera = next(d for d in dependencies.values() if isinstance(d, Camera))
+    def new(cls, config: ComponentConfig, dependencies: Mapping[ResourceName, ResourceBase]) -> Any:
+        service = super().new(config, dependencies)
         EVENTS.append(f"new {config.name} with {type(service.camera).__name__}")
         return service
-
-    async def get_classifications_from_camera(self, camera_name: str, count: int, *, extra: Mapping[str, Any] | None = None,
-                                              timeout: float | None = None, **kwargs: Any) -> list[Classification]:
-        images, _ = await self.camera.get_images()
-        width, height = Image.open(io.BytesIO(images[0].data)).size
-        return [Classification(class_name=f"{width}x{height}", confidence=1.0)]
 
     async def close(self) -> None:
         EVENTS.append(f"close {self.name}")
