@@ -25,7 +25,7 @@ from grpclib.server import Server, Stream
 from viam.gen.proto.rpc.v1.auth_grpc import UnimplementedAuthServiceBase
 from viam.proto.rpc.auth import AuthenticateResponse
 
-from labelsieve.runtime.routing import PassThroughCodec
+from labelsieve.runtime.routing import Forwarder, PassThroughCodec
 
 __all__ = ["ApiKeyAuth", "DEFAULT_MAX_REQUEST_BYTES", "limit_request_size", "make_server", "self_signed", "server_context"]
 
@@ -97,8 +97,22 @@ def _peer_host(stream: Stream[Any, Any]) -> str:
     return str(address[0]) if address else "a local socket"
 
 
+class _LiveMapping(dict):  # type: ignore[type-arg]
+    """grpclib copies its handlers' mappings once, when the server is made; custom APIs' methods are learnt later, when
+    their module reports Ready, so a lookup falls back to what the forwarder has learnt since."""
+
+    def __init__(self, static: dict[str, Any], forwarder: Forwarder) -> None:
+        super().__init__(static)
+        self._forwarder = forwarder
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return super().get(key) or self._forwarder.learned.get(key, default)
+
+
 def make_server(handlers: list[Any], auth: ApiKeyAuth | None = None) -> Server:
     server = Server([*handlers, auth] if auth else handlers, codec=PassThroughCodec())
+    if forwarder := next((h for h in handlers if isinstance(h, Forwarder)), None):
+        server._mapping = _LiveMapping(server._mapping, forwarder)
     if auth:
         listen(server, RecvRequest, auth.check)
     return server
