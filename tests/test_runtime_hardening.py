@@ -82,6 +82,19 @@ def test_messages_say_the_true_thing(tmp_path: Path) -> None:
     assert "'attributes' 'attributes" not in result.stderr
 
 
+def test_validate_warns_about_what_viam_server_reads_differently(tmp_path: Path) -> None:
+    frames_folder(tmp_path / "frames")
+    (tmp_path / "camera.sh").symlink_to(ROOT / "modules/media_camera/run.sh")
+    path = tmp_path / "machine.json"
+    path.write_text(json.dumps({"modules": [{"type": "local", "name": "media-camera", "executable_path": "camera.sh"}],
+                                "components": [camera("cam", source="frames")]}))
+    result = run_cli("validate", str(path), "--data-dir", str(tmp_path / "data"))
+    assert result.returncode == 0, result.stderr
+    assert f"'executable_path' 'camera.sh' is relative; viam-server needs an absolute path: use \"{tmp_path}/camera.sh\"" \
+        in result.stdout
+    assert f"'attributes.source' 'frames' is a relative path" in result.stdout and f"{tmp_path}/frames" in result.stdout
+
+
 def test_reload_summary_counts_modules_that_failed_to_start(tmp_path: Path) -> None:
     frames = frames_folder(tmp_path / "frames")
     broken = script(tmp_path / "broken.sh", "exit 3\n")

@@ -70,6 +70,8 @@ class MachineConfig:
     ignored: tuple[str, ...] = ()
     #: The file's bytes as parsed, so a watcher started later still sees an edit made meanwhile.
     source: bytes = field(default=b"", compare=False, repr=False)
+    #: What viam-server would refuse or read differently, each with its fix (this runtime accepts it).
+    warnings: tuple[str, ...] = ()
 
     def resource(self, name: str) -> ResourceConfig:
         return next(r for r in self.resources if r.name == name)
@@ -181,9 +183,27 @@ def parse_config(raw: Any, path: Path, source: bytes = b"") -> MachineConfig:
             if dep not in names:
                 raise ConfigError(f"resource '{r.name}'", "depends_on", f"names '{dep}', which is not in the config",
                                   "add that resource or remove the dependency")
-    config = MachineConfig(path, modules, resources, tuple(sorted(set(raw) & _IGNORED_TOP)), source)
+    config = MachineConfig(path, modules, resources, tuple(sorted(set(raw) & _IGNORED_TOP)), source,
+                           tuple(_viam_server_differences(raw, path.parent)))
     dependency_order(config, {})
     return config
+
+
+def _viam_server_differences(raw: dict[str, Any], base: Path) -> Iterable[str]:
+    """viam-server needs an absolute `executable_path` and sets no config directory, so a relative path in an attribute
+    would be read against the module's own folder there, not against the config file as here."""
+    for m in raw.get("modules", []):
+        exe = str(m.get("executable_path", ""))
+        if exe and not Path(exe).expanduser().is_absolute():
+            yield (f"module '{m.get('name')}': 'executable_path' {exe!r} is relative; viam-server needs an absolute path: "
+                   f"use \"{os.path.abspath(base / exe)}\"")
+    for section in ("components", "services"):
+        for r in raw.get(section, []):
+            for key, value in (r.get("attributes") or {}).items():
+                if isinstance(value, str) and value.strip(".") and not Path(value).expanduser().is_absolute() \
+                        and (base / value).exists():
+                    yield (f"resource '{r.get('name')}': 'attributes.{key}' {value!r} is a relative path; viam-server "
+                           f"would not read it against this file's folder: use \"{os.path.abspath(base / value)}\"")
 
 
 def _unique(labels: Iterable[str]) -> None:
