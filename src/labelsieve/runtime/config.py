@@ -32,6 +32,12 @@ _PLACEHOLDER = re.compile(r"\$\{environment\.([A-Za-z_][A-Za-z0-9_]*)\}")
 _TOP_KEYS = {"components", "services", "modules"}
 _IGNORED_TOP = {"network", "auth", "cloud", "agent", "debug", "disable_partial_start", "enable_web_profile", "revision"}
 _UNSUPPORTED_TOP = {"remotes", "processes", "packages", "fragments", "jobs", "overwrite_fragment_status", "maintenance"}
+_UNSUPPORTED_FIX = {
+    "remotes": "another machine's resources need viam-server; run this config there, or run the remote's modules here",
+    "processes": "start the process yourself, or run this config under viam-server, whose process manager runs them",
+    "packages": "registry packages are downloaded by viam-server; download the package and give its local path instead",
+    "fragments": "paste the fragment's components, services and modules into this config, or run it under viam-server",
+}
 _RESOURCE_KEYS = {"name", "api", "type", "namespace", "model", "attributes", "depends_on", "service_configs", "frame",
                   "log_configuration"}
 _MODULE_KEYS = {"type", "name", "executable_path", "env", "log_level", "module_id", "version"}
@@ -166,7 +172,8 @@ def parse_config(raw: Any, path: Path, source: bytes = b"") -> MachineConfig:
     _expect(raw, dict, where, "", "a JSON object")
     for key in raw:
         if key in _UNSUPPORTED_TOP:
-            raise ConfigError(where, key, "is not supported by labelsieve's embedded runtime", "run this config under viam-server")
+            raise ConfigError(where, key, "is not supported by labelsieve's embedded runtime",
+                              _UNSUPPORTED_FIX.get(key, "run this config under viam-server"))
     check_keys(where, "", (k for k in raw if k not in _IGNORED_TOP), _TOP_KEYS)
     raw = _substitute(raw, where)
     modules = tuple(_parse_module(m, i, path.parent) for i, m in enumerate(_expect(raw.get("modules", []), list, where, "modules", "a list")))
