@@ -249,6 +249,8 @@ def _sweep_stale_socket_dirs() -> None:
 
 
 def _note_ignored(config: MachineConfig) -> None:
+    for warning in config.warnings:
+        log.info("runs here, but not as written under viam-server: %s", warning)
     if config.ignored:
         log.warning("%s: ignoring %s (the embedded runtime takes listen address and keys from its command line)",
                     config.path.name, ", ".join(config.ignored))
