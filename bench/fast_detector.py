@@ -108,6 +108,7 @@ async def first_call(address: str, frame: bytes) -> None:
 
 def through_module(model: Path, frames: list[bytes], device: str, tmp: Path) -> tuple[float, float, float]:
     """(frames/s through the runtime, seconds from start to the first answered call, module RSS in MB)."""
+    tmp.mkdir(parents=True)
     start = time.perf_counter()
     with Machine({"modules": [module("fast-detector")], "services": [service(model, device)]}, tmp) as machine:
         asyncio.run(first_call(machine.address, frames[0]))
