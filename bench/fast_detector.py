@@ -52,10 +52,13 @@ def build_models(folder: Path, sizes: list[int]) -> dict[tuple[str, int], Path]:
 
     models = {}
     for size in sizes:
-        yolo = YOLO("yolo11n.yaml")
-        yolo.model.args = {"imgsz": size, "task": "detect"}  # kept in the checkpoint: predict's default size
+        import torch
+
         pt = folder / f"yolo11n-{size}.pt"
-        yolo.save(str(pt))
+        YOLO("yolo11n.yaml").save(str(pt))
+        checkpoint = torch.load(pt, weights_only=False)
+        checkpoint["train_args"] = {"imgsz": size}  # as training records it: predict's default size for this .pt
+        torch.save(checkpoint, pt)
         models["pt", size] = pt
         models["onnx", size] = Path(YOLO(str(pt)).export(format="onnx", imgsz=size, simplify=True, device="cpu"))
     return models

@@ -97,16 +97,15 @@ def letterbox(image: Image.Image, size: tuple[int, int]) -> tuple[npt.NDArray[np
 def decode_yolo(output: npt.NDArray[np.float32], names: tuple[str, ...], confidence: float, iou: float,
                 max_detections: int, scale: float, pad: tuple[float, float], image_size: tuple[int, int]) -> Detections:
     """YOLO (v8/11) head output (1, 4 + classes, anchors) -> Detections in the original image's pixels."""
-    rows = output[0].T  # (anchors, 4 + classes): center x, center y, width, height, then one score per class
-    scores = rows[:, 4:]
-    class_ids = scores.argmax(axis=1)
-    best = scores[np.arange(len(rows)), class_ids]
+    head = output[0]  # (4 + classes, anchors): center x, center y, width, height, then one score per class
+    best = head[4:].max(axis=0)  # reduce along the contiguous axis: ~10x faster than on the transpose
     keep = np.flatnonzero(best > confidence)
     keep = keep[np.argsort(-best[keep], kind="stable")[:_MAX_CANDIDATES]]
-    cx, cy, w, h = rows[keep, :4].T
+    class_ids = head[4:, keep].argmax(axis=0)
+    cx, cy, w, h = head[:4, keep]
     xyxy = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
     xyxy = (xyxy - np.array([pad[0], pad[1], pad[0], pad[1]], np.float32)) / scale
-    labels = np.array(names, dtype=np.str_)[class_ids[keep]] if len(keep) else np.zeros(0, np.str_)
+    labels = np.array(names, dtype=np.str_)[class_ids] if len(keep) else np.zeros(0, np.str_)
     dets = Detections(xyxy, best[keep], labels).nms(iou)
     return dets[: max_detections].clip(*image_size)
 
