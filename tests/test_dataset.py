@@ -130,7 +130,7 @@ def test_corrupt_and_truncated_captures_are_reported_and_skipped(tmp_path: Path)
     assert result.summary["images"] == len(good) - 1
 
 
-def test_build_from_s3_and_cli_summary(tmp_path: Path) -> None:
+def test_build_from_s3_and_cli_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import fsspec
     from support.s3 import s3_server
 
@@ -141,8 +141,12 @@ def test_build_from_s3_and_cli_summary(tmp_path: Path) -> None:
         url = f"s3://{env['BUCKET']}/sync"
         run = subprocess.run([sys.executable, "-m", "labelsieve", "dataset", "build", url, str(tmp_path / "ds")],
                              capture_output=True, text=True, timeout=120, env={**os.environ, **env})
-    assert run.returncode == 0, run.stderr
-    version = open_dataset(tmp_path / "ds")
+        assert run.returncode == 0, run.stderr
+        version = open_dataset(tmp_path / "ds")
+        fs.put(str(tmp_path / "ds" / "v1") + "/", f"{env['BUCKET']}/datasets/v1/", recursive=True)
+        monkeypatch.setenv("LABELSIEVE_HOME", str(tmp_path / "home"))
+        remote = open_dataset(f"s3://{env['BUCKET']}/datasets")  # what `labelsieve train s3://...` opens
+    assert remote.id == version.id and remote.path.is_relative_to(tmp_path / "home")
     assert json.loads((version.path / "summary.json").read_text())["images"] == len(files)
     assert run.stdout.strip().splitlines()[-1] == str(version.path)
     assert all(s.startswith("s3://") for s in version.info["sources"])
