@@ -56,10 +56,13 @@ def group_frames(frames: Sequence[Frame], gap_s: float) -> list[list[int]]:
         for a, b in zip(members, members[1:]):
             if frames[b].time - frames[a].time <= gap_s and _distance(frames[a].dhash, frames[b].dhash) <= SCENE_BITS:
                 groups.join(a, b)
+    first: dict[int, int] = {}  # identical hashes (a static camera) join at once; only distinct ones are compared
+    for i, frame in enumerate(frames):
+        groups.join(i, first.setdefault(frame.dhash, i))
     for lo, hi in _BANDS:  # near-duplicates anywhere share at least one band exactly: compare only within a band's bucket
         buckets: dict[int, list[int]] = defaultdict(list)
-        for i, frame in enumerate(frames):
-            buckets[(frame.dhash >> lo) & ((1 << (hi - lo)) - 1)].append(i)
+        for h, i in first.items():
+            buckets[(h >> lo) & ((1 << (hi - lo)) - 1)].append(i)
         for members in buckets.values():
             for x, a in enumerate(members):
                 for b in members[x + 1 :]:
