@@ -54,10 +54,13 @@ def publish(model_dir: Path, fleet: str, model_id: str) -> str:
     target = f"{root}/models/{model_id}"
     files = sorted(p for p in model_dir.rglob("*") if p.is_file())
     for path in sorted(files, key=lambda p: p.name == MODEL_INFO):  # model.json last: its presence means complete
-        fs.put_file(str(path), f"{target}/{path.relative_to(model_dir).as_posix()}")
-    pointer = {"model": model_id}
-    with fs.open(f"{root}/{POINTER}", "wb") as f:  # one PUT on object stores: readers see the old or the new pointer
-        f.write(json.dumps(pointer).encode())
+        dest = f"{target}/{path.relative_to(model_dir).as_posix()}"
+        fs.makedirs(dest.rsplit("/", 1)[0], exist_ok=True)  # local and mounted stores need folders; S3 ignores it
+        fs.put_file(str(path), dest)
+    staged = f"{root}/.{POINTER}.{os.getpid()}"
+    with fs.open(staged, "wb") as f:
+        f.write(json.dumps({"model": model_id}).encode())
+    fs.mv(staged, f"{root}/{POINTER}")  # a rename (local) or a server-side copy (S3): readers see old or new, never half
     return f"{fleet}/models/{model_id}"
 
 
