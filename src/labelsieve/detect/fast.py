@@ -10,6 +10,7 @@ model that is right now and where it lies locally; the shell polls it and swaps 
 from __future__ import annotations
 
 import ast
+import hashlib
 import logging
 import os
 import threading
@@ -202,9 +203,11 @@ class ModelSource:
     def __init__(self, model_path: str, cache: Path | None = None) -> None:
         self.model_path = model_path
         data = os.environ.get("VIAM_MODULE_DATA") or os.environ.get("LABELSIEVE_HOME") or str(Path.home() / ".labelsieve")
-        self.cache = cache or Path(data) / "fast-detector"
+        fleet = hashlib.sha256(model_path.encode()).hexdigest()[:12]  # services following other fleets keep apart
+        self.cache = cache or Path(data) / "fast-detector" / fleet
         self._remembered = self.cache / "current"
         self._fetching = threading.Lock()  # the first load and the watcher may ask for the same model at once
+        self._offline = False
 
     @property
     def is_fleet(self) -> bool:
@@ -220,11 +223,14 @@ class ModelSource:
             return f"{file.name}@{stat.st_mtime_ns}:{stat.st_size}"
         try:
             pointer = read_pointer(self.model_path)
-        except BackendUnavailable:
+        except BackendUnavailable as exc:
             if (cached := self.cached_version()) is None:
                 raise
-            log.warning("%s is unreachable; serving the cached model %s", self.model_path, cached)
+            if not self._offline:  # once per outage, not once per poll
+                log.warning("serving the cached model %s: %s", cached, exc)
+            self._offline = True
             return cached
+        self._offline = False
         if pointer is None:
             raise ModelError(f"{self.model_path}: nothing deployed yet (no '{POINTER}' pointer); "
                              "run `labelsieve deploy MODEL_DIR --to URL`")
