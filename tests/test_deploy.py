@@ -16,8 +16,10 @@ import pytest
 from viam.media.video import ViamImage
 from viam.services.vision import VisionClient
 
+from labelsieve.dataset import build_dataset
 from labelsieve.train.deploy import PromotionRefused, promotion_gate
 from support import Machine, connect, eventually
+from test_dataset import write_scenes
 from test_fast_detector import config, fast, frame_jpeg
 from test_train import trained_model  # noqa: F401  (the session's one trained model)
 
@@ -52,6 +54,11 @@ def test_promotion_gate_names_the_deciding_number(trained_model: Path, tmp_path:
         promotion_gate(trained_model, better)
     assert "forced" in promotion_gate(trained_model, better, force=True)
     assert ">= deployed" in promotion_gate(better, trained_model)
+    write_scenes(tmp_path / "capture", range(200, 212))  # another dataset: the deployed model is evaluated afresh on it
+    other = build_dataset([str(tmp_path / "capture")], tmp_path / "dataset", progress=False).version
+    retrained = variant(trained_model, tmp_path / "retrained", metrics={"mAP50-95": 1.0},
+                        dataset={"id": other.id, "name": other.name, "path": str(other.path)})
+    assert f"dataset v1 ({other.id[:12]}): candidate 1.0000 >= deployed 0." in promotion_gate(retrained, trained_model)
     renamed = variant(trained_model, tmp_path / "renamed", classes=["blue", "green"])
     with pytest.raises(PromotionRefused, match="classes differ"):
         promotion_gate(renamed, trained_model)
