@@ -68,7 +68,11 @@ def train(dataset: str | Path, *, model: str = "yolo11n.yaml", epochs: int = 100
     staging = out / f".training-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        yolo = YOLO(model)
+        try:
+            yolo = YOLO(model)
+        except (OSError, FileNotFoundError) as exc:  # ultralytics tries to download a .pt it cannot find
+            raise ModelError(f"cannot load --model {model}: {exc}; training runs offline, so give a local .pt file or "
+                             "an architecture yaml such as yolo11n.yaml (from scratch)") from exc
         results = yolo.train(data=str(version.data_yaml), epochs=epochs, imgsz=imgsz, device=device, batch=batch,
                              workers=workers, seed=seed, deterministic=True, project=str(staging.resolve()), name="run",
                              exist_ok=True, amp=False,  # the AMP check downloads a model; offline it would fail or hang
