@@ -70,7 +70,7 @@ def train(dataset: str | Path, *, model: str = "yolo11n.yaml", epochs: int = 100
     try:
         try:
             yolo = YOLO(model)
-        except (OSError, FileNotFoundError) as exc:  # ultralytics tries to download a .pt it cannot find
+        except OSError as exc:  # ultralytics tries to download a .pt it cannot find
             raise ModelError(f"cannot load --model {model}: {exc}; training runs offline, so give a local .pt file or "
                              "an architecture yaml such as yolo11n.yaml (from scratch)") from exc
         results = yolo.train(data=str(version.data_yaml), epochs=epochs, imgsz=imgsz, device=device, batch=batch,
