@@ -5,7 +5,7 @@ per format and size, frames per second in process and through the module, and th
 in process at 640, >= 0.8 at 320; ONNX >= 2x torch on a CPU); then the module's start-to-ready time and resident
 memory with an ONNX model (no torch in the process) vs a `.pt` model (torch imported).
 
-    python bench/fast_detector.py --quick                # 15 timed frames per leg, CPU
+    python bench/fast_detector.py --quick                # 2 rounds of 15 frames per leg, CPU
     python bench/fast_detector.py --device cuda          # on a GPU machine (ONNX on GPU needs onnxruntime-gpu)
 """
 
@@ -18,6 +18,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,16 +65,21 @@ def build_models(folder: Path, sizes: list[int]) -> dict[tuple[str, int], Path]:
     return models
 
 
-def in_process_fps(model: Path, frames: list[bytes], size: int, device: str) -> float:
+def in_process(model: Path, size: int, device: str) -> Callable[[bytes], object]:
+    """ultralytics as a user calls it: YOLO(model).predict on the decoded frame."""
     from ultralytics import YOLO
 
     yolo = YOLO(str(model), task="detect")
-    run = lambda data: yolo.predict(Image.open(io.BytesIO(data)).convert("RGB"), imgsz=size, conf=0.25, iou=0.45,  # noqa: E731
-                                    device=None if device == "cpu" and model.suffix == ".onnx" else device, verbose=False)
-    run(frames[0])
+    dev = None if device == "cpu" and model.suffix == ".onnx" else device
+    return lambda data: yolo.predict(Image.open(io.BytesIO(data)).convert("RGB"), imgsz=size, conf=0.25, iou=0.45,
+                                     device=dev, verbose=False)
+
+
+def fps_of(call: Callable[[bytes], object], frames: list[bytes]) -> float:
+    call(frames[0])
     start = time.perf_counter()
     for data in frames:
-        run(data)
+        call(data)
     return len(frames) / (time.perf_counter() - start)
 
 
@@ -98,63 +104,61 @@ async def module_fps(address: str, frames: list[bytes]) -> float:
         await robot.close()
 
 
-async def first_call(address: str, frame: bytes) -> None:
-    from viam.media.video import ViamImage
-    from viam.services.vision import VisionClient
-
-    robot = await connect(address)
-    try:
-        await VisionClient.from_robot(robot, "det").get_detections(ViamImage(frame, "image/jpeg"))
-    finally:
-        await robot.close()
-
-
-def through_module(model: Path, frames: list[bytes], device: str, tmp: Path) -> tuple[float, float, float]:
-    """(frames/s through the runtime, seconds from start to the first answered call, module RSS in MB)."""
+def compare(model: Path, size: int, frames: list[bytes], device: str, rounds: int,
+            tmp: Path) -> tuple[float, float, float, float]:
+    """(in-process f/s, module f/s, seconds from start to the module's first answer, module RSS in MB). The two legs
+    alternate for `rounds` rounds and each keeps its best, so load from other processes skews neither side."""
+    local = in_process(model, size, device)
     tmp.mkdir(parents=True)
     start = time.perf_counter()
     with Machine({"modules": [module("fast-detector")], "services": [service(model, device)]}, tmp) as machine:
-        asyncio.run(first_call(machine.address, frames[0]))
+        asyncio.run(module_fps(machine.address, frames[:1]))
         ready = time.perf_counter() - start
-        fps = asyncio.run(module_fps(machine.address, frames))
+        best_local = best_module = 0.0
+        for _ in range(rounds):
+            best_local = max(best_local, fps_of(local, frames))
+            best_module = max(best_module, asyncio.run(module_fps(machine.address, frames)))
         rss = psutil.Process(machine.module_pid("fast_detector")).memory_info().rss / 2**20
-    return fps, ready, rss
+    return best_local, best_module, ready, rss
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--quick", action="store_true", help="15 timed frames per leg instead of 100")
+    parser.add_argument("--quick", action="store_true", help="2 rounds of 15 frames per leg instead of 4 of 60")
     parser.add_argument("--sizes", default="320,640")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    frames = jpeg_frames(15 if args.quick else 100)
+    frames = jpeg_frames(15 if args.quick else 60)
+    rounds = 2 if args.quick else 4
     with tempfile.TemporaryDirectory(prefix="bench-fast-") as scratch:
         tmp = Path(scratch)
         os.environ["LABELSIEVE_HOME"] = str(tmp / "home")
         ultralytics_offline()
         models = build_models(tmp, sizes)
-        print(f"\nfast detector, yolo11n random weights, 640x480 JPEG frames, device {args.device}, {len(frames)} frames")
+        print(f"\nfast detector, yolo11n random weights, 640x480 JPEG frames, device {args.device}, "
+              f"best of {rounds} alternating rounds of {len(frames)} frames")
         print(f"{'model':6} {'size':>4} | {'in process':>12} | {'module':>12} | module/in process")
         fps: dict[tuple[str, int], float] = {}
+        local: dict[tuple[str, int], float] = {}
         startup: dict[str, tuple[float, float]] = {}
         for (kind, size), model in models.items():
-            inproc = in_process_fps(model, frames, size, args.device)
             try:
-                fps[kind, size], ready, rss = through_module(model, frames, args.device, tmp / f"{kind}{size}")
+                local[kind, size], fps[kind, size], ready, rss = compare(model, size, frames, args.device, rounds,
+                                                                         tmp / f"{kind}{size}")
             except AssertionError as exc:  # e.g. ONNX on cuda without onnxruntime-gpu: report, go on
-                print(f"{kind:6} {size:>4} | {inproc:8.1f} f/s | module failed: {str(exc).splitlines()[0]}")
+                print(f"{kind:6} {size:>4} | module failed: {str(exc).splitlines()[0]}")
                 continue
             startup.setdefault(kind, (ready, rss))
             goal = 0.9 if size >= 640 else 0.8
-            ratio = fps[kind, size] / inproc
-            print(f"{kind:6} {size:>4} | {inproc:8.1f} f/s | {fps[kind, size]:8.1f} f/s | {ratio:5.2f} "
+            ratio = fps[kind, size] / local[kind, size]
+            print(f"{kind:6} {size:>4} | {local[kind, size]:8.1f} f/s | {fps[kind, size]:8.1f} f/s | {ratio:5.2f} "
                   f"(goal >= {goal}: {'met' if ratio >= goal else 'MISSED'})")
         for size in sizes:
             if ("onnx", size) in fps and ("pt", size) in fps:
-                speedup = fps["onnx", size] / fps["pt", size]
-                print(f"ONNX / torch through the module at {size}: {speedup:.2f}x"
-                      + (f" (goal on a CPU >= 2: {'met' if speedup >= 2 else 'MISSED'})" if args.device == "cpu" else ""))
+                through, inside = fps["onnx", size] / fps["pt", size], local["onnx", size] / local["pt", size]
+                goal = f" (goal on a CPU >= 2: {'met' if through >= 2 else 'MISSED'})" if args.device == "cpu" else ""
+                print(f"ONNX / torch at {size}: through the module {through:.2f}x{goal}, ultralytics in process {inside:.2f}x")
         for kind, (ready, rss) in startup.items():
             print(f"module with a {kind:4} model: start to first answer {ready:5.2f} s, resident memory {rss:6.0f} MB")
 
