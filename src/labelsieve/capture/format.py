@@ -17,9 +17,9 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from google.protobuf.internal.decoder import _DecodeVarint  # type: ignore[attr-defined]
 from google.protobuf.internal.encoder import _VarintBytes  # type: ignore[attr-defined]
@@ -63,12 +63,26 @@ def _frame(message: Any) -> bytes:
     return _VarintBytes(len(body)) + body
 
 
+def _new_progress_file(folder: Path, name: str | None) -> tuple[Path, Path, BinaryIO]:
+    """Open a fresh `.prog` file. Without a given name, a name already taken (two images in one microsecond, as GetImages
+    can produce) moves on by a microsecond: viam-server would overwrite the first file there; we never do."""
+    now = datetime.now()
+    while True:
+        stem = name or capture_file_name(now)
+        progress, final = folder / f"{stem}{PROGRESS_SUFFIX}", folder / f"{stem}{CAPTURE_SUFFIX}"
+        if name or not final.exists():
+            try:
+                return progress, final, open(progress, "wb" if name else "xb")
+            except FileExistsError:
+                pass
+        now += timedelta(microseconds=1)
+
+
 def write_capture(folder: Path, header: DataCaptureMetadata, readings: Iterable[SensorData], name: str | None = None) -> Path:
     """Write one closed capture file: `.prog` first, fsync, then rename to `.capture`. Returns the final path."""
     folder.mkdir(parents=True, exist_ok=True)
-    stem = name or capture_file_name()
-    progress, final = folder / f"{stem}{PROGRESS_SUFFIX}", folder / f"{stem}{CAPTURE_SUFFIX}"
-    with open(progress, "wb") as out:
+    progress, final, out = _new_progress_file(folder, name)
+    with out:
         out.write(_frame(header))
         for reading in readings:
             out.write(_frame(reading))
