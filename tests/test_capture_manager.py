@@ -15,7 +15,7 @@ from viam.components.camera import Camera
 from viam.proto.app.datasync import DataCaptureMetadata, DataType, SensorData
 from viam.services.vision import VisionClient
 
-from labelsieve.capture import decode_provenance
+from labelsieve.capture import decode_provenance, write_capture
 from labelsieve.capture.manager import CaptureMethod, DataManager, DataManagerConfig
 from labelsieve.errors import ConfigError
 from support import TEST_MODULES, Machine, camera, connect, eventually, frames_folder, module
@@ -64,7 +64,8 @@ def test_data_manager_writes_viam_server_files_from_real_modules(tmp_path: Path)
         {"method": "ReadImage", "capture_frequency_hz": 20, "additional_params": {"mime_type": "image/jpeg"}})}
     labeler = {"name": "labeler", "api": "rdk:service:vision", "model": "test:vision:capture-stub",
                "attributes": {"camera_name": "cam", "script": ["keep", "filter", "fail", "keep"]},
-               "service_configs": capture({"method": "CaptureAllFromCamera", "capture_frequency_hz": 20, "capture_queue_size": 5,
+               "service_configs": capture({"method": "CaptureAllFromCamera", "capture_frequency_hz": 20,
+                                           "capture_queue_size": 5,  # viam-server's, accepted and unused
                                            "additional_params": {"camera_name": "cam", "min_confidence_score": "0.5"}})}
     config = {"modules": [module("media-camera"), module("capture-stub", TEST_MODULES / "capture_stub")],
               "components": [cam], "services": [labeler]}
@@ -185,7 +186,8 @@ def test_viam_server_configs_load(monkeypatch: pytest.MonkeyPatch, caplog: pytes
     skipped = CaptureMethod.from_service_configs("cam", "rdk:component:camera", capture(
         {"method": "NextPointCloud", "capture_frequency_hz": 1}, {"method": "GetImages", "capture_frequency_hz": 0},
         {"method": "ReadImage", "capture_frequency_hz": 2, "disabled": True, "tags": ["ignored"]}))
-    assert [(m.method, m.capture_frequency_hz, m.disabled) for m in skipped] == [("GetImages", 0, False), ("ReadImage", 2, True)]
+    assert [(m.method, m.capture_frequency_hz, m.disabled) for m in skipped] == [("GetImages", 0, False),
+                                                                                  ("ReadImage", 2, True)]
     assert CaptureMethod.from_service_configs("imu", "rdk:component:movement_sensor",
                                               capture({"method": "Readings", "capture_frequency_hz": 1})) == []
     with pytest.raises(ConfigError) as caught:
@@ -194,3 +196,34 @@ def test_viam_server_configs_load(monkeypatch: pytest.MonkeyPatch, caplog: pytes
     with pytest.raises(ConfigError) as caught:
         DataManagerConfig.parse("dm", {"sync_url": "nosuchproto://bucket/x"})
     assert caught.value.field == "attributes.sync_url"
+
+
+def test_periodic_sync_and_sync_now(tmp_path: Path) -> None:
+    local, remote = tmp_path / "capture", tmp_path / "remote"
+    folder = local / "rdk_component_camera" / "cam" / "GetImages"
+    header = DataCaptureMetadata(component_type="rdk:component:camera", component_name="cam", method_name="GetImages")
+    for i in range(3):
+        write_capture(folder, header, [SensorData(binary=bytes([i]) * 100)])
+    periodic = DataManagerConfig.parse("dm", {"capture_dir": str(local), "sync_url": str(remote),
+                                              "sync_interval_mins": 0.0005})
+    by_hand = DataManagerConfig.parse("dm", {"capture_dir": str(local), "sync_url": str(remote), "sync_disabled": True})
+
+    async def run() -> None:
+        manager = DataManager("dm", periodic, [], {})
+        await manager.start()
+
+        async def synced() -> None:
+            assert manager.stats()["files_synced"] == 3
+
+        await eventually(synced)
+        await manager.close()
+        write_capture(folder, header, [SensorData(binary=b"late")])
+        manual = DataManager("dm", by_hand, [], {})
+        await manual.start()
+        assert (await manual.sync()).uploaded == 1 and manual.stats()["files_synced"] == 1
+        await manual.close()
+        with pytest.raises(ConfigError):
+            await DataManager("dm", DataManagerConfig.parse("dm", {"capture_dir": str(local)}), [], {}).sync()
+
+    asyncio.run(run())
+    assert len(list(remote.rglob("*.capture"))) == 4 and not list(local.rglob("*.capture"))

@@ -24,6 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar, Self, TypeVar
 
+import fsspec
+from fsspec.core import split_protocol
 from google.protobuf import json_format
 from google.protobuf.any_pb2 import Any as AnyProto
 from google.protobuf.struct_pb2 import Value
@@ -59,6 +61,7 @@ _VIAM_METHOD_KEYS = frozenset({"name", "capture_queue_size", "capture_buffer_siz
 _FROM_DATA_MANAGEMENT = {"fromDataManagement": True}  # what viam-server's collectors pass as `extra`
 _NO_CAPTURE = "no capture from filter module"  # viam-server drops a frame on FAILED_PRECONDITION with this text
 _SAME_ERROR_QUIET_S = 30.0
+_CALL_TIMEOUT_S = 60.0  # viam-server sets none; a VLM-verified capture on a CPU can take tens of seconds
 
 
 def _default_capture_dir() -> str:
@@ -114,11 +117,9 @@ class DataManagerConfig(Attributes):
         if self.sync_interval_mins < 0:
             raise FieldProblem("sync_interval_mins", f"can't be negative, got {self.sync_interval_mins}")
         if self.maximum_capture_file_size_bytes < 0:
-            raise FieldProblem("maximum_capture_file_size_bytes", f"can't be negative, got {self.maximum_capture_file_size_bytes}")
+            raise FieldProblem("maximum_capture_file_size_bytes",
+                               f"can't be negative, got {self.maximum_capture_file_size_bytes}")
         if self.sync_url:
-            import fsspec
-            from fsspec.core import split_protocol
-
             protocol = split_protocol(self.sync_url)[0] or "file"
             try:
                 fsspec.get_filesystem_class(protocol)
@@ -128,7 +129,7 @@ class DataManagerConfig(Attributes):
 
     @property
     def capture_path(self) -> Path:
-        # viam-server replaces every ':' in the whole capture path, its capture_dir included (CaptureFilePathWithReplacedReservedChars).
+        # viam-server replaces every ':' in the whole path, capture_dir included (CaptureFilePathWithReplacedReservedChars)
         return Path(str(resolve_path(self.capture_dir or _default_capture_dir())).replace(":", "_"))
 
     @property
@@ -185,7 +186,8 @@ class CaptureMethod:
             raise ConfigError(resource, f"{where}.method", f"must name a method, got {name!r}",
                               f"one of {', '.join(_SUPPORTED.get(api, ()))}" if known else "")
         if known is None:
-            log.warning("%s: labelsieve captures only from cameras and vision services; %s %s is not captured", resource, api, name)
+            log.warning("%s: labelsieve captures only from cameras and vision services; %s %s is not captured",
+                        resource, api, name)
             return None
         if name not in known:
             raise ConfigError(resource, f"{where}.method", f"{name!r} is not a capture method of {api}",
@@ -195,8 +197,8 @@ class CaptureMethod:
             return None
         hz = item.get("capture_frequency_hz", 0)
         if isinstance(hz, bool) or not isinstance(hz, (int, float)) or not math.isfinite(hz) or hz < 0:
-            raise ConfigError(resource, f"{where}.capture_frequency_hz", f"must be a number of captures per second, got {hz!r}",
-                              "0.2 captures every 5 s; 0 disables the method")
+            raise ConfigError(resource, f"{where}.capture_frequency_hz",
+                              f"must be a number of captures per second, got {hz!r}", "0.2: every 5 s; 0 disables it")
         disabled = item.get("disabled", False)
         if not isinstance(disabled, bool):
             raise ConfigError(resource, f"{where}.disabled", f"must be true or false, got {disabled!r}")
@@ -218,7 +220,7 @@ class CaptureMethod:
                                    "name the camera the vision service reads, e.g. {\"camera_name\": \"cam\"}")
             _min_confidence(params.get("min_confidence_score", 0.0))
         if not isinstance(params.get("mime_type", ""), str):
-            raise FieldProblem("mime_type", f"must be a string, got {params['mime_type']!r}", "\"image/jpeg\" or \"image/png\"")
+            raise FieldProblem("mime_type", f"must be a string, got {params['mime_type']!r}", "image/jpeg or image/png")
         names = params.get("filter_source_names", [])
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise FieldProblem("filter_source_names", f"must be a list of strings, got {names!r}")
@@ -237,12 +239,14 @@ class CaptureMethod:
         `mime_type` parameter (not the image's), so ReadImage without one writes ""."""
         if self.method != "ReadImage":
             return ""
-        return {"image/jpeg": ".jpeg", "image/png": ".png", "pointcloud/pcd": ".pcd"}.get(self.additional_params.get("mime_type"), "")
+        extensions = {"image/jpeg": ".jpeg", "image/png": ".png", "pointcloud/pcd": ".pcd"}
+        return extensions.get(self.additional_params.get("mime_type"), "")
 
     def header(self, tags: Sequence[str], mime_type: str) -> DataCaptureMetadata:
         return DataCaptureMetadata(component_type=self.api, component_name=self.resource, method_name=self.method,
-                                   type=DataType.DATA_TYPE_BINARY_SENSOR, method_parameters=_method_parameters(self.additional_params),
-                                   file_extension=self.file_extension, tags=list(tags), mime_type=mime_type)
+                                   type=DataType.DATA_TYPE_BINARY_SENSOR, file_extension=self.file_extension,
+                                   method_parameters=_method_parameters(self.additional_params), tags=list(tags),
+                                   mime_type=mime_type)
 
 
 def _min_confidence(raw: Any) -> float:
@@ -428,7 +432,8 @@ class DataManager:
         while True:
             await asyncio.sleep(max(0.0, due - loop.time()))
             try:
-                readings = await collect(method, resource)
+                async with asyncio.timeout(max(_CALL_TIMEOUT_S, 2 * interval)):  # a hung resource must not stall it forever
+                    readings = await collect(method, resource)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 -- as viam-server: any failure is logged and capture goes on
@@ -457,9 +462,10 @@ class DataManager:
             stats.captured += 1
 
     def _report(self, method: CaptureMethod, stats: _Stats, exc: BaseException) -> None:
-        """Log every failure, but an identical one at most every 30 s (viam-server: every 2 s), with the repeat count."""
+        """Count every failure and log it, an identical one at most every 30 s (viam-server: 2 s) with its repeat count."""
         stats.errors += 1
-        message = f"{type(exc).__name__}: {exc.message if isinstance(exc, GRPCError) else exc}"
+        detail = exc.message if isinstance(exc, GRPCError) else str(exc)
+        message = f"{type(exc).__name__}: {detail or ('no answer in time' if isinstance(exc, TimeoutError) else '')}"
         now = time.monotonic()
         if message == stats.last_error and now - stats.last_logged < _SAME_ERROR_QUIET_S:
             stats.repeats += 1

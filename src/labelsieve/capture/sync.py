@@ -71,7 +71,7 @@ class SyncReport:
         if self.failed:
             parts.append(f"{len(self.failed)} failed (kept locally; first: {self.failed[0][0]}: {self.failed[0][1]})")
         if self.conflicts:
-            parts.append(f"{len(self.conflicts)} conflict with different remote files (kept locally; first: {self.conflicts[0]})")
+            parts.append(f"{len(self.conflicts)} clash with other remote files (kept locally; first: {self.conflicts[0]})")
         if self.stopped:
             parts.append("stopped early; the rest goes on the next run")
         return ", ".join(parts)
@@ -182,7 +182,7 @@ def sync(capture_dir: Path, url: str, *, progress: bool = False, stop: threading
                 except _Conflict as exc:
                     log.error("%s: %s already holds a different file; kept locally", rel, exc)
                     report.conflicts.append(rel)
-                except Exception as exc:  # noqa: BLE001 -- fsspec backends raise their own kinds; the file is kept and reported
+                except Exception as exc:  # noqa: BLE001 -- each fsspec backend raises its own kinds; kept and reported
                     log.warning("%s: sync failed: %s: %s", rel, type(exc).__name__, exc)
                     report.failed.append((rel, f"{type(exc).__name__}: {exc}"))
                     failures_in_a_row += 1

@@ -19,7 +19,8 @@ Safe to interrupt and re-run: nothing is uploaded twice, and a local file is del
 
 
 def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = verb(sub, "sync", "upload closed .capture files, keeping their layout, deleting each local file once verified", EXAMPLES)
+    p = verb(sub, "sync", "upload closed .capture files, keeping their layout; each local file is deleted once verified",
+             EXAMPLES)
     p.add_argument("capture_dir", type=Path, help="the data manager's capture_dir")
     p.add_argument("url", help="destination: a folder or an fsspec URL (s3://bucket/prefix, gs://..., ...)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")

@@ -42,8 +42,9 @@ class CaptureStub(Vision, EasyResource):
         stub_.script = list(struct_to_dict(config.attributes).get("script", ["keep"]))
         return stub_
 
-    async def capture_all_from_camera(self, camera_name: str, return_image: bool = False, return_classifications: bool = False,
-                                      return_detections: bool = False, return_object_point_clouds: bool = False,
+    async def capture_all_from_camera(self, camera_name: str, return_image: bool = False,
+                                      return_classifications: bool = False, return_detections: bool = False,
+                                      return_object_point_clouds: bool = False,
                                       return_detections_3d: bool = False, *, extra: Mapping[str, Any] | None = None,
                                       timeout: float | None = None, **kwargs: Any) -> CaptureAllResult:
         step = self.script[self.calls % len(self.script)]
