@@ -19,6 +19,7 @@ from viam.proto.app.datasync import DataCaptureMetadata, DataType, SensorData
 
 from labelsieve.capture import capture_dir_for, read_capture, write_capture
 from labelsieve.capture.sync import SyncBusy, _exclusive, sync
+from labelsieve.errors import InputError
 from support.s3 import s3_server
 
 API, NAME, METHOD = "rdk:service:vision", "labeler", "CaptureAllFromCamera"
@@ -89,10 +90,14 @@ def test_each_interrupted_state_resumes_without_loss_or_duplicate(tmp_path: Path
         assert (target / rel).read_bytes() == originals[rel] and not (local / rel).exists() and not temp(rel).exists()
 
 
-def test_one_sync_per_capture_folder(tmp_path: Path) -> None:
+def test_one_sync_per_capture_folder_and_never_into_itself(tmp_path: Path) -> None:
     make_captures(tmp_path, 1)
     with _exclusive(tmp_path), pytest.raises(SyncBusy):
+        sync(tmp_path, str(tmp_path.parent / "remote"))
+    with pytest.raises(InputError, match="inside"):
         sync(tmp_path, str(tmp_path / "remote"))
+    with pytest.raises(InputError, match="not a folder"):
+        sync(tmp_path / "missing", str(tmp_path.parent / "remote"))
 
 
 def run_cli(local: Path, url: str) -> subprocess.Popen[str]:
@@ -141,7 +146,7 @@ def test_cli_killed_at_random_moments_syncing_to_a_folder(tmp_path: Path) -> Non
 
 def test_cli_killed_at_random_moments_syncing_to_s3(tmp_path: Path) -> None:
     local = tmp_path / "capture"
-    originals = make_captures(local, 24)
+    originals = make_captures(local, 16)
     with s3_server() as env:
         url = f"s3://{env['BUCKET']}/robot-1"
         fs = fsspec.filesystem("s3", skip_instance_cache=True)
@@ -150,5 +155,5 @@ def test_cli_killed_at_random_moments_syncing_to_s3(tmp_path: Path) -> None:
             fs.invalidate_cache()
             return sum(1 for p in fs.find(env["BUCKET"]) if p.endswith(".capture"))
 
-        assert kill_at_random_points(local, url, originals, listing, spread_s=1.0, kills=3) >= 1
+        assert kill_at_random_points(local, url, originals, listing, spread_s=0.8, kills=3) >= 1
         assert sync(local, url).synced == 0

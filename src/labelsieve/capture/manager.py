@@ -434,6 +434,8 @@ class DataManager:
             try:
                 async with asyncio.timeout(max(_CALL_TIMEOUT_S, 2 * interval)):  # a hung resource must not stall it forever
                     readings = await collect(method, resource)
+                if not readings or not all(r.data for r in readings):  # viam-server's CaptureResult.Validate
+                    raise InputError(f"{method.resource} returned no image data")
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 -- as viam-server: any failure is logged and capture goes on

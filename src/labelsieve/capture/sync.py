@@ -30,6 +30,7 @@ from typing import Any
 
 import fsspec
 from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
 from tqdm import tqdm
 
 from labelsieve.capture.format import CAPTURE_SUFFIX
@@ -166,6 +167,8 @@ def sync(capture_dir: Path, url: str, *, progress: bool = False, stop: threading
     fs, root = url_to_fs(url)
     fs.invalidate_cache()  # another writer may have changed the remote since this instance last looked
     root = root.rstrip("/")
+    if isinstance(fs, LocalFileSystem) and Path(root).resolve().is_relative_to(capture_dir.resolve()):
+        raise InputError(f"{url} is inside {capture_dir}: the next sync would take its files for new captures")
     with _exclusive(capture_dir):
         files = sorted(capture_dir.rglob(f"*{CAPTURE_SUFFIX}"), key=lambda p: (p.name, p))  # names are capture times
         made: set[str] = set()
