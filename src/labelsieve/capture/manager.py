@@ -33,7 +33,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpclib import GRPCError, Status
 from viam.components.camera.client import CameraClient
 from viam.errors import NoCaptureToStoreError
-from viam.proto.app.data import Annotations, BoundingBox, Classification
+from viam.proto.app.data import Annotations
 from viam.proto.app.datasync import DataCaptureMetadata, DataType, SensorData, SensorMetadata
 from viam.proto.component.camera import GetImagesRequest, Image
 from viam.resource.base import ResourceBase
@@ -131,6 +131,11 @@ class DataManagerConfig(Attributes):
     def capture_path(self) -> Path:
         # viam-server replaces every ':' in the whole path, capture_dir included (CaptureFilePathWithReplacedReservedChars)
         return Path(str(resolve_path(self.capture_dir or _default_capture_dir())).replace(":", "_"))
+
+    @property
+    def sync_target(self) -> str:
+        """`sync_url`, a relative folder resolved like `capture_dir`."""
+        return self.sync_url if split_protocol(self.sync_url)[0] else str(resolve_path(self.sync_url))
 
     @property
     def sync_interval_s(self) -> float:
@@ -493,7 +498,7 @@ class DataManager:
                               "set it to a folder or an fsspec URL such as s3://bucket/captures")
         async with self._sync_lock:
             self.config.capture_path.mkdir(parents=True, exist_ok=True)
-            report = await self._finish(asyncio.to_thread(sync, self.config.capture_path, self.config.sync_url,
+            report = await self._finish(asyncio.to_thread(sync, self.config.capture_path, self.config.sync_target,
                                                           stop=self._stop_sync))
         self._files_synced += report.synced
         self._last_sync = report
