@@ -164,7 +164,10 @@ def sync(capture_dir: Path, url: str, *, progress: bool = False, stop: threading
     if not capture_dir.is_dir():
         raise InputError(f"{capture_dir} is not a folder")
     report = SyncReport(url)
-    fs, root = url_to_fs(url)
+    try:
+        fs, root = url_to_fs(url)
+    except (ImportError, ValueError) as exc:  # an unknown protocol, or its backend not installed
+        raise InputError(f"cannot sync to {url}: {exc}") from None
     fs.invalidate_cache()  # another writer may have changed the remote since this instance last looked
     root = root.rstrip("/")
     if isinstance(fs, LocalFileSystem) and Path(root).resolve().is_relative_to(capture_dir.resolve()):
