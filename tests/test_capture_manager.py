@@ -57,7 +57,7 @@ def string_value(any_: Any) -> Any:
     return value.WhichOneof("kind"), value.string_value or value.number_value
 
 
-def test_data_manager_writes_viam_server_files_from_real_modules(tmp_path: Path) -> None:
+def test_data_manager_writes_viam_server_files_from_real_modules(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     frames = frames_folder(tmp_path / "frames", size=(320, 240))
     cam = {**camera("cam", source=str(frames)), "service_configs": capture(
         {"method": "GetImages", "capture_frequency_hz": 20},
@@ -83,7 +83,8 @@ def test_data_manager_writes_viam_server_files_from_real_modules(tmp_path: Path)
                 async def enough() -> None:
                     counts = manager.stats()["methods"]
                     assert all(c["captured"] >= 3 for c in counts.values()), counts
-                    assert counts["rdk:service:vision/labeler/CaptureAllFromCamera"]["filtered"] >= 1, counts
+                    labeler = counts["rdk:service:vision/labeler/CaptureAllFromCamera"]
+                    assert labeler["filtered"] >= 1 and labeler["errors"] >= 2, counts
 
                 await eventually(enough, timeout=30)
                 await manager.close()
@@ -114,7 +115,8 @@ def test_data_manager_writes_viam_server_files_from_real_modules(tmp_path: Path)
              "CaptureAllFromCamera": check_capture_all}[method](header, reading)
 
     labeler_stats = stats["methods"]["rdk:service:vision/labeler/CaptureAllFromCamera"]
-    assert labeler_stats["errors"] >= 1 and "unreachable" in labeler_stats["last_error"]
+    assert labeler_stats["errors"] >= 2 and "unreachable" in labeler_stats["last_error"]
+    assert sum("unreachable" in r.getMessage() for r in caplog.records) == 1, "a repeated error is logged once"
 
 
 def check_get_images(header: DataCaptureMetadata, reading: SensorData) -> None:
