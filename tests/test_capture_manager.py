@@ -119,6 +119,41 @@ def test_data_manager_writes_viam_server_files_from_real_modules(tmp_path: Path,
     assert sum("unreachable" in r.getMessage() for r in caplog.records) == 1, "a repeated error is logged once"
 
 
+def test_get_images_writes_a_file_per_view_and_read_image_picks_the_mime_type(tmp_path: Path) -> None:
+    views = {"name": "views", "api": "rdk:component:camera", "model": "test:camera:two-views", "service_configs": capture(
+        {"method": "GetImages", "capture_frequency_hz": 20},
+        {"method": "ReadImage", "capture_frequency_hz": 20, "additional_params": {"mime_type": "image/png"}})}
+    config = {"modules": [module("capture-stub", TEST_MODULES / "capture_stub")], "components": [views]}
+    dm_config = DataManagerConfig.parse("data_manager", {"capture_dir": str(tmp_path / "capture")})
+
+    with Machine(config, tmp_path) as machine:
+        async def run() -> None:
+            robot = await connect(machine.address)
+            try:
+                manager = DataManager("data_manager", dm_config, methods_of(views), {"views": Camera.from_robot(robot, "views")})
+                await manager.start()
+
+                async def enough() -> None:
+                    assert all(c["captured"] >= 4 for c in manager.stats()["methods"].values())
+
+                await eventually(enough, timeout=30)
+                await manager.close()
+            finally:
+                await robot.close()
+
+        asyncio.run(run())
+
+    folder = tmp_path / "capture" / "rdk_component_camera" / "views"
+    shots = [read_framed(f) for f in sorted((folder / "GetImages").iterdir())]
+    labels = [(h.mime_type, r[0].metadata.annotations.classifications[0].label) for h, r in shots]
+    assert labels[:4] == [("image/jpeg", "left"), ("image/png", "right")] * 2, "one file per image, in order"
+    # no captured_at from this camera: time_received is when the reply came (viam-server writes 1970-01-01 there)
+    assert all(r[0].metadata.time_received.ToNanoseconds() > 0 for _, r in shots)
+    for f in (folder / "ReadImage").iterdir():
+        header, [reading] = read_framed(f)
+        assert (header.mime_type, header.file_extension, reading.binary[:4]) == ("image/png", ".png", b"\x89PNG")
+
+
 def check_get_images(header: DataCaptureMetadata, reading: SensorData) -> None:
     assert header.file_extension == "" and not header.method_parameters
     [source] = reading.metadata.annotations.classifications  # viam-server labels each image with its source name

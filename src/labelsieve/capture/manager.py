@@ -344,6 +344,7 @@ async def _camera_images(method: CaptureMethod, camera: Any) -> tuple[list[Image
     else:
         named, metadata = await camera.get_images(filter_source_names=names or None, extra=_FROM_DATA_MANAGEMENT)
         images = [Image(source_name=n.name, image=n.data, mime_type=str(n.mime_type)) for n in named]
+    # A camera that leaves captured_at unset gets 1970-01-01 from viam-server (Go's AsTime of a nil Timestamp); we use now.
     captured = metadata.captured_at.ToDatetime(timezone.utc) if metadata.HasField("captured_at") else _now()
     return images, captured
 

@@ -1,6 +1,6 @@
-"""Test-only vision service standing in for the auto-label filter: its CaptureAllFromCamera follows a script per call
-(`keep` returns the camera's frame with set detections and provenance, `filter` raises NoCaptureToStoreError, `fail` raises
-another error), so a data manager test sees kept, filtered and failed frames in a known order."""
+"""Test-only models for data capture: a vision service standing in for the auto-label filter, whose CaptureAllFromCamera
+follows a script per call (`keep` returns the camera's frame with set detections and provenance, `filter` raises
+NoCaptureToStoreError, `fail` raises another error), and a camera with two views (a JPEG and a PNG)."""
 
 import asyncio
 import io
@@ -10,10 +10,10 @@ from typing import Any, ClassVar, Self
 from PIL import Image
 from viam.components.camera import Camera
 from viam.errors import NoCaptureToStoreError
-from viam.media.video import CameraMimeType, ViamImage
+from viam.media.video import CameraMimeType, NamedImage, ViamImage
 from viam.module.module import Module
 from viam.proto.app.robot import ComponentConfig
-from viam.proto.common import ResourceName
+from viam.proto.common import ResourceName, ResponseMetadata
 from viam.proto.service.vision import Classification, Detection
 from viam.resource.base import ResourceBase
 from viam.resource.easy_resource import EasyResource, stub_model as stub
@@ -65,6 +65,23 @@ class CaptureStub(Vision, EasyResource):
                                 detections=detections if return_detections else None,
                                 classifications=[Classification(class_name="outdoor", confidence=0.8)],
                                 extra={"provenance": provenance})
+
+
+@stub
+class TwoViews(Camera, EasyResource):
+    """get_images -> "left" (JPEG) and "right" (PNG), honouring filter_source_names."""
+
+    MODEL: ClassVar = "test:camera:two-views"
+
+    async def get_images(self, *, filter_source_names: Sequence[str] | None = None, extra: Mapping[str, Any] | None = None,
+                         timeout: float | None = None, **kwargs: Any) -> tuple[Sequence[NamedImage], ResponseMetadata]:
+        views = []
+        for name, fmt, mime in (("left", "JPEG", CameraMimeType.JPEG), ("right", "PNG", CameraMimeType.PNG)):
+            if not filter_source_names or name in filter_source_names:
+                buffer = io.BytesIO()
+                Image.new("RGB", (64, 48), "white").save(buffer, format=fmt)
+                views.append(NamedImage(name, buffer.getvalue(), mime))
+        return views, ResponseMetadata()
 
 
 if __name__ == "__main__":
