@@ -130,7 +130,8 @@ def test_get_images_writes_a_file_per_view_and_read_image_picks_the_mime_type(tm
         async def run() -> None:
             robot = await connect(machine.address)
             try:
-                manager = DataManager("data_manager", dm_config, methods_of(views), {"views": Camera.from_robot(robot, "views")})
+                client = Camera.from_robot(robot, "views")
+                manager = DataManager("data_manager", dm_config, methods_of(views), {"views": client})
                 await manager.start()
 
                 async def enough() -> None:
