@@ -102,6 +102,7 @@ def test_data_manager_writes_viam_server_files_from_real_modules(tmp_path: Path,
         files = sorted((root / api.replace(":", "_") / name / method).iterdir())
         assert len(files) == counts["captured"], key
         assert all(NAME.match(f.name) for f in files), [f.name for f in files]
+        assert all(f.stat().st_mode & 0o777 == 0o600 for f in files), "viam-server's file mode"
         for f in files:
             header, readings = read_framed(f)
             assert (header.component_type, header.component_name, header.method_name) == (api, name, method)

@@ -71,8 +71,9 @@ def _new_progress_file(folder: Path, name: str | None) -> tuple[Path, Path, Bina
         stem = name or capture_file_name(now)
         progress, final = folder / f"{stem}{PROGRESS_SUFFIX}", folder / f"{stem}{CAPTURE_SUFFIX}"
         if name or not final.exists():
+            flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if name else os.O_EXCL)
             try:
-                return progress, final, open(progress, "wb" if name else "xb")
+                return progress, final, os.fdopen(os.open(progress, flags, 0o600), "wb")  # viam-server's 0600
             except FileExistsError:
                 pass
         now += timedelta(microseconds=1)
@@ -80,7 +81,7 @@ def _new_progress_file(folder: Path, name: str | None) -> tuple[Path, Path, Bina
 
 def write_capture(folder: Path, header: DataCaptureMetadata, readings: Iterable[SensorData], name: str | None = None) -> Path:
     """Write one closed capture file: `.prog` first, fsync, then rename to `.capture`. Returns the final path."""
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)  # viam-server's MkdirAll(dir, 0o700)
     progress, final, out = _new_progress_file(folder, name)
     with out:
         out.write(_frame(header))
