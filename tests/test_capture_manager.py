@@ -63,7 +63,7 @@ def test_data_manager_writes_viam_server_files_from_real_modules(tmp_path: Path,
         {"method": "GetImages", "capture_frequency_hz": 20},
         {"method": "ReadImage", "capture_frequency_hz": 20, "additional_params": {"mime_type": "image/jpeg"}})}
     labeler = {"name": "labeler", "api": "rdk:service:vision", "model": "test:vision:capture-stub",
-               "attributes": {"camera_name": "cam", "script": ["keep", "filter", "fail", "keep"]},
+               "attributes": {"camera_name": "cam", "script": ["keep", "filter", "fail", "slow"]},
                "service_configs": capture({"method": "CaptureAllFromCamera", "capture_frequency_hz": 20,
                                            "capture_queue_size": 5,  # viam-server's, accepted and unused
                                            "additional_params": {"camera_name": "cam", "min_confidence_score": "0.5"}})}
@@ -118,6 +118,7 @@ def test_data_manager_writes_viam_server_files_from_real_modules(tmp_path: Path,
     labeler_stats = stats["methods"]["rdk:service:vision/labeler/CaptureAllFromCamera"]
     assert labeler_stats["errors"] >= 2 and "unreachable" in labeler_stats["last_error"]
     assert sum("unreachable" in r.getMessage() for r in caplog.records) == 1, "a repeated error is logged once"
+    assert not any("overlapping" in r.getMessage() for r in caplog.records), "a slow call does not pile up calls"
 
 
 def test_get_images_writes_a_file_per_view_and_read_image_picks_the_mime_type(tmp_path: Path) -> None:

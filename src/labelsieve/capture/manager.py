@@ -388,8 +388,9 @@ class _Stats:
     filtered: int = 0  # frames a filter declined (NoCaptureToStoreError)
     errors: int = 0
     last_error: str = ""
-    last_logged: float = -math.inf
-    repeats: int = 0
+    #: message -> (when last logged, repeats since), per message as viam-server's lastLoggedErrors, so alternating
+    #: failures are quieted too; bounded, since a message may carry changing details.
+    logged: dict[str, tuple[float, int]] = dataclasses.field(default_factory=dict)
 
 
 class DataManager:
@@ -474,13 +475,16 @@ class DataManager:
         stats.errors += 1
         detail = exc.message if isinstance(exc, GRPCError) else str(exc)
         message = f"{type(exc).__name__}: {detail or ('no answer in time' if isinstance(exc, TimeoutError) else '')}"
-        now = time.monotonic()
-        if message == stats.last_error and now - stats.last_logged < _SAME_ERROR_QUIET_S:
-            stats.repeats += 1
+        stats.last_error, now = message, time.monotonic()
+        logged, repeats = stats.logged.get(message, (-math.inf, 0))
+        if now - logged < _SAME_ERROR_QUIET_S:
+            stats.logged[message] = (logged, repeats + 1)
             return
-        again = f" (and {stats.repeats} more times)" if message == stats.last_error and stats.repeats else ""
+        if len(stats.logged) >= 100:
+            stats.logged.clear()
+        stats.logged[message] = (now, 0)
+        again = f" (and {repeats} more times)" if repeats else ""
         log.error("%s: capturing %s failed%s: %s", self.name, method.key, again, message)
-        stats.last_error, stats.last_logged, stats.repeats = message, now, 0
 
     async def _sync_periodically(self) -> None:
         while True:

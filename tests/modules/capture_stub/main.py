@@ -1,6 +1,7 @@
 """Test-only models for data capture: a vision service standing in for the auto-label filter, whose CaptureAllFromCamera
-follows a script per call (`keep` returns the camera's frame with set detections and provenance, `filter` raises
-NoCaptureToStoreError, `fail` raises another error), and a camera with two views (a JPEG and a PNG)."""
+follows a script per call (`keep` returns the camera's frame with set detections and provenance, `slow` does so after a
+while, `filter` raises NoCaptureToStoreError, `fail` raises another error; overlapping calls are an error), and a camera
+with two views (a JPEG and a PNG)."""
 
 import asyncio
 import io
@@ -30,6 +31,7 @@ class CaptureStub(Vision, EasyResource):
     camera: Camera
     script: list[str]
     calls: int = 0
+    busy: bool = False
 
     @classmethod
     def validate_config(cls, config: ComponentConfig) -> tuple[Sequence[str], Sequence[str]]:
@@ -47,10 +49,21 @@ class CaptureStub(Vision, EasyResource):
                                       return_object_point_clouds: bool = False,
                                       return_detections_3d: bool = False, *, extra: Mapping[str, Any] | None = None,
                                       timeout: float | None = None, **kwargs: Any) -> CaptureAllResult:
+        if self.busy:
+            raise RuntimeError("overlapping calls: a slow capture must not pile up calls")
+        self.busy = True
+        try:
+            return await self._capture(extra or {})
+        finally:
+            self.busy = False
+
+    async def _capture(self, extra: Mapping[str, Any]) -> CaptureAllResult:
         step = self.script[self.calls % len(self.script)]
         self.calls += 1
-        if not (extra or {}).get("fromDataManagement"):
+        if not extra.get("fromDataManagement"):
             raise ValueError("expected extra.fromDataManagement from the data manager")
+        if step == "slow":  # several capture periods long
+            await asyncio.sleep(0.3)
         if step == "filter":
             raise NoCaptureToStoreError()
         if step == "fail":
@@ -62,7 +75,7 @@ class CaptureStub(Vision, EasyResource):
                       for label, score, (x0, y0, x1, y1) in DETECTIONS]
         provenance = [{"proposer": "stub", "verdict": "yes", "call": self.calls, "box": i} for i in range(len(DETECTIONS))]
         return CaptureAllResult(image=ViamImage(images[0].data, CameraMimeType.from_string(images[0].mime_type)),
-                                detections=detections if return_detections else None,
+                                detections=detections,
                                 classifications=[Classification(class_name="outdoor", confidence=0.8)],
                                 extra={"provenance": provenance})
 
