@@ -23,6 +23,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,11 +157,33 @@ def _exclusive(capture_dir: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def sync(capture_dir: Path, url: str, *, progress: bool = False, stop: threading.Event | None = None) -> SyncReport:
-    """Upload every closed `.capture` file under `capture_dir` to `url`, oldest first, deleting each once verified.
+def _record(report: SyncReport, rel: str, outcome: Future[int]) -> bool:
+    """Add one file's outcome to the report; True when it failed."""
+    try:
+        uploaded = outcome.result()
+    except _Conflict as exc:
+        log.error("%s: %s already holds a different file; kept locally", rel, exc)
+        report.conflicts.append(rel)
+    except Exception as exc:  # noqa: BLE001 -- each fsspec backend raises its own kinds; kept and reported
+        log.warning("%s: sync failed: %s: %s", rel, type(exc).__name__, exc)
+        report.failed.append((rel, f"{type(exc).__name__}: {exc}"))
+        return True
+    else:
+        report.bytes_uploaded += uploaded
+        if uploaded:
+            report.uploaded += 1
+        else:
+            report.already_remote += 1
+    return False
 
-    Safe to kill and re-run at any moment. A file that fails is kept and reported; `stop` ends the run after the current
-    file. Raises InputError for a missing folder, SyncBusy when another process syncs it."""
+
+def sync(capture_dir: Path, url: str, *, progress: bool = False, workers: int = 4,
+         stop: threading.Event | None = None) -> SyncReport:
+    """Upload every closed `.capture` file under `capture_dir` to `url`, oldest first, `workers` files at a time (each
+    file costs several round trips to an object store), deleting each once verified.
+
+    Safe to kill and re-run at any moment. A file that fails is kept and reported; `stop` ends the run once the files in
+    flight are done. Raises InputError for a missing folder or an unusable URL, SyncBusy when another process syncs it."""
     if not capture_dir.is_dir():
         raise InputError(f"{capture_dir} is not a folder")
     report = SyncReport(url)
@@ -174,32 +197,29 @@ def sync(capture_dir: Path, url: str, *, progress: bool = False, stop: threading
         raise InputError(f"{url} is inside {capture_dir}: the next sync would take its files for new captures")
     with _exclusive(capture_dir):
         files = sorted(capture_dir.rglob(f"*{CAPTURE_SUFFIX}"), key=lambda p: (p.name, p))  # names are capture times
+        sizes = {path: path.stat().st_size for path in files}
+        queue = iter(files)
         made: set[str] = set()
+        in_flight: dict[Future[int], tuple[str, int]] = {}
         failures_in_a_row = 0
-        with tqdm(total=sum(p.stat().st_size for p in files), unit="B", unit_scale=True, desc="sync",
-                  disable=not progress) as bar:
-            for path in files:
-                if stop is not None and stop.is_set() or failures_in_a_row >= _GIVE_UP_AFTER:
-                    report.stopped = True
+
+        def stopping() -> bool:
+            return (stop is not None and stop.is_set()) or failures_in_a_row >= _GIVE_UP_AFTER
+
+        with ThreadPoolExecutor(max(1, workers), thread_name_prefix="sync") as pool, \
+                tqdm(total=sum(sizes.values()), unit="B", unit_scale=True, desc="sync", disable=not progress) as bar:
+            while True:
+                while len(in_flight) < max(1, workers) and not stopping() and (path := next(queue, None)):
+                    rel = path.relative_to(capture_dir).as_posix()
+                    in_flight[pool.submit(_sync_one, fs, path, f"{root}/{rel}", made)] = (rel, sizes[path])
+                if not in_flight:
                     break
-                rel, size = path.relative_to(capture_dir).as_posix(), path.stat().st_size
-                try:
-                    uploaded = _sync_one(fs, path, f"{root}/{rel}", made)
-                except _Conflict as exc:
-                    log.error("%s: %s already holds a different file; kept locally", rel, exc)
-                    report.conflicts.append(rel)
-                except Exception as exc:  # noqa: BLE001 -- each fsspec backend raises its own kinds; kept and reported
-                    log.warning("%s: sync failed: %s: %s", rel, type(exc).__name__, exc)
-                    report.failed.append((rel, f"{type(exc).__name__}: {exc}"))
-                    failures_in_a_row += 1
-                else:
-                    failures_in_a_row = 0
-                    report.bytes_uploaded += uploaded
-                    if uploaded:
-                        report.uploaded += 1
-                    else:
-                        report.already_remote += 1
-                bar.update(size)
-    if report.stopped and failures_in_a_row >= _GIVE_UP_AFTER and not report.synced:
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for outcome in done:
+                    rel, size = in_flight.pop(outcome)
+                    failures_in_a_row = failures_in_a_row + 1 if _record(report, rel, outcome) else 0
+                    bar.update(size)
+        report.stopped = next(queue, None) is not None
+    if failures_in_a_row >= _GIVE_UP_AFTER and not report.synced:
         raise BackendUnavailable(f"cannot sync to {url}: {report.failed[0][1]}")
     return report

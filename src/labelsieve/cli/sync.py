@@ -23,6 +23,7 @@ def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
              EXAMPLES)
     p.add_argument("capture_dir", type=Path, help="the data manager's capture_dir")
     p.add_argument("url", help="destination: a folder or an fsspec URL (s3://bucket/prefix, gs://..., ...)")
+    p.add_argument("--workers", type=int, default=4, help="files uploaded at a time (default 4)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(handler=handle)
 
@@ -30,6 +31,6 @@ def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def handle(args: argparse.Namespace) -> int:
     from labelsieve.capture.sync import sync
 
-    report = sync(args.capture_dir.expanduser(), args.url, progress=args.progress)
+    report = sync(args.capture_dir.expanduser(), args.url, progress=args.progress, workers=args.workers)
     print(f"labelsieve sync: {report.summary()}", file=sys.stderr if report.failed or report.conflicts else sys.stdout)
     return 1 if report.failed or report.conflicts else 0
