@@ -41,8 +41,8 @@ from viam.utils import dict_to_struct
 
 from labelsieve.attributes import Attributes, FieldProblem, did_you_mean, resolve_path
 from labelsieve.capture.format import capture_dir_for, encode_provenance, write_capture
-from labelsieve.capture.sync import SyncReport, sync
-from labelsieve.errors import ConfigError, InputError
+from labelsieve.capture.sync import SyncBusy, SyncReport, sync
+from labelsieve.errors import ConfigError, InputError, LabelsieveError
 
 __all__ = ["CaptureMethod", "DataManager", "DataManagerConfig"]
 
@@ -491,8 +491,10 @@ class DataManager:
             await asyncio.sleep(self.config.sync_interval_s)
             try:
                 await self.sync()
-            except asyncio.CancelledError:
-                raise
+            except SyncBusy as exc:
+                log.info("%s: sync skipped this round: %s", self.name, exc)
+            except LabelsieveError as exc:
+                log.warning("%s: sync to %s failed: %s", self.name, self.config.sync_url, exc)
             except Exception:  # noqa: BLE001 -- a failed round is logged; the next one retries
                 log.exception("%s: sync to %s failed", self.name, self.config.sync_url)
 
