@@ -443,8 +443,6 @@ class DataManager:
                     readings = await collect(method, resource)
                 if not readings or not all(r.data for r in readings):  # viam-server's CaptureResult.Validate
                     raise InputError(f"{method.resource} returned no image data")
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:  # noqa: BLE001 -- as viam-server: any failure is logged and capture goes on
                 if _filtered(exc):
                     stats.filtered += 1
