@@ -158,3 +158,7 @@ class BuiltinHost:
             await server.wait_closed()
         for channel in (self.link.channel, self._dependency_channel):
             channel.close()
+
+
+# viam-server's fake components register themselves on import, so every runtime serves them.
+from labelsieve.runtime.builtins import fakes  # noqa: E402, F401
