@@ -17,6 +17,7 @@ from viam.components.camera import Camera
 from viam.components.encoder import Encoder
 from viam.components.generic import Generic
 from viam.components.motor import Motor
+from viam.components.movement_sensor import MovementSensor
 from viam.components.sensor import Sensor
 from viam.components.servo import Servo
 from viam.robot.client import RobotClient
@@ -43,6 +44,7 @@ def config(kinematics: Path) -> dict[str, Any]:
         {"name": "sensor1", "type": "sensor", "model": "fake", "attributes": {"unread": 1}},
         {"name": "generic1", "type": "generic", "model": "fake"},
         {"name": "servo1", "type": "servo", "model": "fake"},
+        {"name": "gps1", "type": "movement_sensor", "model": "fake"},
     ]}
 
 
@@ -130,6 +132,10 @@ async def the_rest(robot: RobotClient) -> None:
     servo = Servo.from_robot(robot, "servo1")
     await servo.move(90)
     assert await servo.get_position() == 90
+    gps = MovementSensor.from_robot(robot, "gps1")
+    point, altitude = await gps.get_position()
+    assert (point.latitude, point.longitude, altitude) == (40.7, -73.98, 50.5)
+    assert (await gps.get_readings())["compass"] == 25
 
 
 def test_fakes_from_published_configs_answer_through_the_sdk(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """viam-server's builtin fake components (`"model": "fake"`), so published example configs and users' test configs run
-unchanged: motor, base, arm, camera, sensor, generic, encoder and servo, model `rdk:builtin:fake`.
+unchanged: motor, base, arm, camera, sensor, generic, encoder, servo and movement sensor, model `rdk:builtin:fake`.
 
 Each takes the attributes viam-server's fake of the same API takes (facts read from rdk's `components/*/fake`), and
 behaves as a plausible device would rather than doing nothing: motion is simulated on the monotonic clock, so a motor's
@@ -20,6 +20,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -31,6 +32,7 @@ from viam.components.camera import Camera
 from viam.components.encoder import Encoder
 from viam.components.generic import Generic
 from viam.components.motor import Motor
+from viam.components.movement_sensor import GeoPoint, MovementSensor, Orientation
 from viam.components.sensor import Sensor
 from viam.components.servo import Servo
 from viam.media.video import CameraMimeType, NamedImage
@@ -40,15 +42,17 @@ from viam.proto.component.arm import GetPropertiesResponse as ArmProperties
 from viam.proto.component.camera import GetPropertiesResponse as CameraProperties
 from viam.proto.component.camera import IntrinsicParameters
 from viam.proto.component.encoder import PositionType
+from viam.proto.component.movementsensor import GetAccuracyResponse
 from viam.resource.base import ResourceBase
 from viam.resource.types import API, Model
-from viam.utils import ValueTypes, struct_to_dict
+from viam.utils import ValueTypes, datetime_to_timestamp, struct_to_dict
 
 from labelsieve.attributes import Attributes, FieldProblem, did_you_mean, resolve_path
 from labelsieve.errors import ConfigError
 from labelsieve.runtime.builtins import register
 
-__all__ = ["FakeArm", "FakeBase", "FakeCamera", "FakeEncoder", "FakeGeneric", "FakeMotor", "FakeSensor", "FakeServo"]
+__all__ = ["FakeArm", "FakeBase", "FakeCamera", "FakeEncoder", "FakeGeneric", "FakeMotor", "FakeMovementSensor", "FakeSensor",
+           "FakeServo"]
 
 log = logging.getLogger(__name__)
 
@@ -484,9 +488,9 @@ class FakeArm(_Fake, Arm):
 
 # --- camera, sensor, generic ------------------------------------------------------------------------------------------
 
-#: viam-server's fake camera: 1280x720 unless told, with these pinhole intrinsics at that size.
+#: viam-server's fake camera: 1280x720 unless told; its pinhole intrinsics, given there for 1024x768, are scaled to the image.
 CAMERA_SIZE = (1280, 720)
-_FOCAL, _CENTER = (821.32642889, 821.68607359), (494.95941428, 370.70529534)
+_INTRINSICS_SIZE, _FOCAL, _CENTER = (1024, 768), (821.32642889, 821.68607359), (494.95941428, 370.70529534)
 _MAX_SIDE = 8192
 
 
@@ -543,7 +547,7 @@ class FakeCamera(_Fake, Camera):
             self._jpeg = await asyncio.to_thread(self._render)
         images = [] if filter_source_names and self.name not in filter_source_names else [
             NamedImage(self.name, self._jpeg, CameraMimeType.JPEG)]
-        return images, ResponseMetadata()
+        return images, ResponseMetadata(captured_at=datetime_to_timestamp(datetime.now(timezone.utc)))
 
     def _render(self) -> bytes:
         out = io.BytesIO()
@@ -554,7 +558,7 @@ class FakeCamera(_Fake, Camera):
         raise self.unimplemented("point cloud", "call get_images")
 
     async def get_properties(self, *, timeout: float | None = None, **kwargs: Any) -> Camera.Properties:
-        (width, height), (sx, sy) = self.size, (self.size[0] / CAMERA_SIZE[0], self.size[1] / CAMERA_SIZE[1])
+        (width, height), (sx, sy) = self.size, (self.size[0] / _INTRINSICS_SIZE[0], self.size[1] / _INTRINSICS_SIZE[1])
         intrinsics = IntrinsicParameters(width_px=width, height_px=height, focal_x_px=_FOCAL[0] * sx,
                                          focal_y_px=_FOCAL[1] * sy, center_x_px=_CENTER[0] * sx, center_y_px=_CENTER[1] * sy)
         return CameraProperties(supports_pcd=False, intrinsic_parameters=intrinsics, mime_types=[CameraMimeType.JPEG])
@@ -576,3 +580,43 @@ class FakeGeneric(_Fake, Generic):
     async def do_command(self, command: Mapping[str, ValueTypes], *, timeout: float | None = None,
                          **kwargs: Any) -> Mapping[str, ValueTypes]:
         return command
+
+
+@register
+class FakeMovementSensor(_Fake, MovementSensor):
+    """Always reads what viam-server's fake movement sensor reads: standing in Manhattan, heading 25 degrees."""
+
+    async def get_position(self, *, extra: Any = None, timeout: float | None = None,
+                           **kwargs: Any) -> tuple[GeoPoint, float]:
+        return GeoPoint(latitude=40.7, longitude=-73.98), 50.5
+
+    async def get_linear_velocity(self, *, extra: Any = None, timeout: float | None = None, **kwargs: Any) -> Vector3:
+        return Vector3(y=5.4)
+
+    async def get_angular_velocity(self, *, extra: Any = None, timeout: float | None = None, **kwargs: Any) -> Vector3:
+        return Vector3(z=1)
+
+    async def get_linear_acceleration(self, *, extra: Any = None, timeout: float | None = None, **kwargs: Any) -> Vector3:
+        return Vector3(x=2.2, y=4.5, z=2)
+
+    async def get_compass_heading(self, *, extra: Any = None, timeout: float | None = None, **kwargs: Any) -> float:
+        return 25.0
+
+    async def get_orientation(self, *, extra: Any = None, timeout: float | None = None, **kwargs: Any) -> Orientation:
+        return Orientation(o_z=1)
+
+    async def get_properties(self, *, extra: Any = None, timeout: float | None = None,
+                             **kwargs: Any) -> MovementSensor.Properties:
+        return MovementSensor.Properties(*[True] * 6)
+
+    async def get_accuracy(self, *, extra: Any = None, timeout: float | None = None,
+                           **kwargs: Any) -> GetAccuracyResponse:
+        return GetAccuracyResponse()
+
+    async def get_readings(self, *, extra: Any = None, timeout: float | None = None, **kwargs: Any) -> Mapping[str, Any]:
+        """Every measurement under viam-server's reading names."""
+        position, altitude = await self.get_position()
+        return {"position": position, "altitude": altitude, "linear_velocity": await self.get_linear_velocity(),
+                "angular_velocity": await self.get_angular_velocity(),
+                "linear_acceleration": await self.get_linear_acceleration(),
+                "compass": await self.get_compass_heading(), "orientation": await self.get_orientation()}
