@@ -62,7 +62,7 @@ FAKE = Model.from_string("rdk:builtin:fake")
 
 @dataclass(frozen=True)
 class NoAttributes(Attributes):
-    """A fake that reads no attributes (viam-server's sensor, generic and base fakes)."""
+    """A fake that reads no attributes (the sensor, generic, servo and movement sensor)."""
 
 
 class _Fake:
