@@ -153,9 +153,21 @@ def test_fakes_from_published_configs_answer_through_the_sdk(tmp_path: Path) -> 
         finally:
             await robot.close()
 
+    async def resized(address: str) -> None:
+        robot = await connect(address)
+        try:
+            images, _ = await Camera.from_robot(robot, "cam1").get_images()
+            assert Image.open(io.BytesIO(images[0].data)).size == (160, 120)
+        finally:
+            await robot.close()
+
     with Machine(config(kinematics), tmp_path) as machine:
         asyncio.run(run(machine.address))
         assert "sensor1: ignoring attribute 'unread'" in machine.log
+        edited = config(kinematics)
+        next(c for c in edited["components"] if c["name"] == "cam1")["attributes"] = {"width": 160, "height": 120}
+        machine.write(edited)  # a live edit re-creates the fake with its new attributes
+        asyncio.run(eventually(lambda: resized(machine.address)))
 
 
 def test_validate_names_the_fake_and_its_wrong_attribute(tmp_path: Path) -> None:
