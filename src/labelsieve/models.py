@@ -34,7 +34,7 @@ from labelsieve.errors import LabelsieveError, ModelError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ModelKey", "ModelSlot", "loads", "resolve_device", "resolve_dtype"]
+__all__ = ["ModelKey", "ModelSlot", "cached", "loads", "resolve_device", "resolve_dtype"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,12 @@ class _Entry:
 
 _CACHE: dict[ModelKey, _Entry] = {}
 _LOCK = threading.RLock()  # guards _CACHE, every slot's state and ModelSlot._slots
+
+
+def cached(key: ModelKey) -> bool:
+    """Whether the process holds (or is loading) the model for `key`."""
+    with _LOCK:
+        return key in _CACHE
 
 
 def _acquire(key: ModelKey, factory: Callable[[], Any], resource: str) -> _Entry:

@@ -52,10 +52,10 @@ def command_of(resource: str, command: Mapping[str, Any], name: str, supported: 
     return body
 
 
-def _list(resource: str, body: Mapping[str, Any], field: str, item: str) -> list[Any]:
-    value = body.get(field)
+def _list(resource: str, body: Mapping[str, Any], where: str, item: str) -> list[Any]:
+    value = body.get(where.rpartition(".")[2])
     if not isinstance(value, list) or not value:
-        raise InputError(f"{resource}: '{field}' must be a non-empty list of {item}")
+        raise InputError(f"{resource}: '{where}' must be a non-empty list of {item}")
     return value
 
 
@@ -68,7 +68,7 @@ def _question(resource: str, value: object, where: str) -> str | None:
 
 
 def parse_detect(resource: str, body: Mapping[str, Any], max_pixels: int | None = None) -> DetectRequest:
-    encoded = _list(resource, body, "images", "base64 JPEG/PNG strings")
+    encoded = _list(resource, body, "detect.images", "base64 JPEG/PNG strings")
     return DetectRequest([images.decode_base64(e, f"{resource}: detect.images[{i}]", max_pixels)
                           for i, e in enumerate(encoded)], body.get("query"))
 
@@ -76,7 +76,7 @@ def parse_detect(resource: str, body: Mapping[str, Any], max_pixels: int | None 
 def parse_verify(resource: str, body: Mapping[str, Any], max_pixels: int | None = None) -> VerifyRequest:
     default = _question(resource, body.get("question"), "verify.question")
     crops, questions = [], []
-    for i, item in enumerate(_list(resource, body, "crops", "{'image': <base64>, 'question': ...} objects")):
+    for i, item in enumerate(_list(resource, body, "verify.crops", "{'image': <base64>, 'question': ...} objects")):
         where = f"verify.crops[{i}]"
         if not isinstance(item, Mapping):
             raise InputError(f"{resource}: {where} must be an object with 'image' (base64) and 'question'")
