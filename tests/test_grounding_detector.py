@@ -298,6 +298,11 @@ def test_module_serves_detections(module: ModuleType, gdino_dir: Path) -> None:
             assert caught.value.status == status, caught.value.message
         with pytest.raises(GRPCError, match="get_detections, get_detections_from_camera"):
             await service.get_detections_3d("cam")
+        with pytest.raises(GRPCError) as caught:  # a decompression bomb is refused from its header
+            await service.get_detections(ViamImage(support.bomb_png(), CameraMimeType.PNG))
+        assert caught.value.status == Status.INVALID_ARGUMENT
+        assert "proposer: the image: 14000x14000 = 196,000,000 pixels" in caught.value.message
+        assert "over the limit of" in caught.value.message
 
     asyncio.run(calls())
 

@@ -61,9 +61,9 @@ def open_checked(data: bytes, *, where: str = "image", max_pixels: int | None = 
     limit, pixels = _limit(max_pixels), image.width * image.height
     if limit and pixels > limit:
         raise InputError(
-            f"{where}: the image is {image.width}x{image.height} = {pixels:,} pixels, over the limit of {limit:,} "
-            f"(a decompression bomb or an oversized frame); raise the limit with the camera attribute 'max_pixels' or "
-            f"the environment variable {_ENV} if the image is genuine")
+            f"{where}: {image.width}x{image.height} = {pixels:,} pixels is over the limit of {limit:,} (a decompression "
+            f"bomb or an oversized frame); if the image is genuine, raise the limit with the camera attribute "
+            f"'max_pixels' or the environment variable {_ENV}")
     return image
 
 
