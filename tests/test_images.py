@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-from PIL import Image
 
 from labelsieve import images
 from labelsieve.errors import ConfigError, InputError
