@@ -20,7 +20,8 @@ from PIL import Image, UnidentifiedImageError
 
 from labelsieve.errors import ConfigError, InputError
 
-__all__ = ["MAX_PIXELS", "MIME_FORMAT", "crop", "data_url", "decode", "decode_base64", "encode", "fit", "open_checked"]
+__all__ = ["MAX_PIXELS", "MIME_FORMAT", "crop", "data_url", "decode", "decode_base64", "encode", "fit", "open_checked",
+           "rgb"]
 
 MIME_FORMAT = {"image/jpeg": "JPEG", "image/png": "PNG"}
 _ENV = "LABELSIEVE_MAX_IMAGE_PIXELS"
@@ -74,6 +75,11 @@ def decode(data: bytes, *, where: str = "image", max_pixels: int | None = None) 
         image.load()
     except (OSError, ValueError, SyntaxError) as exc:
         raise InputError(f"{where}: could not decode the image ({len(data)} bytes): {exc}") from exc
+    return rgb(image)
+
+
+def rgb(image: Image.Image) -> Image.Image:
+    """The image in RGB, what every model takes; the same object when it already is."""
     return image if image.mode == "RGB" else image.convert("RGB")
 
 

@@ -22,6 +22,7 @@ from labelsieve.detect.config import GroundingDetectorConfig, parse_query
 from labelsieve.detections import Detections
 from labelsieve import weights
 from labelsieve.errors import ConfigError, InputError, ModelError
+from labelsieve.images import rgb
 from labelsieve.models import ModelKey, ModelSlot, resolve_device, resolve_dtype
 
 if TYPE_CHECKING:
@@ -106,17 +107,17 @@ class GroundingDetector:
         box_t = np.array([cfg.threshold("box_threshold", c, backend.default_thresholds[0]) for c in classes], np.float32)
         text_t = np.array([cfg.threshold("text_threshold", c, backend.default_thresholds[1]) for c in classes], np.float32)
         size = cfg.input_size or backend.default_input_size
-        rgb = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
+        frames = [rgb(im) for im in images]
         raws: list[Raw] = []
         with model.lock:  # one model call at a time; the text cache is shared state too
             text = model.encoded(classes)
             batch = cfg.batch_size or (4 if backend.device == "cuda" else 1)
-            for start in range(0, len(rgb), batch):
+            for start in range(0, len(frames), batch):
                 try:
-                    raws += backend.infer(rgb[start : start + batch], text, size)
+                    raws += backend.infer(frames[start : start + batch], text, size)
                 except (RuntimeError, ValueError) as exc:
                     raise ModelError(f"{self.resource}: {cfg.model} failed on a batch of frames: {exc}") from exc
-        return [self._postprocess(raw, im.size, classes, box_t, text_t) for raw, im in zip(raws, rgb)]
+        return [self._postprocess(raw, im.size, classes, box_t, text_t) for raw, im in zip(raws, frames)]
 
     def _classes(self, query: str | Sequence[str] | None) -> tuple[str, ...]:
         if query is None:
