@@ -7,7 +7,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 case "${1:-}" in
   "") extras="[label,train]" ;;
   test) extras="[label,train,test]" ;;
-  light) extras="[fleet]" ;;
+  light) extras="" ;;
   *) extras="[$1]" ;;
 esac
 [[ -x .venv/bin/python ]] || python3 -m venv .venv

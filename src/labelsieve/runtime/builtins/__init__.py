@@ -158,3 +158,6 @@ class BuiltinHost:
             await server.wait_closed()
         for channel in (self.link.channel, self._dependency_channel):
             channel.close()
+
+
+from labelsieve.runtime.builtins import data_manager, fakes  # noqa: E402,F401  (registers the builtins)
