@@ -41,7 +41,7 @@ def test_numpy_onnx_path_matches_ultralytics(trained_model: Path) -> None:
     ours = OnnxModel(trained_model / "model.onnx").detect(image, LOW, 0.45, 20)
     theirs = UltralyticsModel(trained_model / "model.pt").detect(image, LOW, 0.45, 20)
     assert len(ours) and len(ours) == len(theirs)
-    assert list(ours.class_name) == list(theirs.class_name)
+    assert list(ours.class_name) == list(theirs.class_name) and ours.classes == theirs.classes == ("blue", "red")
     np.testing.assert_allclose(ours.confidence, theirs.confidence, atol=0.02)
     np.testing.assert_allclose(ours.xyxy, theirs.xyxy, atol=2.0)
 

@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from labelsieve import images
 from labelsieve.attributes import Attributes, FieldProblem, resolve_path
 from labelsieve.detections import Detections
 from labelsieve.errors import BackendUnavailable, ModelError
@@ -90,7 +91,8 @@ def letterbox(image: Image.Image, size: tuple[int, int]) -> tuple[npt.NDArray[np
     pad_x, pad_y = (width - new_w) / 2, (height - new_h) / 2
     canvas = np.full((height, width, 3), 114, np.uint8)
     left, top = round(pad_x - 0.1), round(pad_y - 0.1)
-    resized = image.convert("RGB").resize((new_w, new_h), Image.Resampling.BILINEAR) if scale != 1 else image.convert("RGB")
+    image = images.rgb(image)
+    resized = image.resize((new_w, new_h), Image.Resampling.BILINEAR) if scale != 1 else image
     canvas[top : top + new_h, left : left + new_w] = np.asarray(resized)
     return (canvas.transpose(2, 0, 1)[None].astype(np.float32) / 255.0), scale, (left, top)
 
@@ -107,7 +109,7 @@ def decode_yolo(output: npt.NDArray[np.float32], names: tuple[str, ...], confide
     xyxy = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
     xyxy = (xyxy - np.array([pad[0], pad[1], pad[0], pad[1]], np.float32)) / scale
     labels = np.array(names, dtype=np.str_)[class_ids] if len(keep) else np.zeros(0, np.str_)
-    dets = Detections(xyxy, best[keep], labels).nms(iou)
+    dets = Detections(xyxy, best[keep], labels, classes=names).nms(iou)
     return dets[: max_detections].clip(*image_size)
 
 
@@ -164,11 +166,11 @@ class UltralyticsModel:
 
     def detect(self, image: Image.Image, confidence: float, iou: float, max_detections: int) -> Detections:
         with self._lock:
-            (result,) = self.model.predict(image.convert("RGB"), conf=confidence, iou=iou, max_det=max_detections,
+            (result,) = self.model.predict(images.rgb(image), conf=confidence, iou=iou, max_det=max_detections,
                                            device=self.device, verbose=False)
         boxes = result.boxes
         return Detections(boxes.xyxy.cpu().numpy(), boxes.conf.cpu().numpy(),
-                          np.array(self.names, dtype=np.str_)[boxes.cls.cpu().numpy().astype(int)])
+                          np.array(self.names, dtype=np.str_)[boxes.cls.cpu().numpy().astype(int)], classes=self.names)
 
 
 def pick_model_file(path: Path) -> Path:
