@@ -128,6 +128,10 @@ def test_hot_swap_under_a_stream_of_calls_fails_none(trained_model: Path, tmp_pa
                 await asyncio.gather(*callers)
                 assert after != before, "the new model was never loaded"
                 assert failures == [] and calls > 10
+                staged.write_bytes(b"not an onnx model")  # a broken replacement: the served model stays
+                staged.replace(live / "model.onnx")
+                await asyncio.to_thread(machine.wait_for_log, "still serving the current model")
+                assert (await det.do_command({"status": {}}))["version"] == after and await det.get_detections(image)
             finally:
                 await robot.close()
         asyncio.run(run())
