@@ -16,7 +16,7 @@ from viam.services.vision import VisionClient
 
 from labelsieve.detect.fast import FastDetectorConfig, OnnxModel, UltralyticsModel
 from labelsieve.errors import ConfigError
-from support import Machine, connect, encode, module
+from support import Machine, camera, connect, encode, module
 from test_dataset import scene_frames
 from test_train import trained_model  # noqa: F401  (the session's one trained model)
 
@@ -54,8 +54,13 @@ def test_config_problems_name_the_field(tmp_path: Path) -> None:
 
 
 def test_onnx_and_pt_through_the_runtime_and_a_light_process(trained_model: Path, tmp_path: Path) -> None:
-    services = (fast("onnx", trained_model), fast("pt", trained_model / "model.pt"))
-    with Machine(config(*services), tmp_path) as machine:
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    scene_frames(102, 1, 96)[0][0].save(frames / "0.jpg", quality=95)
+    services = (fast("onnx", trained_model, camera_name="cam"), fast("pt", trained_model / "model.pt"))
+    machine_config = {**config(*services), "components": [camera("cam", source=str(frames))]}
+    machine_config["modules"].append(module("media-camera"))
+    with Machine(machine_config, tmp_path) as machine:
         async def run() -> None:
             robot = await connect(machine.address)
             try:
@@ -64,6 +69,10 @@ def test_onnx_and_pt_through_the_runtime_and_a_light_process(trained_model: Path
                 a, b = await onnx.get_detections(image), await pt.get_detections(image)
                 assert a and [d.class_name for d in a] == [d.class_name for d in b]
                 assert all(abs(x.x_min - y.x_min) <= 2 and abs(x.confidence - y.confidence) < 0.02 for x, y in zip(a, b))
+                from_camera = await onnx.get_detections_from_camera("cam")
+                captured = await onnx.capture_all_from_camera("cam", return_image=True, return_detections=True)
+                assert from_camera and captured.image is not None and captured.detections == from_camera
+                assert all(0 <= d.x_min <= d.x_max <= 96 for d in from_camera)
                 status = await onnx.do_command({"status": {}})
                 assert status["backend"] == "OnnxModel" and status["classes"] == ["blue", "red"]
                 assert (await pt.do_command({"status": {}}))["backend"] == "UltralyticsModel"
