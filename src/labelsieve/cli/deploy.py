@@ -29,11 +29,12 @@ def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def handle(args: argparse.Namespace) -> int:
+    from labelsieve.errors import InputError
     from labelsieve.train.deploy import deploy_to_config, deploy_to_fleet
 
     if args.config:
         if not args.service:
-            raise SystemExit("labelsieve deploy: --config needs --service NAME")
+            raise InputError("--config needs --service NAME (the fast-detector service to point at the model)")
         decision = deploy_to_config(args.model_dir, args.config, args.service, args.force)
         print(f"promotion: {decision}\n{args.config}: {args.service} now serves {args.model_dir.resolve()}")
     else:
