@@ -101,6 +101,9 @@ class FastDetectorService(Vision, EasyResource):
                 if not isinstance(exc, BackendUnavailable):
                     broken = seen  # a bad file is not retried until it changes again
                 continue
+            except Exception:  # a bug must not end the watcher: the next poll tries again
+                log.exception("%s: checking for a new model failed; still serving the current model", self.name)
+                continue
             problem = ""
             self.slot.load(self._key(version), lambda v=version, m=model: (v, m))
 

@@ -253,7 +253,7 @@ class ModelSource:
             return pick_model_file(resolve_path(self.model_path))
         with self._fetching:
             local = fetch_model(self.model_path, version, self.cache / "models")
-        partial = self._remembered.with_suffix(".tmp")  # remembered only once the model is complete in the cache
-        partial.write_text(version)
-        os.replace(partial, self._remembered)
+            partial = self._remembered.with_suffix(".tmp")  # remembered only once the model is complete in the cache
+            partial.write_text(version)
+            os.replace(partial, self._remembered)
         return pick_model_file(local)
