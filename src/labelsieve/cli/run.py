@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
-import signal
 from pathlib import Path
 
 from labelsieve.cli.common import add_machine_config, verb
+from labelsieve.runtime.listener import DEFAULT_MAX_REQUEST_BYTES
 
 __all__ = ["add"]
 
@@ -32,7 +31,9 @@ def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     run.add_argument("--tls-cert", type=Path, help="PEM certificate (chain) for the client listener")
     run.add_argument("--tls-key", type=Path, help="PEM private key for --tls-cert (if not inside it)")
     run.add_argument("--no-watch", dest="watch_config", action="store_false", help="do not apply config file edits live")
-    run.set_defaults(handler=lambda args: asyncio.run(_run(args)))
+    run.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
+                     help="refuse larger requests with RESOURCE_EXHAUSTED (default 64 MiB)")
+    run.set_defaults(handler=_run)
 
 
 def _connect_hint(address: str, key_id: str | None, keyed: bool, tls: bool) -> str:
@@ -49,43 +50,14 @@ def _connect_hint(address: str, key_id: str | None, keyed: bool, tls: bool) -> s
             "  Ctrl-C stops (a second Ctrl-C forces).")
 
 
-async def _run(args: argparse.Namespace) -> int:
-    from labelsieve.runtime import RuntimeOptions, Supervisor
+def _run(args: argparse.Namespace) -> int:
+    from labelsieve.runtime import RuntimeOptions, Server
 
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         log.warning("listening on %s with no API key: anyone who can reach this port controls the machine", args.host)
     options = RuntimeOptions(args.config.resolve(), args.host, args.port, args.api_key, args.api_key_id,
-                             args.tls_cert, args.tls_key, args.data_dir, args.watch_config)
-    supervisor = Supervisor(options)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def on_signal() -> None:
-        if stop.is_set():
-            log.warning("second signal: killing modules now")
-            supervisor.kill()
-            os._exit(130)
-        log.info("stopping (signal again to force)")
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
-    try:
-        start = asyncio.create_task(supervisor.start())
-        await asyncio.wait([start, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
-        if not start.done():
-            start.cancel()
-        await asyncio.gather(start, return_exceptions=True)
-        if start.cancelled():
-            return 130
-        start.result()
-        print(_connect_hint(supervisor.address, args.api_key_id, bool(args.api_key), bool(args.api_key or args.tls_cert)),
-              flush=True)
-        await supervisor.run_until(stop)
-        return 0
-    finally:
-        await supervisor.shutdown()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-
-
+                             args.tls_cert, args.tls_key, args.data_dir, args.watch_config,
+                             max_request_bytes=args.max_request_bytes)
+    tls = bool(args.api_key or args.tls_cert)
+    return Server(options, lambda runtime: print(_connect_hint(runtime.address, args.api_key_id, bool(args.api_key), tls),
+                                                 flush=True)).run()

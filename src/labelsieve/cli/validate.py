@@ -18,9 +18,9 @@ def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def handle(args: argparse.Namespace) -> int:
-    from labelsieve.runtime import RuntimeOptions, Supervisor
+    from labelsieve.runtime import Runtime, RuntimeOptions
 
     options = RuntimeOptions(args.config.resolve(), data_dir=args.data_dir, watch_config=False)
-    config = asyncio.run(Supervisor(options).validate())
+    config = asyncio.run(Runtime(options).validate())
     print(f"{args.config}: valid ({len(config.modules)} modules, {len(config.resources)} resources)")
     return 0

@@ -1,12 +1,14 @@
 """The machine config: viam-server's JSON shape, parsed and statically validated before anything starts.
 
 What can be checked without a module process is checked here (keys, names, API and model shapes, executables,
-references, cycles); what needs the module (served models, its own `ValidateConfig`) is checked by the Supervisor.
+references, cycles); what needs the module (served models, its own `ValidateConfig`) is checked by the resource layer.
+viam-server's short model forms are accepted: `"fake"` is `rdk:builtin:fake`, `"builtin"` is `rdk:builtin:builtin`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -22,6 +24,9 @@ __all__ = ["MachineConfig", "ModuleConfig", "ResourceConfig", "load_config", "de
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _API = re.compile(r"^[A-Za-z0-9_-]+:(component|service):[A-Za-z0-9_-]+$")
 _MODEL = re.compile(r"^[A-Za-z0-9_-]+:[A-Za-z0-9_-]+:[A-Za-z0-9_-]+$")
+_SHORT_MODEL = re.compile(r"^[A-Za-z0-9_-]+$")
+#: Owner names the runtime uses itself.
+_RESERVED_MODULE_NAMES = {"builtin"}
 _PLACEHOLDER = re.compile(r"\$\{environment\.([A-Za-z_][A-Za-z0-9_]*)\}")
 
 _TOP_KEYS = {"components", "services", "modules"}
@@ -99,12 +104,16 @@ def _parse_module(raw: Any, index: int, base: Path) -> ModuleConfig:
     check_keys(where, "", raw, _MODULE_KEYS)
     if not _NAME.match(str(raw.get("name", ""))):
         raise ConfigError(where, "name", "must be letters, digits, '-' or '_'", "give the module a short unique name")
+    if raw["name"] in _RESERVED_MODULE_NAMES:
+        raise ConfigError(where, "name", f"'{raw['name']}' is reserved for the runtime's own services", "pick another name")
     kind = raw.get("type", "local")
     if kind != "local":
         raise ConfigError(where, "type", f"'{kind}' modules are not supported by the embedded runtime",
                           "use \"type\": \"local\" with an executable_path")
     exe_raw = _expect(raw.get("executable_path"), str, where, "executable_path", "a path to the module's run script")
-    exe = (base / exe_raw).resolve()
+    exe = (base / Path(exe_raw).expanduser()).resolve()
+    if exe.is_dir():
+        raise ConfigError(where, "executable_path", f"{exe} is a folder, not a program", "point it at the module's run script")
     if not exe.is_file():
         raise ConfigError(where, "executable_path", f"{exe} does not exist", "paths are relative to the config file")
     if not os.access(exe, os.X_OK):
@@ -135,6 +144,8 @@ def _parse_resource(raw: Any, section: str, index: int) -> ResourceConfig:
     if api.split(":")[1] != kind:
         raise ConfigError(where, "api", f"'{api}' is not a {kind}", f"move it to \"{'services' if kind == 'component' else 'components'}\"")
     model = raw.get("model")
+    if isinstance(model, str) and _SHORT_MODEL.match(model):  # viam-server's short forms of its builtin models
+        model = f"rdk:builtin:{model}"
     if not isinstance(model, str) or not _MODEL.match(model):
         raise ConfigError(where, "model", f"must be a 'namespace:family:name' triplet, got {json.dumps(model)}",
                           "e.g. \"labelsieve:camera:media\"")
@@ -194,7 +205,26 @@ def load_config(path: str | os.PathLike[str]) -> MachineConfig:
         raise ConfigError(path.name, "", f"is not valid JSON: line {exc.lineno} column {exc.colno}: {exc.msg}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(path.name, "", f"is not UTF-8 text: {exc}") from None
+    except RecursionError:
+        raise ConfigError(path.name, "", "is nested too deeply to be a machine config") from None
+    if where := _non_finite(raw):
+        raise ConfigError(path.name, where, "is NaN or Infinity, which JSON does not allow (Python's parser does)",
+                          "use a finite number")
     return parse_config(raw, path, source)
+
+
+def _non_finite(raw: Any) -> str:
+    """The path of the first NaN or Infinity (a NaN frame rate would pass validation, then fail every call), or ""."""
+    stack: list[tuple[str, Any]] = [("", raw)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return where
+        if isinstance(value, dict):
+            stack += [(f"{where}.{k}" if where else str(k), v) for k, v in value.items()]
+        elif isinstance(value, list):
+            stack += [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+    return ""
 
 
 def dependency_order(config: MachineConfig, implicit: Mapping[str, Iterable[str]]) -> list[ResourceConfig]:

@@ -8,7 +8,8 @@ import logging
 import os
 import re
 import signal
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -27,15 +28,17 @@ from viam.utils import dict_to_struct
 
 from labelsieve.errors import ModuleError
 from labelsieve.runtime.config import ModuleConfig, ResourceConfig
-from labelsieve.runtime.server import PassThroughCodec
+from labelsieve.runtime.routing import PassThroughCodec
 
-__all__ = ["ModuleProcess", "component_config", "socket_path"]
+__all__ = ["Dependencies", "ModuleProcess", "VALIDATE_TIMEOUT_S", "component_config", "socket_path"]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 #: The Python SDK's own line format before a module reaches its parent: "<date> <time>\t\t<LEVEL>\t<rest>".
 _SDK_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+(DEBUG|INFO|WARNING|ERROR|CRITICAL)\s+(.*)$")
 _SOCKET_MAX = 103
 _PR_SET_PDEATHSIG = 1
+#: viam-server gives a module's ValidateConfig 5 s; a check that passes here must pass there.
+VALIDATE_TIMEOUT_S = 5.0
 #: Variables of the runtime itself that a module (perhaps a third party's) has no business reading.
 _PRIVATE_ENV = ("LABELSIEVE_API_KEY", "LABELSIEVE_API_KEY_ID")
 T = TypeVar("T")
@@ -67,20 +70,71 @@ def component_config(resource: ResourceConfig) -> ComponentConfig:
     return config
 
 
+@dataclass(frozen=True)
+class Dependencies:
+    """What a resource's `validate_config` named: required ones must exist; optional ones are passed when they do."""
+
+    required: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
+
+
+class _OutputLog:
+    """Turns a module's output into log records. stdout lines in the SDK's own format keep their level, other stdout is
+    INFO; stderr is at least WARNING (Python's last-resort handler writes a module's warnings there, unprefixed), and a
+    traceback becomes one ERROR record instead of one record per line, logged once however often a crash-looping module
+    repeats it (`seen` outlives the process, across restarts)."""
+
+    def __init__(self, log: logging.Logger, floor: int, seen: set[str]) -> None:
+        self.log, self.floor, self.seen = log, floor, seen
+        self._traceback: list[str] = []
+
+    def line(self, raw: str) -> None:
+        text = _ANSI.sub("", raw).rstrip()
+        if self._traceback:
+            self._traceback.append(text)
+            if text and not text[0].isspace():  # the exception line closes the traceback
+                self.flush()
+            return
+        if not text.strip():
+            return
+        if text.startswith("Traceback (most recent call last)"):
+            self._traceback = [text]
+        elif m := _SDK_LINE.match(text.strip()):
+            self.log.log(max(logging.getLevelName(m.group(1)), self.floor), "%s", m.group(2).replace("\t", " ").strip())
+        else:
+            self.log.log(self.floor, "%s", text.strip())
+
+    def flush(self) -> None:
+        if self._traceback:
+            text, self._traceback = "\n".join(self._traceback), []
+            if text in self.seen:
+                self.log.debug("the same traceback again: %s", text.splitlines()[-1])
+            else:
+                self.seen.add(text)
+                self.log.error("%s", text)
+
+
 class ModuleProcess:
     """start / wait / stop for one module, plus the ModuleService calls the runtime makes to it."""
 
-    def __init__(self, config: ModuleConfig, socket_dir: Path, data_dir: Path, config_dir: Path, timeout: float) -> None:
+    def __init__(self, config: ModuleConfig, socket_dir: Path, data_dir: Path, config_dir: Path, timeout: float,
+                 on_spawn: Callable[[int], None] = lambda pid: None) -> None:
         self.config = config
         self.config_dir = config_dir
         self.socket = socket_path(socket_dir, f"{config.name}.sock")
         self.data_dir = data_dir / "module-data" / config.name
         self.home = data_dir
         self.timeout = timeout
+        self.on_spawn = on_spawn
         self.log = logging.getLogger(f"labelsieve.module.{config.name}")
         self._proc: asyncio.subprocess.Process | None = None
         self._channel: Channel | None = None
-        self._pump: asyncio.Task[None] | None = None
+        self._pumps: list[asyncio.Task[None]] = []
+        self._tracebacks: set[str] = set()
+
+    @property
+    def name(self) -> str:
+        return self.config.name
 
     @property
     def channel(self) -> Channel:
@@ -90,6 +144,10 @@ class ModuleProcess:
     @property
     def stub(self) -> ModuleServiceStub:
         return ModuleServiceStub(self.channel)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
 
     def is_alive(self) -> bool:
         return self._proc is not None and self._proc.returncode is None
@@ -114,7 +172,7 @@ class ModuleProcess:
                 finally:
                     loop.remove_reader(fd)
                     os.close(fd)
-        self._kill_group(signal.SIGKILL)  # its orphans too, which also closes the output pipe
+        self._kill_group(signal.SIGKILL)  # its orphans too, which also closes the output pipes
         return await self._proc.wait()
 
     async def start(self) -> None:
@@ -138,12 +196,15 @@ class ModuleProcess:
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 *argv, cwd=exe.parent, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT, preexec_fn=_die_with_parent, start_new_session=True,
+                stderr=asyncio.subprocess.PIPE, preexec_fn=_die_with_parent, start_new_session=True,
             )
         except OSError as exc:
-            raise ModuleError(f"module '{self.config.name}' could not be started ({exe}): {exc}; "
+            raise ModuleError(f"module '{self.config.name}' could not be started ({exe}): {exc.strerror}; "
                               "is it a script with a #! line, or a binary for this machine?") from exc
-        self._pump = asyncio.create_task(self._pump_output(self._proc.stdout))
+        self.on_spawn(self._proc.pid)
+        self._pumps = [asyncio.create_task(self._pump(self._proc.stdout, _OutputLog(self.log, logging.INFO, self._tracebacks))),
+                       asyncio.create_task(self._pump(self._proc.stderr,
+                                                      _OutputLog(self.log, logging.WARNING, self._tracebacks)))]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         while not await self._accepts():  # the file appears at bind(), before listen(): probe with a real connect
@@ -165,26 +226,19 @@ class ModuleProcess:
         await writer.wait_closed()
         return True
 
-    async def _pump_output(self, stream: asyncio.StreamReader | None) -> None:
-        """Module output goes to the runtime log under the module's name (crash tracebacks arrive this way). Read in
-        chunks and split on '\\r' too: a progress bar writes no newline, and a stalled reader would block the module."""
+    @staticmethod
+    async def _pump(stream: asyncio.StreamReader | None, sink: _OutputLog) -> None:
+        """Read in chunks and split on '\\r' too: a progress bar writes no newline, and a stalled reader would block the
+        module."""
         assert stream is not None
         pending = ""
         while chunk := await stream.read(65536):
             *lines, pending = re.split(r"[\r\n]", pending + chunk.decode(errors="replace"))
             for line in lines:
-                self._log_line(line)
+                sink.line(line)
             pending = pending[-65536:]
-        self._log_line(pending)
-
-    def _log_line(self, line: str) -> None:
-        """At the level the module logged it, without its timestamp; anything else (a traceback, a print) at INFO."""
-        if not (text := _ANSI.sub("", line).strip()):
-            return
-        if m := _SDK_LINE.match(text):
-            self.log.log(logging.getLevelName(m.group(1)), "%s", m.group(2).replace("\t", " ").strip())
-        else:
-            self.log.info("%s", text)
+        sink.line(pending)
+        sink.flush()
 
     def _kill_group(self, sig: int) -> None:
         if self._proc is not None:
@@ -211,8 +265,7 @@ class ModuleProcess:
                 self.log.warning("did not exit %.0f s after SIGTERM; killing it", timeout)
                 self._kill_group(signal.SIGKILL)
                 await self._proc.wait()
-        if self._pump is not None:
-            await asyncio.gather(self._pump, return_exceptions=True)
+        await asyncio.gather(*self._pumps, return_exceptions=True)
         self.socket.unlink(missing_ok=True)
 
     # The module protocol. Each call maps a transport failure to a ModuleError naming the module and the step.
@@ -229,12 +282,12 @@ class ModuleProcess:
             served.setdefault(f"{sub.namespace}:{sub.type}:{sub.subtype}", set()).update(handler.models)
         return served
 
-    async def validate(self, resource: ResourceConfig) -> list[str]:
+    async def validate(self, resource: ResourceConfig) -> Dependencies:
         """The module's own ValidateConfig -> implicit dependencies (short names). An invalid config is a GRPCError."""
         request = ValidateConfigRequest(config=component_config(resource))
-        response = await self._call(f"ValidateConfig({resource.name})", self.stub.ValidateConfig(request, timeout=self.timeout),
-                                    passthrough=True)
-        return [*response.dependencies]
+        response = await self._call(f"ValidateConfig({resource.name})",
+                                    self.stub.ValidateConfig(request, timeout=VALIDATE_TIMEOUT_S), passthrough=True)
+        return Dependencies(tuple(response.dependencies), tuple(response.optional_dependencies))
 
     async def add(self, resource: ResourceConfig, dependencies: list[str]) -> None:
         await self._call(f"AddResource({resource.name})", self.stub.AddResource(
@@ -256,5 +309,7 @@ class ModuleProcess:
             if passthrough:
                 raise
             raise ModuleError(f"module '{self.config.name}' failed {step}: {exc.status.name}: {exc.message}") from exc
-        except (OSError, TimeoutError, ProtocolError, StreamTerminatedError) as exc:  # the module died mid-call
+        except TimeoutError as exc:
+            raise ModuleError(f"module '{self.config.name}' did not answer {step} in time") from exc
+        except (OSError, ProtocolError, StreamTerminatedError) as exc:  # the module died mid-call
             raise ModuleError(f"module '{self.config.name}' did not answer {step}: {exc!r}") from exc
