@@ -55,8 +55,10 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     picture([((150, 110, 170, 130), (0, 0, 0))]).save(frames / "001-empty.jpg", quality=95)
     picture([((150, 110, 170, 130), (0, 0, 0))]).save(frames / "002-still.jpg", quality=94)  # near-duplicate bytes
     picture([], background=(20, 20, 20)).save(frames / "003-fail.jpg", quality=95)
+    picture([((20, 20, 80, 100), RED), ((100, 20, 160, 100), (220, 30, 220))]).save(root / "magenta.jpg", quality=95)
     boxes = {"000-scene.jpg": [[*box, score, name] for box, _, name, score in SCENE],
-             "002-still.jpg": [[20, 20, 80, 100, 0.9, "person"]]}  # would be kept, were the gate to let the frame through
+             "002-still.jpg": [[20, 20, 80, 100, 0.9, "person"]],  # would be kept, were the gate to let the frame through
+             "magenta.jpg": [[20, 20, 80, 100, 0.9, "person"], [100, 20, 160, 100, 0.9, "person"]]}  # the verifier fails
     (root / "boxes.json").write_text(json.dumps(boxes))
     return {"frames": frames, "boxes": root / "boxes.json", "root": root}
 
@@ -79,7 +81,7 @@ def machine(scene: dict[str, Path], gdino_dir: Path) -> Iterator[tuple[Machine, 
                         module("grounding-detector"), module("vlm-verifier")],
             "components": [camera("cam", source=str(scene["frames"]))],
             "services": [
-                vision("proposer", "test:vision:scripted-proposer", frames=str(scene["frames"]), boxes=str(scene["boxes"]),
+                vision("proposer", "test:vision:scripted-proposer", frames=str(scene["root"]), boxes=str(scene["boxes"]),
                        fail=["003-fail.jpg"]),
                 vision("vlm", "test:vision:colour-verifier", batch="unimplemented", delay=0.1),
                 vision("vlm-batch", "test:vision:colour-verifier", batch="verify"),
@@ -175,6 +177,11 @@ def test_a_batch_verifier_is_asked_once_a_frame_and_others_crop_by_crop(machine:
             assert_expected(await sieve.get_detections(jpeg(scene["frames"] / "000-scene.jpg")))
         calls = await VisionClient.from_robot(robot, f"vlm-{verifier}").do_command({"calls": {}})
         assert (calls["batch_calls"], calls["classify_calls"]) == ((2, 0) if verifier == "batch" else (0, 12))
+        assert await sieve.get_detections(jpeg(scene["root"] / "magenta.jpg")) == []  # one crop fails: nothing is labelled
+        stats = await sieve.do_command({"stats": {}})
+        assert stats["stats"]["verifier_errors"] == 1 and stats["stats"]["boxes_kept"] == 6
+        assert stats["last_decision"]["outcome"] == "verifier_failed"
+        assert "UNAVAILABLE: scripted failure on a magenta crop" in stats["last_decision"]["reasons"][0]
         proposer = await VisionClient.from_robot(robot, "proposer").do_command({"calls": {}})
         assert set(proposer["queries"]) == {"person. car."}  # the rules' classes, as the grounding detector reads them
 

@@ -2,10 +2,11 @@
 
 - `test:vision:scripted-proposer`: `get_detections` returns the boxes listed for the frame in a JSON file,
   `{"<frame file name>": [[x0, y0, x1, y1, score, "class"], ...]}`. A frame is recognised by the SHA-256 of its bytes
-  among the files of `frames` (the media camera passes files through untouched), so a test knows which frame came.
+  among the files under `frames` (the media camera passes files through untouched), so a test knows which frame came.
   Frames named in `fail` answer UNAVAILABLE. `delay` seconds per call stands in for a model's cost.
 - `test:vision:colour-verifier`: answers by the crop's mean colour: red -> "yes", blue -> "no", green -> "unsure",
-  anything else -> "maybe" (a class the filter must read as unsure), with confidence 0.9. `batch` chooses what
+  magenta -> UNAVAILABLE (a verifier failing), anything else -> "maybe" (a class the filter must read as unsure), with
+  confidence 0.9. `batch` chooses what
   `do_command({"verify": ...})` does: "verify" answers the batch, "unimplemented" answers UNIMPLEMENTED, "ignore" answers {}.
 
 Both answer `do_command({"calls": {}})` with what they were asked, so a test can count model calls.
@@ -48,7 +49,7 @@ class ScriptedProposer(Vision, EasyResource):
     def new(cls, config: ComponentConfig, dependencies: Mapping[ResourceName, ResourceBase]) -> Self:
         attributes = struct_to_dict(config.attributes)
         self = cls(config.name)
-        self.frames = {hashlib.sha256(p.read_bytes()).hexdigest(): p.name for p in Path(attributes["frames"]).iterdir()}
+        self.frames = {hashlib.sha256(p.read_bytes()).hexdigest(): p.name for p in Path(attributes["frames"]).rglob("*.jpg")}
         self.boxes = json.loads(Path(attributes["boxes"]).read_text())
         self.fail, self.delay = set(attributes.get("fail", [])), float(attributes.get("delay", 0.0))
         self.calls, self.queries = 0, []
@@ -72,6 +73,8 @@ class ScriptedProposer(Vision, EasyResource):
 
 def _answer(data: bytes) -> Classification:
     red, green, blue = ImageStat.Stat(Image.open(io.BytesIO(data)).convert("RGB")).mean
+    if min(red, blue) > green + 80:
+        raise GRPCError(Status.UNAVAILABLE, "scripted failure on a magenta crop")
     ranked = sorted([(red, "yes"), (green, "unsure"), (blue, "no")], reverse=True)
     answer = ranked[0][1] if ranked[0][0] > ranked[1][0] + 40 else "maybe"
     return Classification(class_name=answer, confidence=0.9)
