@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from labelsieve.capture.format import decode_provenance, encode_provenance
 from labelsieve.detections import Detections
 from labelsieve.errors import ConfigError
 from labelsieve.filter import AutoLabelFilter, FilterConfig, Frame
@@ -78,6 +79,8 @@ def test_yes_relabels_no_becomes_the_negative_label_and_unsure_is_dropped() -> N
         {"rule": 1, "question": "Hat?", "proposer": "gdino", "proposer_class": "person", "proposer_score": pytest.approx(0.8),
          "verifier": "vlm", "answer": "yes", "verifier_confidence": 0.7, "agreement": pytest.approx(0.56), "crop": [6, 2, 54, 98]},
     ]
+    for p in decision.provenance:  # what the data manager stores in BoundingBox.id comes back whole
+        assert decode_provenance(encode_provenance(p.as_dict())) == p.as_dict()
     # one box per rule that asks about it; the dog has no rule; padding 0.1 each side of the person, none on the car
     assert sorted(stages.asked) == [((40, 40), "Red car?"), ((48, 96), "Glasses?"), ((48, 96), "Hat?")]
     assert sieve.stats.as_dict() == {

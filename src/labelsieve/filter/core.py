@@ -88,6 +88,14 @@ class FilterStats:
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
 
+    def count_verdict(self, answer: Literal["yes", "no", "unsure"]) -> None:
+        if answer == "yes":
+            self.verified_yes += 1
+        elif answer == "no":
+            self.verified_no += 1
+        else:
+            self.verified_unsure += 1
+
 
 class AutoLabelFilter:
     def __init__(self, config: FilterConfig, propose: Proposer, verify: VerifyCrops, *,
@@ -100,7 +108,8 @@ class AutoLabelFilter:
 
     async def examine(self, frame: Frame, *, gate: bool = True) -> Decision:
         """Both stages on one frame. With `gate` (camera frames) a near-duplicate of the last frame examined is skipped;
-        without it (an image a caller sent on purpose) the frame is always examined and does not move the gate."""
+        without it (an image a caller sent on purpose) the frame is always examined and does not move the gate. A frame
+        whose examination failed does not become the gate's reference, so the next one like it is examined again."""
         self.stats.frames_seen += 1
         decision = await self._decide(frame, gate)
         self.last = decision
@@ -170,7 +179,7 @@ class AutoLabelFilter:
         for (box, r), crop_box, verdict in zip(asked, crops, verdicts):
             rule, score = self.config.rules[r], float(proposals.confidence[box])
             answer = verdict.answer if verdict.answer in ("yes", "no") else "unsure"
-            setattr(self.stats, f"verified_{answer}", getattr(self.stats, f"verified_{answer}") + 1)
+            self.stats.count_verdict(answer)
             label = {"yes": rule.label, "no": rule.negative_label}.get(answer)
             said = f"box {box} ({proposals.class_name[box]} {score:.2f}), rule {r}: {verdict.answer} {verdict.confidence:.2f}"
             if label is None:
