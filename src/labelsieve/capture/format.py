@@ -17,9 +17,9 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from google.protobuf.internal.decoder import _DecodeVarint  # type: ignore[attr-defined]
 from google.protobuf.internal.encoder import _VarintBytes  # type: ignore[attr-defined]
@@ -63,12 +63,27 @@ def _frame(message: Any) -> bytes:
     return _VarintBytes(len(body)) + body
 
 
+def _new_progress_file(folder: Path, name: str | None) -> tuple[Path, Path, BinaryIO]:
+    """Open a fresh `.prog` file. Without a given name, a name already taken (two images in one microsecond, as GetImages
+    can produce) moves on by a microsecond: viam-server would overwrite the first file there; we never do."""
+    now = datetime.now()
+    while True:
+        stem = name or capture_file_name(now)
+        progress, final = folder / f"{stem}{PROGRESS_SUFFIX}", folder / f"{stem}{CAPTURE_SUFFIX}"
+        if name or not final.exists():
+            flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if name else os.O_EXCL)
+            try:
+                return progress, final, os.fdopen(os.open(progress, flags, 0o600), "wb")  # viam-server's 0600
+            except FileExistsError:
+                pass
+        now += timedelta(microseconds=1)
+
+
 def write_capture(folder: Path, header: DataCaptureMetadata, readings: Iterable[SensorData], name: str | None = None) -> Path:
     """Write one closed capture file: `.prog` first, fsync, then rename to `.capture`. Returns the final path."""
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = name or capture_file_name()
-    progress, final = folder / f"{stem}{PROGRESS_SUFFIX}", folder / f"{stem}{CAPTURE_SUFFIX}"
-    with open(progress, "wb") as out:
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)  # viam-server's MkdirAll(dir, 0o700)
+    progress, final, out = _new_progress_file(folder, name)
+    with out:
         out.write(_frame(header))
         for reading in readings:
             out.write(_frame(reading))

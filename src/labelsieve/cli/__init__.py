@@ -8,12 +8,12 @@ import logging
 import ssl
 import sys
 
-from labelsieve.cli import run, validate
+from labelsieve.cli import run, sync, validate
 from labelsieve.errors import LabelsieveError
 
 __all__ = ["main"]
 
-VERBS = (run, validate)
+VERBS = (run, validate, sync)
 
 EXAMPLES = """examples:
   labelsieve run configs/demo.json                      serve on 127.0.0.1:8080, reload on edits

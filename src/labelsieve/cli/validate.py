@@ -23,4 +23,6 @@ def handle(args: argparse.Namespace) -> int:
     options = RuntimeOptions(args.config.resolve(), data_dir=args.data_dir, watch_config=False)
     config = asyncio.run(Runtime(options).validate())
     print(f"{args.config}: valid ({len(config.modules)} modules, {len(config.resources)} resources)")
+    for warning in config.warnings:
+        print(f"  warning, for viam-server: {warning}")
     return 0

@@ -32,6 +32,12 @@ _PLACEHOLDER = re.compile(r"\$\{environment\.([A-Za-z_][A-Za-z0-9_]*)\}")
 _TOP_KEYS = {"components", "services", "modules"}
 _IGNORED_TOP = {"network", "auth", "cloud", "agent", "debug", "disable_partial_start", "enable_web_profile", "revision"}
 _UNSUPPORTED_TOP = {"remotes", "processes", "packages", "fragments", "jobs", "overwrite_fragment_status", "maintenance"}
+_UNSUPPORTED_FIX = {
+    "remotes": "another machine's resources need viam-server; run this config there, or run the remote's modules here",
+    "processes": "start the process yourself, or run this config under viam-server, whose process manager runs them",
+    "packages": "registry packages are downloaded by viam-server; download the package and give its local path instead",
+    "fragments": "paste the fragment's components, services and modules into this config, or run it under viam-server",
+}
 _RESOURCE_KEYS = {"name", "api", "type", "namespace", "model", "attributes", "depends_on", "service_configs", "frame",
                   "log_configuration"}
 _MODULE_KEYS = {"type", "name", "executable_path", "env", "log_level", "module_id", "version"}
@@ -70,6 +76,8 @@ class MachineConfig:
     ignored: tuple[str, ...] = ()
     #: The file's bytes as parsed, so a watcher started later still sees an edit made meanwhile.
     source: bytes = field(default=b"", compare=False, repr=False)
+    #: What viam-server would refuse or read differently, each with its fix (this runtime accepts it).
+    warnings: tuple[str, ...] = ()
 
     def resource(self, name: str) -> ResourceConfig:
         return next(r for r in self.resources if r.name == name)
@@ -164,7 +172,8 @@ def parse_config(raw: Any, path: Path, source: bytes = b"") -> MachineConfig:
     _expect(raw, dict, where, "", "a JSON object")
     for key in raw:
         if key in _UNSUPPORTED_TOP:
-            raise ConfigError(where, key, "is not supported by labelsieve's embedded runtime", "run this config under viam-server")
+            raise ConfigError(where, key, "is not supported by labelsieve's embedded runtime",
+                              _UNSUPPORTED_FIX.get(key, "run this config under viam-server"))
     check_keys(where, "", (k for k in raw if k not in _IGNORED_TOP), _TOP_KEYS)
     raw = _substitute(raw, where)
     modules = tuple(_parse_module(m, i, path.parent) for i, m in enumerate(_expect(raw.get("modules", []), list, where, "modules", "a list")))
@@ -181,9 +190,27 @@ def parse_config(raw: Any, path: Path, source: bytes = b"") -> MachineConfig:
             if dep not in names:
                 raise ConfigError(f"resource '{r.name}'", "depends_on", f"names '{dep}', which is not in the config",
                                   "add that resource or remove the dependency")
-    config = MachineConfig(path, modules, resources, tuple(sorted(set(raw) & _IGNORED_TOP)), source)
+    config = MachineConfig(path, modules, resources, tuple(sorted(set(raw) & _IGNORED_TOP)), source,
+                           tuple(_viam_server_differences(raw, path.parent)))
     dependency_order(config, {})
     return config
+
+
+def _viam_server_differences(raw: dict[str, Any], base: Path) -> Iterable[str]:
+    """viam-server needs an absolute `executable_path` and sets no config directory, so a relative path in an attribute
+    would be read against the module's own folder there, not against the config file as here."""
+    for m in raw.get("modules", []):
+        exe = str(m.get("executable_path", ""))
+        if exe and not Path(exe).expanduser().is_absolute():
+            yield (f"module '{m.get('name')}': 'executable_path' {exe!r} is relative; viam-server needs an absolute path: "
+                   f"use \"{os.path.abspath(base / exe)}\"")
+    for section in ("components", "services"):
+        for r in raw.get(section, []):
+            for key, value in (r.get("attributes") or {}).items():
+                if isinstance(value, str) and value.strip(".") and not Path(value).expanduser().is_absolute() \
+                        and (base / value).exists():
+                    yield (f"resource '{r.get('name')}': 'attributes.{key}' {value!r} is a relative path; viam-server "
+                           f"would not read it against this file's folder: use \"{os.path.abspath(base / value)}\"")
 
 
 def _unique(labels: Iterable[str]) -> None:

@@ -71,6 +71,10 @@ class Runtime:
         self.routes = Routes()
         self.forwarder = Forwarder(self.routes)
         limit_request_size(options.max_request_bytes)
+        # Builtins run in this process and read these as a module would: the data manager's default capture_dir is
+        # $VIAM_HOME/capture, and relative paths in attributes resolve against the config's folder.
+        os.environ["VIAM_HOME"] = str(options.data_dir)
+        os.environ["LABELSIEVE_CONFIG_DIR"] = str(options.config_path.parent)
         _sweep_stale_socket_dirs()
         self._socket_dir = Path(tempfile.mkdtemp(prefix=_SOCKET_PREFIX, dir="/tmp"))  # short: socket paths max ~103 chars
         (self._socket_dir / "runtime.pid").write_text(str(os.getpid()))
@@ -249,6 +253,8 @@ def _sweep_stale_socket_dirs() -> None:
 
 
 def _note_ignored(config: MachineConfig) -> None:
+    for warning in config.warnings:
+        log.info("runs here, but not as written under viam-server: %s", warning)
     if config.ignored:
         log.warning("%s: ignoring %s (the embedded runtime takes listen address and keys from its command line)",
                     config.path.name, ", ".join(config.ignored))

@@ -21,6 +21,7 @@ from labelsieve.runtime.config import ModuleConfig, ResourceConfig
 from labelsieve.runtime.listener import make_server
 from labelsieve.runtime.process import Dependencies, ModuleProcess, socket_path
 from labelsieve.runtime.reaper import Reaper
+from labelsieve.runtime.reflection import service_methods
 from labelsieve.runtime.robot import RobotService
 from labelsieve.runtime.routing import Forwarder, Link, Routes
 
@@ -133,7 +134,12 @@ class ModulePool:
         try:
             await module.process.start()
             module.link.channel = module.process.channel
-            module.served = await module.process.ready(str(module.parent_socket))
+            ready = await module.process.ready(str(module.parent_socket))
+            for api, (service, _) in ready.items():
+                if not self.forwarder.knows(api):
+                    self.forwarder.learn(api, await service_methods(module.process.channel, service, module.name))
+                    log.info("module '%s' serves its own API %s (%s)", module.name, api, service)
+            module.served = {api: models for api, (_, models) in ready.items()}
         except LabelsieveError:
             await module.process.stop()  # a live process that failed Ready would never be noticed by its watcher
             raise

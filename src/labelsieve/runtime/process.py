@@ -270,16 +270,17 @@ class ModuleProcess:
 
     # The module protocol. Each call maps a transport failure to a ModuleError naming the module and the step.
 
-    async def ready(self, parent_address: str) -> dict[str, set[str]]:
-        """Ready -> {api: {models}} the module serves."""
+    async def ready(self, parent_address: str) -> dict[str, tuple[str, set[str]]]:
+        """Ready -> {api: (its protobuf service, {models})} the module serves."""
         response = await self._call("Ready", self.stub.Ready(
             ReadyRequest(parent_address=parent_address, raw_parent_address=parent_address), timeout=self.timeout))
         if not response.ready:
             raise ModuleError(f"module '{self.config.name}' reported not ready")
-        served: dict[str, set[str]] = {}
+        served: dict[str, tuple[str, set[str]]] = {}
         for handler in response.handlermap.handlers:
             sub = handler.subtype.subtype
-            served.setdefault(f"{sub.namespace}:{sub.type}:{sub.subtype}", set()).update(handler.models)
+            api = f"{sub.namespace}:{sub.type}:{sub.subtype}"
+            served.setdefault(api, (handler.subtype.proto_service, set()))[1].update(handler.models)
         return served
 
     async def validate(self, resource: ResourceConfig) -> Dependencies:

@@ -203,16 +203,30 @@ class Forwarder:
         self._routes = routes
         self._mapping: dict[str, Handler] = {}
         self._stops: dict[str, tuple[str, Handler]] = {}  # API -> its Stop method, for StopAll
+        #: Methods of custom APIs, learnt from the modules that serve them (see `reflection.py`); servers look here too.
+        self.learned: dict[str, Handler] = {}
+        self._apis = {str(api) for api in Registry.REGISTERED_APIS()}
         for api, registration in Registry.REGISTERED_APIS().items():
             service = registration.rpc_service
             for path, h in service.__mapping__(object.__new__(service)).items():
-                forward = functools.partial(self._forward, str(api), path, h)
-                self._mapping[path] = Handler(forward, h.cardinality, h.request_type, Raw)
+                self._mapping[path] = self._handler(str(api), path, h)
                 if path.endswith("/Stop"):
                     self._stops[str(api)] = (path, h)
 
+    def _handler(self, api: str, path: str, h: Handler) -> Handler:
+        return Handler(functools.partial(self._forward, api, path, h), h.cardinality, h.request_type, Raw)
+
     def __mapping__(self) -> Mapping[str, Handler]:
         return self._mapping
+
+    def knows(self, api: str) -> bool:
+        return api in self._apis
+
+    def learn(self, api: str, methods: list[Any]) -> None:
+        """Forward a custom API's methods (`reflection.Method`s) like the SDK's own."""
+        self._apis.add(api)
+        for m in methods:
+            self.learned[m.path] = self._handler(api, m.path, Handler(None, m.cardinality, m.request_type, Raw))
 
     async def _forward(self, api: str, path: str, h: Handler, stream: Stream[Any, Any]) -> None:
         request = await stream.recv_message()

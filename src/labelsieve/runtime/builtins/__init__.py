@@ -78,16 +78,19 @@ class BuiltinHost:
         self.served = registered()
         self._socket = socket_path(socket_dir, f"{BUILTIN}.sock")
         self._parent_socket = socket_path(socket_dir, f"{BUILTIN}.parent.sock")
-        self._parent = make_server([RobotService(routes, forwarder, BUILTIN), forwarder])
+        self._routes, self._forwarder = routes, forwarder
         self._manager = ResourceManager([])
-        self._server = Server([registration.rpc_service(manager=self._manager)
-                               for registration in Registry.REGISTERED_APIS().values()
-                               if issubclass(registration.rpc_service, ResourceRPCServiceBase)])
+        self._servers: list[Server] = []
         self._dependency_channel: Channel | None = None
 
     async def start(self) -> None:
-        await self._parent.start(path=str(self._parent_socket))
-        await self._server.start(path=str(self._socket))
+        parent = make_server([RobotService(self._routes, self._forwarder, BUILTIN), self._forwarder])
+        server = Server([registration.rpc_service(manager=self._manager)
+                         for registration in Registry.REGISTERED_APIS().values()
+                         if issubclass(registration.rpc_service, ResourceRPCServiceBase)])
+        await parent.start(path=str(self._parent_socket))
+        await server.start(path=str(self._socket))
+        self._servers = [server, parent]
         self.link.channel = Channel(path=str(self._socket), codec=PassThroughCodec())
         self._dependency_channel = Channel(path=str(self._parent_socket))
         self.link.set_up(True)
@@ -150,8 +153,11 @@ class BuiltinHost:
             return
         self.link.set_up(False)
         await self._manager.close()
-        for server in (self._server, self._parent):
+        for server in self._servers:
             server.close()
             await server.wait_closed()
         for channel in (self.link.channel, self._dependency_channel):
             channel.close()
+
+
+from labelsieve.runtime.builtins import data_manager  # noqa: E402,F401  (registers the data manager)

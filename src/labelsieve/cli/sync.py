@@ -1,0 +1,36 @@
+"""`labelsieve sync CAPTURE_DIR URL`: upload closed capture files to a folder or any fsspec URL, by hand, with progress;
+the same code the data manager's periodic sync runs (`labelsieve.capture.sync`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from labelsieve.cli.common import verb
+
+__all__ = ["add"]
+
+EXAMPLES = """examples:
+  labelsieve sync ~/.viam/capture /mnt/nas/captures        to a folder
+  labelsieve sync ~/.viam/capture s3://my-bucket/robot-1    to S3 (credentials from the AWS_* variables or ~/.aws)
+Safe to interrupt and re-run: nothing is uploaded twice, and a local file is deleted only once its copy is verified.
+"""
+
+
+def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = verb(sub, "sync", "upload closed .capture files, keeping their layout; each local file is deleted once verified",
+             EXAMPLES)
+    p.add_argument("capture_dir", type=Path, help="the data manager's capture_dir")
+    p.add_argument("url", help="destination: a folder or an fsspec URL (s3://bucket/prefix, gs://..., ...)")
+    p.add_argument("--workers", type=int, default=4, help="files uploaded at a time (default 4)")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from labelsieve.capture.sync import sync
+
+    report = sync(args.capture_dir.expanduser(), args.url, progress=args.progress, workers=args.workers)
+    print(f"labelsieve sync: {report.summary()}", file=sys.stderr if report.failed or report.conflicts else sys.stdout)
+    return 1 if report.failed or report.conflicts else 0
