@@ -20,7 +20,9 @@ from viam.media.video import CameraMimeType, ViamImage
 from viam.robot.client import RobotClient
 from viam.services.vision import VisionClient
 
-from support import TEST_MODULES, FakeOpenAI, Machine, camera, connect, encode, module, validate
+from labelsieve.capture.format import decode_provenance, read_capture
+from labelsieve.runtime.builtins.data_manager import DataManager
+from support import TEST_MODULES, FakeOpenAI, Machine, camera, connect, encode, eventually, module, validate
 
 GREY = (128, 128, 128)
 RED, BLUE, GREEN, YELLOW = (220, 30, 30), (30, 30, 220), (30, 200, 30), (220, 220, 30)
@@ -79,7 +81,7 @@ def machine(scene: dict[str, Path], gdino_dir: Path) -> Iterator[tuple[Machine, 
         config = {
             "modules": [module("media-camera"), module("filter-stages", stages), module("autolabel-filter"),
                         module("grounding-detector"), module("vlm-verifier")],
-            "components": [camera("cam", source=str(scene["frames"]))],
+            "components": [camera("cam", source=str(scene["frames"])), camera("cam-dm", source=str(scene["frames"]))],
             "services": [
                 vision("proposer", "test:vision:scripted-proposer", frames=str(scene["root"]), boxes=str(scene["boxes"]),
                        fail=["003-fail.jpg"]),
@@ -89,6 +91,13 @@ def machine(scene: dict[str, Path], gdino_dir: Path) -> Iterator[tuple[Machine, 
                 labeler("labeler", "vlm", camera_name="cam", max_concurrency=3),
                 labeler("labeler-batch", "vlm-batch"),
                 labeler("labeler-ignore", "vlm-ignore"),
+                vision("vlm-dm", "test:vision:colour-verifier"),
+                {**labeler("labeler-dm", "vlm-dm", camera_name="cam-dm"), "service_configs": [
+                    {"type": "data_manager", "attributes": {"capture_methods": [
+                        {"method": "CaptureAllFromCamera", "capture_frequency_hz": 4,
+                         "additional_params": {"camera_name": "cam-dm", "min_confidence_score": "0.7"}}]}}]},
+                {"name": "data_manager", "api": "rdk:service:data_manager", "model": "rdk:builtin:builtin",
+                 "attributes": {"capture_dir": str(scene["root"] / "capture"), "sync_interval_mins": 60}},
                 vision("gdino", "labelsieve:vision:grounding-detector", model=str(gdino_dir), box_threshold=0.0,
                        text_threshold=0.0, max_detections=4),
                 vision("vlm-real", "labelsieve:vision:vlm-verifier", base_url=openai.base_url, model="fake-vlm",
@@ -186,6 +195,32 @@ def test_a_batch_verifier_is_asked_once_a_frame_and_others_crop_by_crop(machine:
         assert set(proposer["queries"]) == {"person. car."}  # the rules' classes, as the grounding detector reads them
 
     run(machine[0], check)
+
+
+def test_data_capture_stores_only_verified_frames_with_provenance(machine: tuple[Machine, FakeOpenAI],
+                                                                   scene: dict[str, Path]) -> None:
+    folder = scene["root"] / "capture" / "rdk_service_vision" / "labeler-dm" / "CaptureAllFromCamera"
+
+    async def check(robot: RobotClient) -> dict[str, Any]:
+        async def captured() -> dict[str, Any]:
+            stats = await DataManager.from_robot(robot, "data_manager").do_command({"stats": {}})
+            counts = stats["methods"]["rdk:service:vision/labeler-dm/CaptureAllFromCamera"]
+            assert counts["captured"] >= 2 and counts["filtered"] >= 3, stats  # the empty, still and failing frames
+            return counts
+        return await eventually(captured)
+
+    counts = run(machine[0], check)
+    files = sorted(folder.glob("*.capture"))
+    assert len(files) >= 2 and counts["errors"] == 0, counts["last_error"]
+    for path in files:
+        reading = read_capture(path).readings[0]
+        assert reading.binary == (scene["frames"] / "000-scene.jpg").read_bytes()
+        bboxes = reading.metadata.annotations.bboxes
+        assert [b.label for b in bboxes] == ["glasses", "no_glasses"]  # red_car's 0.63 is under min_confidence_score
+        provenance = [decode_provenance(b.id) for b in bboxes]
+        assert [(p["answer"], p["proposer_class"], p["verifier"]) for p in provenance] == [
+            ("yes", "person", "vlm-dm"), ("no", "person", "vlm-dm")]
+        assert [p["agreement"] for p in provenance] == pytest.approx([b.confidence for b in bboxes])
 
 
 def test_real_modules_on_tiny_models(machine: tuple[Machine, FakeOpenAI]) -> None:
