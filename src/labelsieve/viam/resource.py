@@ -16,6 +16,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from viam import logging as viam_logging
 from viam.components.camera import Camera
 from viam.resource.base import ResourceBase
 
@@ -38,7 +39,10 @@ def _unsupported(method: str, model: object, supported: str) -> Callable[..., An
 
 
 def labelsieve_resource(supported: str) -> Callable[[R], R]:
-    """Class decorator; `supported` is the sentence an UNIMPLEMENTED answer ends with."""
+    """Class decorator; `supported` is the sentence an UNIMPLEMENTED answer ends with. It also routes the package's own
+    log records through viam's logging: in a module process they then reach the parent's robot Log at their own level
+    (a model's "loaded ..." line included), where Python's last-resort handler would print only warnings, unlevelled."""
+    viam_logging.getLogger("labelsieve")
 
     def decorate(cls: R) -> R:
         model = getattr(cls, "MODEL", cls.__name__)
