@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the same model builders the tests use
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from labelsieve.images import encode  # noqa: E402
 from labelsieve.detect import GroundingDetector, GroundingDetectorConfig  # noqa: E402
 from support.tiny_models import build_grounding_dino, build_owlv2  # noqa: E402
 
@@ -93,7 +94,7 @@ def bench_model(name: str, directory: Path, device: str, iterations: int, with_m
                                                                      max(1, iterations // 2)), single, "vs batch 1")
 
     def fresh_text() -> object:
-        det._text.clear()  # forget the cached tokens / embeddings: what every call would pay without reuse
+        det.slot.get_sync()._text.clear()  # forget the cached tokens / embeddings: what every call would pay without reuse
         return det.detect(one)
 
     cached = per_frame(lambda: det.detect(one), 1, iterations)
@@ -109,15 +110,12 @@ def bench_model(name: str, directory: Path, device: str, iterations: int, with_m
 def module_path(directory: Path, attributes: dict[str, object], image: Image.Image, iterations: int) -> float:
     """Median seconds per `get_detections` of `image` from an SDK client, through `labelsieve run` and the module process."""
     import asyncio
-    import io
 
     from support import Machine, connect, module
     from viam.media.video import CameraMimeType, ViamImage
     from viam.services.vision import VisionClient
 
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=95)
-    jpeg = ViamImage(buffer.getvalue(), CameraMimeType.JPEG)
+    jpeg = ViamImage(encode(image, quality=95), CameraMimeType.JPEG)
     config = {
         "modules": [module("grounding-detector")],
         "services": [{"name": "det", "api": "rdk:service:vision", "model": "labelsieve:vision:grounding-detector",

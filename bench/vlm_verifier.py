@@ -95,7 +95,7 @@ def bench_transformers(repeats: int, device: str) -> None:
             v = Verifier.from_attributes({"backend": "transformers", "model": str(path), "image_size": size,
                                           "cache_size": 0, "device": device}, "bench")
             v.verify_sync([crop], QUESTION)  # load + warm-up
-            b = v.backend
+            b = v.backend.start().result()  # type: ignore[attr-defined]  # the loaded model (a LoadedVlm)
             inputs = b.processor(images=[crop], text=b._prompt(QUESTION), return_tensors="pt").to(device)
             for _ in range(repeats):
                 forward[size].append(timed(lambda: v.verify_sync([crop], QUESTION), 1))

@@ -74,3 +74,40 @@ def test_attribute_errors_name_resource_field_and_fix(attrs: dict, message: str)
     with pytest.raises(ConfigError) as err:
         Example.parse("det", attrs)
     assert message in str(err.value)
+
+
+def test_class_ids_are_stable_and_survive_filtering_merge_and_nms() -> None:
+    d = Detections(np.array([[0, 0, 10, 10], [0, 0, 10, 10], [20, 20, 30, 30]]), [0.9, 0.8, 0.7],
+                   ["dog", "dog", "person"], {"provenance": [{"by": "a"}, {"by": "b"}, {"by": "c"}]},
+                   classes=("person", "dog"))
+    assert d.class_id.tolist() == [1, 1, 0] and d.data["provenance"].dtype == object
+    kept = d.nms(0.5)
+    assert kept.classes == ("person", "dog") and kept.class_id.tolist() == [1, 0]
+    assert [p["by"] for p in kept.data["provenance"]] == ["a", "c"]
+    assert d[2].classes == ("person", "dog") and d[2].class_id.tolist() == [0]
+    # a name the classes lack gets the next id, in order of first appearance; strict callers refuse it
+    cat = Detections(np.array([[1, 1, 5, 5]]), [0.5], ["cat"], classes=("person",))
+    assert cat.classes == ("person", "cat") and cat.class_id.tolist() == [1]
+    merged = Detections.merge([d, cat])
+    assert merged.classes == ("person", "dog", "cat") and merged.class_id.tolist() == [1, 1, 0, 2]
+    assert [p and p["by"] for p in merged.data["provenance"]] == ["a", "b", "c", None]  # kept, not dropped
+    assert d.with_classes(["dog", "person"]).class_id.tolist() == [0, 0, 1]
+    with pytest.raises(ValueError, match=r"\['person'\] are not among the classes \['dog'\]"):
+        d.with_classes(["dog"], strict=True)
+    assert Detections.merge([Detections.empty(("a", "b"))]).classes == ("a", "b")
+
+
+def test_every_error_maps_to_the_status_its_docstring_documents() -> None:
+    import re
+
+    from grpclib import Status
+
+    from labelsieve import errors
+    from labelsieve.viam.errors import grpc_status
+
+    documented = dict(re.findall(r"(\w+)\s.*->\s*(\w+)\s*$", errors.__doc__ or "", re.M))
+    assert set(documented) == set(errors.__all__)
+    for name in errors.__all__:
+        kind = getattr(errors, name)
+        exc = kind.__new__(kind)  # the status depends on the class only, whatever its constructor needs
+        assert grpc_status(exc) == Status[documented[name]], name

@@ -21,11 +21,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from labelsieve import models
 from labelsieve.detect import GroundingDetector, GroundingDetectorConfig, parse_query
+from labelsieve.detect.grounding import LoadedModel
 from labelsieve.detections import box_iou
 from labelsieve.errors import ConfigError, InputError, WeightsNotFoundError
+from labelsieve.models import ModelKey, ModelSlot
 
 sys.path.insert(0, str(Path(__file__).parent))
+import support  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["person", "dog", "traffic light"]
@@ -118,9 +122,10 @@ class ScriptedBackend:
 
 
 def scripted(backend: ScriptedBackend, **attributes: Any) -> GroundingDetector:
-    det = GroundingDetector(GroundingDetectorConfig.parse("det", {"classes": ["person", "dog"], **attributes}))
-    det._backend = backend  # stands in for load(): the weights are not what these tests are about
-    return det
+    """A detector whose slot already holds `backend`: the weights are not what these tests are about."""
+    slot: ModelSlot[LoadedModel] = ModelSlot("det")
+    slot.load(ModelKey(f"scripted-{id(backend)}"), lambda: LoadedModel(backend)).result()
+    return GroundingDetector(GroundingDetectorConfig.parse("det", {"classes": ["person", "dog"], **attributes}), "det", slot)
 
 
 BOXES = [[10, 10, 50, 50], [12, 12, 52, 52], [100, 100, 200, 200], [600, 400, 700, 520], [0, 0, 5, 5]]
@@ -159,8 +164,7 @@ def test_text_is_encoded_once_per_distinct_query() -> None:
 
 
 def test_a_call_without_a_query_needs_configured_classes() -> None:
-    det = GroundingDetector(GroundingDetectorConfig.parse("det", {}), "det")
-    det._backend = ScriptedBackend(BOXES, SCORES)
+    det = scripted(ScriptedBackend(BOXES, SCORES), classes=[])
     with pytest.raises(InputError, match="no query given"):
         det.detect([frame()])
     with pytest.raises(InputError, match="bad query"):
@@ -230,11 +234,11 @@ def module() -> Iterator[ModuleType]:
     yield main
 
 
-def component(attributes: dict[str, Any]) -> Any:
+def component(attributes: dict[str, Any], name: str = "proposer") -> Any:
     from viam.proto.app.robot import ComponentConfig
     from viam.utils import dict_to_struct
 
-    return ComponentConfig(name="proposer", api="rdk:service:vision", model="labelsieve:vision:grounding-detector",
+    return ComponentConfig(name=name, api="rdk:service:vision", model="labelsieve:vision:grounding-detector",
                            attributes=dict_to_struct(attributes))
 
 
@@ -294,6 +298,11 @@ def test_module_serves_detections(module: ModuleType, gdino_dir: Path) -> None:
             assert caught.value.status == status, caught.value.message
         with pytest.raises(GRPCError, match="get_detections, get_detections_from_camera"):
             await service.get_detections_3d("cam")
+        with pytest.raises(GRPCError) as caught:  # a decompression bomb is refused from its header
+            await service.get_detections(ViamImage(support.bomb_png(), CameraMimeType.PNG))
+        assert caught.value.status == Status.INVALID_ARGUMENT
+        assert "proposer: the image: 14000x14000 = 196,000,000 pixels" in caught.value.message
+        assert "over the limit of" in caught.value.message
 
     asyncio.run(calls())
 
@@ -304,8 +313,8 @@ def test_module_reports_a_failed_load_on_every_call(module: ModuleType, tmp_path
     from viam.media.video import CameraMimeType, ViamImage
 
     monkeypatch.setenv("VIAM_MODULE_DATA", str(tmp_path))
-    service = module.GroundingDetectorService.new(component({"model": "labelsieve-tests/absent", "classes": ["dog"]}),
-                                                  {})
+    service = module.GroundingDetectorService.new(component({"model": "labelsieve-tests/absent", "classes": ["dog"]},
+                                                            "absent"), {})
 
     async def calls() -> None:
         for _ in range(2):
@@ -317,8 +326,84 @@ def test_module_reports_a_failed_load_on_every_call(module: ModuleType, tmp_path
     asyncio.run(calls())
 
 
-def test_run_sh_execs_main_with_the_project_interpreter() -> None:
-    lines = (ROOT / "modules/grounding_detector/run.sh").read_text().splitlines()
-    assert lines == ['#!/usr/bin/env bash',
-                     'exec "$(dirname "${BASH_SOURCE[0]}")/../python.sh" "$(dirname "${BASH_SOURCE[0]}")/main.py" "$@"']
-    assert os.access(ROOT / "modules/grounding_detector/run.sh", os.X_OK)
+def _loose(model: Path) -> dict[str, Any]:
+    return {"model": str(model), "classes": CLASSES, "box_threshold": 0.0, "text_threshold": 0.0, "input_size": 64}
+
+
+def test_a_threshold_edit_loads_no_weights(module: ModuleType, gdino_dir: Path) -> None:
+    """viam-sdk reconfigures by closing the object and calling new() with the edited config: the slot hands over the
+    loaded model, so the new object answers at once, with the new threshold, and nothing is loaded again."""
+    from viam.media.video import CameraMimeType, ViamImage
+
+    cls, image = module.GroundingDetectorService, ViamImage(jpeg(frame()), CameraMimeType.JPEG)
+
+    async def scenario() -> None:
+        first = cls.new(component(_loose(gdino_dir), "edited"), {})
+        loose = await first.get_detections(image)
+        loads = models.loads[first.detector.key]
+        await first.close()
+        second = cls.new(component({**_loose(gdino_dir), "box_threshold": 1.0}, "edited"), {})
+        assert second.detector.slot.key == first.detector.key  # served from the slot at once, not loading
+        assert len(await second.get_detections(image)) == 0 < len(loose)  # the edit applies: nothing scores over 1.0
+        assert models.loads[second.detector.key] == loads == 1
+        await second.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_model_edit_swaps_under_a_stream_of_calls_without_a_failure(module: ModuleType, gdino_dir: Path,
+                                                                      owlv2_dir: Path) -> None:
+    from grpclib import GRPCError
+    from viam.media.video import CameraMimeType, ViamImage
+
+    cls, image = module.GroundingDetectorService, ViamImage(jpeg(frame()), CameraMimeType.JPEG)
+
+    async def scenario() -> None:
+        current = cls.new(component(_loose(gdino_dir), "swapped"), {})
+        await current.detector.slot.get()
+        answered, failed, stop = [], [], asyncio.Event()
+
+        async def client() -> None:  # always calls the object the module serves now, as the runtime would
+            while not stop.is_set():
+                try:
+                    answered.append(await current.get_detections(image))
+                except GRPCError as exc:
+                    failed.append(exc)
+
+        clients = [asyncio.create_task(client()) for _ in range(2)]
+        await support.eventually(lambda: _at_least(answered, 2), timeout=60)
+        await current.close()
+        current = cls.new(component(_loose(owlv2_dir), "swapped"), {})
+        owl = current.detector.key
+        await support.eventually(lambda: _equal(current.detector.slot.key, owl), timeout=120)
+        served = len(answered)
+        await support.eventually(lambda: _at_least(answered, served + 2), timeout=60)
+        stop.set()
+        await asyncio.gather(*clients)
+        assert not failed and models.loads[owl] == 1
+        await current.close()
+
+    asyncio.run(scenario())
+
+
+async def _at_least(items: list[Any], count: int) -> None:
+    assert len(items) >= count
+
+
+async def _equal(a: Any, b: Any) -> None:
+    assert a == b
+
+
+def test_run_sh_execs_main_with_the_project_interpreter(tmp_path: Path) -> None:
+    """viam-server runs `run.sh <socket> --log-level=debug`: it must exec main.py with $LABELSIEVE_PYTHON, passing argv on."""
+    record = tmp_path / "argv"
+    stub = tmp_path / "python"
+    stub.write_text(f'#!/usr/bin/env bash\nprintf "%s\\n" "$$" "$@" > {record}\n')
+    stub.chmod(0o755)
+    run_sh = ROOT / "modules/grounding_detector/run.sh"
+    result = subprocess.run(["bash", "-c", f'echo $$; exec "{run_sh}" /tmp/x.sock --log-level=debug'],
+                            env={**os.environ, "LABELSIEVE_PYTHON": str(stub)}, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    pid, *argv = record.read_text().splitlines()
+    assert argv == [str(run_sh.parent / "main.py"), "/tmp/x.sock", "--log-level=debug"]
+    assert pid == result.stdout.strip()  # exec all the way down: viam-server's SIGTERM reaches the interpreter

@@ -22,8 +22,9 @@ import pytest
 from grpclib import GRPCError, Status
 from PIL import Image
 
-from labelsieve.errors import BackendTimeout, BackendUnavailable, ConfigError
+from labelsieve.errors import BackendTimeout, BackendUnavailable, ConfigError, InputError
 from labelsieve.verify import Verifier, VerifierConfig
+from labelsieve.verify.openai_backend import OpenAIBackend
 
 ROOT = Path(__file__).resolve().parents[1]
 from support import FakeOpenAI
@@ -93,10 +94,9 @@ def test_endpoint_rejecting_logprobs_is_asked_without_them_once(server: FakeOpen
 
 def test_slow_answer_times_out_without_retry(server: FakeOpenAI) -> None:
     server.faults.append("slow:2")
-    started = time.monotonic()
     with pytest.raises(BackendTimeout, match="timeout"):
         verifier(server.base_url, timeout=0.3, max_retries=3).verify_sync([RED], "Is it red?")
-    assert time.monotonic() - started < 1.5 and len(server.requests) == 1
+    assert len(server.requests) == 1
 
 
 def test_5xx_is_retried_then_succeeds(server: FakeOpenAI) -> None:
@@ -111,18 +111,20 @@ def test_5xx_after_retries_is_unavailable(server: FakeOpenAI) -> None:
         verifier(server.base_url, max_retries=2).verify_sync([RED], "Is it red?")
 
 
-def test_429_retry_after_is_honoured(server: FakeOpenAI) -> None:
-    server.faults.append("429:1")
-    started = time.monotonic()
-    assert verifier(server.base_url, max_backoff=5.0).verify_sync([RED], "Is it red?")[0].answer == "yes"
-    assert 0.9 < time.monotonic() - started < 3
+@pytest.mark.parametrize(("retry_after", "max_backoff", "slept"), [("1", 5.0, 1.0), ("3600", 0.2, 0.2)])
+def test_429_retry_after_is_honoured_up_to_the_cap(server: FakeOpenAI, retry_after: str, max_backoff: float,
+                                                  slept: float) -> None:
+    server.faults.append(f"429:{retry_after}")
+    config = VerifierConfig.parse("vlm", {"base_url": server.base_url, "model": "fake-vlm", "api_key_env": KEY_ENV,
+                                          "max_backoff": max_backoff})
+    sleeps: list[float] = []
 
+    async def record(seconds: float) -> None:
+        sleeps.append(seconds)
 
-def test_429_retry_after_is_capped(server: FakeOpenAI) -> None:
-    server.faults.append("429:3600")
-    started = time.monotonic()
-    assert verifier(server.base_url, max_backoff=0.2).verify_sync([RED], "Is it red?")[0].answer == "yes"
-    assert time.monotonic() - started < 2
+    v = Verifier(config, "vlm", backend=OpenAIBackend(config, "vlm", sleep=record))
+    assert v.verify_sync([RED], "Is it red?")[0].answer == "yes"
+    assert sleeps == [slept] and len(server.requests) == 2
 
 
 @pytest.mark.parametrize("fault", ["malformed", "drop"])
@@ -159,17 +161,16 @@ def test_a_failure_in_a_batch_fails_it_but_keeps_the_answers_that_arrived(server
 
 def test_concurrency_is_bounded_and_used() -> None:
     with FakeOpenAI(delay=0.2) as server:
-        started = time.monotonic()
         verifier(server.base_url, max_concurrency=4).verify_sync([crop(i) for i in range(8)], "Is it red?")
-        assert server.peak_in_flight == 4  # bounded by max_concurrency, and all of it used
-        assert time.monotonic() - started < 1.2  # 2 waves of 0.2 s, not 8 one after another (1.6 s)
+        assert server.peak_in_flight == 4  # bounded by max_concurrency, and all of it used (bench/ times it)
+        assert len(server.requests) == 8
 
 
 def test_questions_must_match_crops(server: FakeOpenAI) -> None:
     v = verifier(server.base_url)
-    with pytest.raises(Exception, match="expected 2 non-empty questions"):
+    with pytest.raises(InputError, match="expected 2 non-empty questions"):
         v.verify_sync([RED, BLUE], ["only one"])
-    with pytest.raises(Exception, match="default_question"):
+    with pytest.raises(InputError, match="default_question"):
         v.verify_sync([RED])
     assert verifier(server.base_url, default_question="Is it red?").verify_sync([RED])[0].answer == "yes"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import time
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from PIL import Image
 
 from labelsieve.errors import ModelError, WeightsNotFoundError
 from labelsieve.verify import Verdict, Verifier
+from labelsieve.verify.transformers_backend import LoadedVlm
 from test_vlm_openai import load_module
 from support.tiny_vlms import BUILDERS
 
@@ -36,12 +37,17 @@ def local(path: Path, **attrs: Any) -> Verifier:
     return Verifier.from_attributes({"backend": "transformers", "model": str(path), "image_size": 0, **attrs}, "vlm")
 
 
+def loaded(v: Verifier) -> LoadedVlm:
+    result: LoadedVlm = v.backend.start().result()  # type: ignore[attr-defined]
+    return result
+
+
 def instrument(v: Verifier) -> list[int]:
     """Load now, forbid generate(), and count forward passes."""
-    v.backend._loading().result()
+    model = loaded(v).model
     calls: list[int] = []
-    v.backend.model.register_forward_hook(lambda *_: calls.append(1))
-    v.backend.model.generate = lambda *a, **k: pytest.fail("generate() must not be used for a yes/no answer")
+    model.register_forward_hook(lambda *_: calls.append(1))
+    model.generate = lambda *a, **k: pytest.fail("generate() must not be used for a yes/no answer")
     return calls
 
 
@@ -69,7 +75,7 @@ def test_thresholds_decide_the_answer(tiny_dirs: dict[str, Path]) -> None:
 def test_smolvlm_image_size_sets_the_encoder_tile(tiny_dirs: dict[str, Path]) -> None:
     v = local(tiny_dirs["idefics3"], image_size=32)
     v.verify_sync(CROPS[:1], QUESTION)
-    assert v.backend.processor.image_seq_len == 1  # (32 / patch 16)^2 / shuffle 2^2
+    assert loaded(v).processor.image_seq_len == 1  # (32 / patch 16)^2 / shuffle 2^2
     with pytest.raises(ModelError, match="'image_size' 48 must be a multiple of 32"):
         local(tiny_dirs["idefics3"], image_size=48).verify_sync(CROPS[:1], QUESTION)
 
@@ -83,26 +89,22 @@ def test_missing_weights_name_the_model_and_the_fix(tmp_path: Path, monkeypatch:
 
 
 def test_inference_does_not_block_the_event_loop(tiny_dirs: dict[str, Path]) -> None:
-    v = local(tiny_dirs["llava"])
-    instrument(v)
-    forward = v.backend.model.forward
-    v.backend.model.forward = lambda *a, **k: (time.sleep(0.3), forward(*a, **k))[1]
+    """The forward waits until the event loop has run a task: a forward on the loop itself would never return."""
+    # a revision (ignored for a local directory) gives this test its own loaded model, since it patches it
+    v = local(tiny_dirs["llava"], revision="no-block")
+    model = loaded(v).model
+    forward, loop_ran = model.forward, threading.Event()
+    model.forward = lambda *a, **k: (loop_ran.wait(30) or pytest.fail("the loop was blocked"), forward(*a, **k))[1]
 
-    async def scenario() -> int:
-        ticks = 0
+    async def scenario() -> None:
+        async def on_the_loop() -> None:
+            await asyncio.sleep(0)
+            loop_ran.set()
 
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
+        await asyncio.gather(v.verify(CROPS[:1], QUESTION), on_the_loop())
 
-        task = asyncio.create_task(ticker())
-        await v.verify(CROPS[:1], QUESTION)
-        task.cancel()
-        return ticks
-
-    assert asyncio.run(scenario()) > 10
+    asyncio.run(scenario())
+    assert loop_ran.is_set()
 
 
 def test_module_loads_in_background_and_reports_missing_weights(tiny_dirs: dict[str, Path],
@@ -114,18 +116,18 @@ def test_module_loads_in_background_and_reports_missing_weights(tiny_dirs: dict[
 
     cls = load_module().VlmVerifierService
 
-    def service(model: str) -> Any:
+    def service(model: str, name: str) -> Any:
         attrs = {"backend": "transformers", "model": model, "image_size": 0, "default_question": QUESTION}
-        return cls.new(ComponentConfig(name="vlm", attributes=dict_to_struct(attrs)), {})
+        return cls.new(ComponentConfig(name=name, attributes=dict_to_struct(attrs)), {})
 
     buf = io.BytesIO()
     CROPS[0].save(buf, format="PNG")
     image = ViamImage(buf.getvalue(), "image/png")
 
     async def scenario() -> None:
-        (result,) = await service(str(tiny_dirs["paligemma"])).get_classifications(image, 1)
+        (result,) = await service(str(tiny_dirs["paligemma"]), "vlm").get_classifications(image, 1)
         assert result.class_name in ("yes", "no", "unsure") and 0 <= result.confidence <= 1
-        broken = service("labelsieve-test/no-such-vlm")
+        broken = service("labelsieve-test/no-such-vlm", "broken")
         with pytest.raises(GRPCError) as caught:
             await broken.get_classifications(image, 1)
         assert caught.value.status == Status.FAILED_PRECONDITION and "no-such-vlm" in caught.value.message
@@ -133,4 +135,4 @@ def test_module_loads_in_background_and_reports_missing_weights(tiny_dirs: dict[
 
     with caplog.at_level(logging.ERROR):
         asyncio.run(scenario())
-    assert "loading the verifier model failed" in caplog.text
+    assert "broken: the model did not load" in caplog.text

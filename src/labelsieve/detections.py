@@ -16,6 +16,19 @@ import numpy.typing as npt
 __all__ = ["Detections", "box_iou"]
 
 
+def _column(values: Any) -> npt.NDArray[Any]:
+    """A per-box data column. Sequences of dicts, tuples or lists become a 1-D object array (one item per box), so that
+    provenance records are not spread into a 2-D array by NumPy."""
+    if isinstance(values, np.ndarray):
+        return values
+    values = list(values)
+    if any(isinstance(v, (dict, list, tuple)) for v in values):
+        column = np.empty(len(values), dtype=object)
+        column[:] = values
+        return column
+    return np.asarray(values)
+
+
 def box_iou(a: npt.NDArray[np.floating], b: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
     """Pairwise IoU of (N, 4) and (M, 4) xyxy boxes -> (N, M)."""
     a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
@@ -30,12 +43,18 @@ def box_iou(a: npt.NDArray[np.floating], b: npt.NDArray[np.floating]) -> npt.NDA
 
 @dataclass(frozen=True, eq=False)
 class Detections:
-    """N boxes in pixel xyxy, with confidence and class name per box, plus optional per-box `data` arrays."""
+    """N boxes in pixel xyxy, with confidence and class name per box, plus optional per-box `data` arrays.
+
+    `classes` fixes the class ids: `class_id[i]` is the index of `class_name[i]` in `classes`. A name the given classes
+    lack is appended, in order of first appearance, so ids stay deterministic and nothing is dropped; a caller that needs
+    a closed list (a dataset) uses `with_classes(ontology, strict=True)`, which raises instead.
+    """
 
     xyxy: npt.NDArray[np.float32]
     confidence: npt.NDArray[np.float32]
     class_name: npt.NDArray[np.str_]
     data: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
+    classes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         xyxy = np.asarray(self.xyxy, dtype=np.float32)
@@ -46,30 +65,49 @@ class Detections:
         n = len(xyxy)
         confidence = np.asarray(self.confidence, dtype=np.float32).reshape(-1)
         class_name = np.asarray(self.class_name, dtype=np.str_).reshape(-1)
-        for label, arr in (("confidence", confidence), ("class_name", class_name), *self.data.items()):
+        data = {k: _column(v) for k, v in self.data.items()}
+        for label, arr in (("confidence", confidence), ("class_name", class_name), *data.items()):
             if len(arr) != n:
                 raise ValueError(f"expected {label} of length {n} (one per box), got {len(arr)}")
         object.__setattr__(self, "xyxy", xyxy)
         object.__setattr__(self, "confidence", confidence)
         object.__setattr__(self, "class_name", class_name)
-        object.__setattr__(self, "data", {k: np.asarray(v) for k, v in self.data.items()})
+        object.__setattr__(self, "data", data)
+        object.__setattr__(self, "classes", tuple(dict.fromkeys([*map(str, self.classes), *class_name.tolist()])))
 
     @classmethod
-    def empty(cls) -> Detections:
-        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.str_))
+    def empty(cls, classes: Sequence[str] = ()) -> Detections:
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.str_), classes=tuple(classes))
 
     @classmethod
     def merge(cls, parts: Sequence[Detections]) -> Detections:
-        parts = [p for p in parts if len(p)]
-        if not parts:
-            return cls.empty()
-        keys = set.intersection(*(set(p.data) for p in parts))
+        """All boxes in order; `classes` joined in order of first appearance; a `data` key some parts lack is filled
+        with None there (its column becomes an object array), so no part's data is dropped."""
+        classes = tuple(dict.fromkeys(c for p in parts for c in p.classes))
+        filled = [p for p in parts if len(p)]
+        if not filled:
+            return cls.empty(classes)
+        keys = dict.fromkeys(k for p in filled for k in p.data)
         return cls(
-            np.concatenate([p.xyxy for p in parts]),
-            np.concatenate([p.confidence for p in parts]),
-            np.concatenate([p.class_name for p in parts]),
-            {k: np.concatenate([p.data[k] for p in parts]) for k in keys},
+            np.concatenate([p.xyxy for p in filled]),
+            np.concatenate([p.confidence for p in filled]),
+            np.concatenate([p.class_name for p in filled]),
+            {k: np.concatenate([p.data[k] if k in p.data else np.full(len(p), None, object) for p in filled])
+             for k in keys},
+            classes,
         )
+
+    @property
+    def class_id(self) -> npt.NDArray[np.int64]:
+        index = {name: i for i, name in enumerate(self.classes)}
+        return np.array([index[name] for name in self.class_name.tolist()], dtype=np.int64)
+
+    def with_classes(self, classes: Sequence[str], strict: bool = False) -> Detections:
+        """The same boxes with ids from `classes`; names it lacks are appended, or with `strict` raise ValueError."""
+        unknown = sorted(set(self.class_name.tolist()) - set(classes))
+        if strict and unknown:
+            raise ValueError(f"class names {unknown} are not among the classes {list(classes)}")
+        return Detections(self.xyxy, self.confidence, self.class_name, self.data, tuple(classes))
 
     def __len__(self) -> int:
         return len(self.xyxy)
@@ -77,9 +115,8 @@ class Detections:
     def __getitem__(self, index: int | slice | Sequence[int] | npt.NDArray[Any]) -> Detections:
         if isinstance(index, (int, np.integer)):
             index = [int(index)]
-        return Detections(
-            self.xyxy[index], self.confidence[index], self.class_name[index], {k: v[index] for k, v in self.data.items()}
-        )
+        return Detections(self.xyxy[index], self.confidence[index], self.class_name[index],
+                          {k: v[index] for k, v in self.data.items()}, self.classes)
 
     def __iter__(self) -> Iterator[tuple[npt.NDArray[np.float32], float, str]]:
         for i in range(len(self)):
@@ -90,7 +127,7 @@ class Detections:
         xyxy = self.xyxy.copy()
         xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, width)
         xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, height)
-        clipped = Detections(xyxy, self.confidence, self.class_name, self.data)
+        clipped = Detections(xyxy, self.confidence, self.class_name, self.data, self.classes)
         return clipped[(xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])]
 
     def sorted(self) -> Detections:

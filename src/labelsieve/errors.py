@@ -3,9 +3,9 @@
 Callers catch at the depth they care about; the Viam glue maps each branch to one gRPC status at one seam
 (`labelsieve.viam.errors`), so a stage never imports grpclib.
 
-    LabelsieveError
+    LabelsieveError              (not raised itself)                   -> INTERNAL
     ├── ConfigError              bad attributes or machine config      -> INVALID_ARGUMENT
-    │   └── InvalidMachineConfig several ConfigErrors found in one pass over a machine config
+    │   └── InvalidMachineConfig several ConfigErrors found in one pass -> INVALID_ARGUMENT
     ├── InputError               corrupt image, bad request argument   -> INVALID_ARGUMENT
     ├── UnsupportedError         a method this resource does not offer -> UNIMPLEMENTED
     ├── SourceExhausted          a non-looping source has no more frames -> OUT_OF_RANGE
@@ -14,7 +14,7 @@ Callers catch at the depth they care about; the Viam glue maps each branch to on
     ├── BackendError             a remote service failed                -> UNAVAILABLE
     │   ├── BackendUnavailable   unreachable, refused, 5xx after retries -> UNAVAILABLE
     │   └── BackendTimeout       no answer in time                       -> DEADLINE_EXCEEDED
-    └── ModuleError              a module process failed to start or answer (runtime side)
+    └── ModuleError              a module process failed to start or answer -> UNAVAILABLE
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from labelsieve.errors import WeightsNotFoundError
 
 __all__ = ["cache_dir", "loading", "source", "not_found"]
 
-_LOAD_LOCK = threading.Lock()
+_LOAD_LOCK = threading.RLock()  # re-entrant: a ModelSlot holds it around a factory that may take it too
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from support.machine import (
     module,
     validate,
 )
-from support.media import encode, frames_folder, noise, solid
+from support.media import bomb_png, encode, frames_folder, noise, solid
 
-__all__ = ["FakeOpenAI", "MODULES", "Machine", "ROOT", "TEST_MODULES", "camera", "connect", "encode", "eventually",
+__all__ = ["FakeOpenAI", "bomb_png", "MODULES", "Machine", "ROOT", "TEST_MODULES", "camera", "connect", "encode", "eventually",
            "frames_folder", "machine_status", "module", "noise", "solid", "validate"]

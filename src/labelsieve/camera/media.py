@@ -1,5 +1,9 @@
 """A camera that plays an image folder or glob, a video file, or a webcam: the way to try the pipeline without a robot.
 
+Frames read from image files are kept encoded (as served, after resizing) in an LRU cache bounded in bytes
+(`cache_bytes`), so a looping folder is decoded once however large its files. Every file's declared pixel count is checked
+against `max_pixels` before it is decoded, so a decompression bomb in the folder is an error naming the file.
+
 Playback: with `fps` > 0 the source advances with the wall clock (a live feed: a slow reader skips frames); with `fps` 0
 each read returns the next frame (a batch job: nothing is skipped). At the end it loops, or with `loop: false` reports
 `SourceExhausted` so a capture job stops instead of storing the last frame again and again.
@@ -8,27 +12,26 @@ each read returns the next frame (a batch job: nothing is skipped). At the end i
 from __future__ import annotations
 
 import glob
-import io
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 from PIL import Image
 
+from labelsieve import images
 from labelsieve.attributes import Attributes, FieldProblem, resolve_path
 from labelsieve.errors import InputError, SourceExhausted
 
-__all__ = ["MediaConfig", "MediaSource", "Frame"]
+__all__ = ["Frame", "FrameCache", "MediaConfig", "MediaSource"]
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 _WEBCAM = re.compile(r"^(?:webcam:)?(\d+)$|^(/dev/video\d+)$")
-MIME_FORMAT = {"image/jpeg": "JPEG", "image/png": "PNG"}
 
 
 @dataclass(frozen=True)
@@ -42,14 +45,19 @@ class MediaConfig(Attributes):
     jpeg_quality: int = 90
     #: Resize so the longer side is at most this many pixels; 0 keeps the source size.
     max_side: int = 0
+    #: Largest image file decoded, in pixels; unset = $LABELSIEVE_MAX_IMAGE_PIXELS or 64 MP; 0 = no limit.
+    max_pixels: int | None = None
+    #: Bytes of encoded frames kept in memory for image folders (frames as served); 0 = no cache.
+    cache_bytes: int = 64 * 1024 * 1024
 
     def check(self) -> None:
         if self.fps < 0:
             raise FieldProblem("fps", f"must be 0 or more, got {self.fps}", "0 gives one new frame per read")
         if not 1 <= self.jpeg_quality <= 100:
             raise FieldProblem("jpeg_quality", f"must be 1 to 100, got {self.jpeg_quality}")
-        if self.max_side < 0:
-            raise FieldProblem("max_side", f"must be 0 or more, got {self.max_side}")
+        for name in ("max_side", "max_pixels", "cache_bytes"):
+            if (value := getattr(self, name)) is not None and value < 0:
+                raise FieldProblem(name, f"must be 0 or more, got {value}")
         kind, _ = self.kind()
         if kind == "images" and not self.images():
             raise FieldProblem("source", f"{self.source!r} matches no image files ({', '.join(sorted(IMAGE_SUFFIXES))})",
@@ -85,6 +93,29 @@ class Frame:
     height: int
 
 
+class FrameCache:
+    """Encoded frames by file, least recently used out first, holding at most `budget` bytes of frame data."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget, self.size = budget, 0
+        self._frames: OrderedDict[Path, Frame] = OrderedDict()
+
+    def get(self, path: Path, make: Callable[[Path], Frame]) -> Frame:
+        if (frame := self._frames.get(path)) is not None:
+            self._frames.move_to_end(path)
+            return frame
+        frame = make(path)
+        if len(frame.data) <= self.budget:
+            self._frames[path] = frame
+            self.size += len(frame.data)
+            while self.size > self.budget:
+                self.size -= len(self._frames.popitem(last=False)[1].data)
+        return frame
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+
 class MediaSource:
     """Frames from the configured source, encoded as asked. Blocking: call from a thread, not the event loop."""
 
@@ -97,7 +128,8 @@ class MediaSource:
         self._lock = threading.Lock()
         self._index = 0
         self._started = clock()
-        self._encode_file = lru_cache(maxsize=64)(self._encode_path)
+        self.cache = FrameCache(config.cache_bytes)
+        self.last: Frame | None = None
         if self.kind != "images":
             import cv2  # only video and webcam sources pay for OpenCV
 
@@ -115,7 +147,8 @@ class MediaSource:
 
     def read(self) -> Frame:
         with self._lock:
-            return self._read_images() if self.kind == "images" else self._read_capture()
+            self.last = self._read_images() if self.kind == "images" else self._read_capture()
+            return self.last
 
     def close(self) -> None:
         with self._lock:
@@ -137,19 +170,19 @@ class MediaSource:
 
     def _read_images(self) -> Frame:
         path = self._files[self._position(len(self._files))]
-        return self._encode_file(path)
+        return self.cache.get(path, self._encode_path)
 
     def _encode_path(self, path: Path) -> Frame:
         """Pass the file's bytes through untouched when it is already what was asked for: no decode, no re-encode."""
-        data = path.read_bytes()
         try:
-            image = Image.open(io.BytesIO(data))
-            if image.format == MIME_FORMAT[self.config.mime_type] and self._fits(image.size):
-                return Frame(data, self.config.mime_type, path.name, *image.size)
-            image.load()
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise InputError(f"{path} is not a readable image: {exc}") from exc
-        return self._encode(image, path.name)
+            data = path.read_bytes()
+        except OSError as exc:
+            raise InputError(f"could not read {path}: {exc}") from exc
+        where, limit = str(path), self.config.max_pixels
+        header = images.open_checked(data, where=where, max_pixels=limit)
+        if header.format == images.MIME_FORMAT[self.config.mime_type] and self._fits(header.size):
+            return Frame(data, self.config.mime_type, path.name, *header.size)
+        return self._encode(images.decode(data, where=where, max_pixels=limit), path.name)
 
     def _read_capture(self) -> Frame:
         import cv2
@@ -172,11 +205,6 @@ class MediaSource:
         return not self.config.max_side or max(size) <= self.config.max_side
 
     def _encode(self, image: Image.Image, name: str) -> Frame:
-        if not self._fits(image.size):
-            image = image.copy()
-            image.thumbnail((self.config.max_side, self.config.max_side))
-        if image.mode not in ("RGB", "L") and self.config.mime_type == "image/jpeg":
-            image = image.convert("RGB")
-        buffer = io.BytesIO()
-        image.save(buffer, format=MIME_FORMAT[self.config.mime_type], quality=self.config.jpeg_quality)
-        return Frame(buffer.getvalue(), self.config.mime_type, name, *image.size)
+        image = images.fit(image, self.config.max_side)
+        data = images.encode(image, self.config.mime_type, self.config.jpeg_quality)
+        return Frame(data, self.config.mime_type, name, *image.size)

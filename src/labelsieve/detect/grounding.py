@@ -22,11 +22,13 @@ from labelsieve.detect.config import GroundingDetectorConfig, parse_query
 from labelsieve.detections import Detections
 from labelsieve import weights
 from labelsieve.errors import ConfigError, InputError, ModelError
+from labelsieve.images import rgb
+from labelsieve.models import ModelKey, ModelSlot, resolve_device, resolve_dtype
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["GroundingDetector", "SUPPORTED_MODEL_TYPES"]
+__all__ = ["GroundingDetector", "LoadedModel", "SUPPORTED_MODEL_TYPES"]
 
 log = logging.getLogger(__name__)
 
@@ -47,60 +49,75 @@ class _Backend(Protocol):
     def infer(self, images: Sequence[Image.Image], text: Any, input_size: int) -> list[Raw]: ...
 
 
-class GroundingDetector:
-    """Open-vocabulary box proposer. `load()` once (heavy), then `detect()` from any thread; calls run one at a time."""
+class LoadedModel:
+    """A loaded backend with its run lock and text cache: what a `ModelSlot` holds, shared by every detector object
+    (old and new across a reconfigure) that serves with it."""
 
-    def __init__(self, config: GroundingDetectorConfig, resource: str = "grounding-detector") -> None:
-        self.config, self.resource = config, resource
-        self._backend: _Backend | None = None
-        self._load_lock, self._run_lock = threading.Lock(), threading.Lock()
+    def __init__(self, backend: _Backend) -> None:
+        self.backend, self.lock = backend, threading.Lock()
         self._text: OrderedDict[tuple[str, ...], Any] = OrderedDict()
 
+    def encoded(self, classes: tuple[str, ...]) -> Any:
+        """Tokenized (Grounding DINO) or embedded (OWLv2) text for `classes`, computed once per distinct query. Call
+        with `lock` held."""
+        if classes in self._text:
+            self._text.move_to_end(classes)
+        else:
+            self._text[classes] = self.backend.encode_text(classes)
+            if len(self._text) > _TEXT_CACHE_SIZE:
+                self._text.popitem(last=False)
+        return self._text[classes]
+
+
+class GroundingDetector:
+    """Open-vocabulary box proposer. `start()` (or the first `detect()`) loads the weights; `detect()` from any thread.
+
+    The model lives in a `ModelSlot`: a Viam shell passes the resource's process-wide slot, so a reconfigured object
+    serves at once with the model already loaded; Python callers get a private one.
+    """
+
+    def __init__(self, config: GroundingDetectorConfig, resource: str = "grounding-detector",
+                 slot: ModelSlot[LoadedModel] | None = None) -> None:
+        self.config, self.resource = config, resource
+        self.slot: ModelSlot[LoadedModel] = slot or ModelSlot(resource)
+
     @property
-    def loaded(self) -> bool:
-        return self._backend is not None
+    def key(self) -> ModelKey:
+        cfg = self.config
+        return ModelKey(cfg.model, cfg.revision, cfg.device, cfg.dtype, cfg.quantize, kind="grounding-detector")
+
+    def start(self) -> Future[LoadedModel]:
+        """Make the configured model the slot's (loading it in the background unless it is loaded already)."""
+        return self.slot.load(self.key, lambda: _load_backend(self.config, self.resource))
 
     def load(self) -> None:
-        """Load weights and processor once; later calls return at once. Raises `ModelError` / `WeightsNotFoundError`."""
-        with self._load_lock:
-            if self._backend is None:
-                self._backend = _load_backend(self.config, self.resource)
+        """`start()` and wait. Raises `ModelError` / `WeightsNotFoundError` / `ConfigError` (unsupported model)."""
+        self.start().result()
 
-    def load_in_background(self) -> Future[None]:
-        """Start `load()` on a daemon thread, for callers (a Viam `new()`) that must return before the weights arrive."""
-        future: Future[None] = Future()
-
-        def run() -> None:
-            try:
-                self.load()
-            except BaseException as exc:  # handed to whoever awaits the future
-                future.set_exception(exc)
-            else:
-                future.set_result(None)
-
-        threading.Thread(target=run, name=f"load {self.resource}", daemon=True).start()
-        return future
+    def close(self) -> None:
+        self.slot.release()
 
     def detect(self, images: Sequence[Image.Image], query: str | Sequence[str] | None = None) -> list[Detections]:
         """One `Detections` per image; `class_name` is always exactly one of the query's (or the config's) classes."""
-        self.load()
-        assert self._backend is not None
+        if self.slot.key is None:
+            self.start()
+        model = self.slot.get_sync()
         classes = self._classes(query)
-        cfg, backend = self.config, self._backend
+        cfg, backend = self.config, model.backend
         box_t = np.array([cfg.threshold("box_threshold", c, backend.default_thresholds[0]) for c in classes], np.float32)
         text_t = np.array([cfg.threshold("text_threshold", c, backend.default_thresholds[1]) for c in classes], np.float32)
         size = cfg.input_size or backend.default_input_size
-        rgb = [im if im.mode == "RGB" else im.convert("RGB") for im in images]
+        frames = [rgb(im) for im in images]
         raws: list[Raw] = []
-        with self._run_lock:  # one model call at a time; the text cache is shared state too
-            text = self._encoded(classes)
+        with model.lock:  # one model call at a time; the text cache is shared state too
+            text = model.encoded(classes)
             batch = cfg.batch_size or (4 if backend.device == "cuda" else 1)
-            for start in range(0, len(rgb), batch):
+            for start in range(0, len(frames), batch):
                 try:
-                    raws += backend.infer(rgb[start : start + batch], text, size)
+                    raws += backend.infer(frames[start : start + batch], text, size)
                 except (RuntimeError, ValueError) as exc:
                     raise ModelError(f"{self.resource}: {cfg.model} failed on a batch of frames: {exc}") from exc
-        return [self._postprocess(raw, im.size, classes, box_t, text_t) for raw, im in zip(raws, rgb)]
+        return [self._postprocess(raw, im.size, classes, box_t, text_t) for raw, im in zip(raws, frames)]
 
     def _classes(self, query: str | Sequence[str] | None) -> tuple[str, ...]:
         if query is None:
@@ -113,17 +130,6 @@ class GroundingDetector:
         except ValueError as exc:
             raise InputError(f"{self.resource}: bad query: {exc}") from None
 
-    def _encoded(self, classes: tuple[str, ...]) -> Any:
-        """Tokenized (Grounding DINO) or embedded (OWLv2) text for `classes`, computed once per distinct query."""
-        assert self._backend is not None
-        if classes in self._text:
-            self._text.move_to_end(classes)
-        else:
-            self._text[classes] = self._backend.encode_text(classes)
-            if len(self._text) > _TEXT_CACHE_SIZE:
-                self._text.popitem(last=False)
-        return self._text[classes]
-
     def _postprocess(self, raw: Raw, size: tuple[int, int], classes: tuple[str, ...],
                      box_t: npt.NDArray[np.float32], text_t: npt.NDArray[np.float32]) -> Detections:
         boxes, score, support = raw
@@ -132,53 +138,39 @@ class GroundingDetector:
         conf = score[rows, best]
         keep = (conf > box_t[best]) & (support[rows, best] > text_t[best])
         names = np.asarray(classes)[best]
-        dets = Detections(boxes[keep], conf[keep], names[keep]).clip(*size)
+        dets = Detections(boxes[keep], conf[keep], names[keep], classes=classes).clip(*size)
         return dets.nms(self.config.nms_iou).sorted()[: self.config.max_detections]
 
 
-def _load_backend(cfg: GroundingDetectorConfig, resource: str) -> _Backend:
-    with weights.loading():
-        try:
-            import torch
-            from transformers import AutoConfig
-        except ImportError as exc:
-            raise ModelError(f"{resource}: torch and transformers are needed for the grounding detector: {exc}") from exc
-        src, kwargs = weights.source(cfg.model, cfg.revision)
-        try:
-            model_type = AutoConfig.from_pretrained(src, **kwargs).model_type
-        except OSError as exc:
-            raise weights.not_found(resource, cfg.model, exc) from exc
-        backends = {"grounding-dino": _GroundingDino, "owlv2": _Owlv2}
-        if model_type not in backends:
-            raise ConfigError(resource, "attributes.model", f"{cfg.model!r} is a {model_type!r} model",
-                              f"supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}")
-        device = _device(cfg, resource, torch)
-        dtype = _dtype(cfg, device, torch)
-        try:
-            backend = backends[model_type](src, kwargs, device, dtype, cfg.quantize == "int8")
-        except OSError as exc:
-            raise weights.not_found(resource, cfg.model, exc) from exc
-        except (RuntimeError, ValueError) as exc:
-            raise ModelError(f"{resource}: could not load {cfg.model!r}: {exc}") from exc
+def _load_backend(cfg: GroundingDetectorConfig, resource: str) -> LoadedModel:
+    """The slot's factory; it runs under `weights.loading()`."""
+    try:
+        import torch  # noqa: F401  (imported here so that a missing torch is this clear error)
+        from transformers import AutoConfig
+    except ImportError as exc:
+        raise ModelError(f"{resource}: torch and transformers are needed for the grounding detector: {exc}") from exc
+    src, kwargs = weights.source(cfg.model, cfg.revision)
+    try:
+        model_type = AutoConfig.from_pretrained(src, **kwargs).model_type
+    except OSError as exc:
+        raise weights.not_found(resource, cfg.model, exc) from exc
+    backends = {"grounding-dino": _GroundingDino, "owlv2": _Owlv2}
+    if model_type not in backends:
+        raise ConfigError(resource, "attributes.model", f"{cfg.model!r} is a {model_type!r} model",
+                          f"supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}")
+    device = resolve_device(cfg.device, resource, cpu_only=cfg.quantize == "int8")
+    dtype = resolve_dtype(cfg.dtype, device)
+    try:
+        backend = backends[model_type](src, kwargs, device, dtype, cfg.quantize == "int8")
+    except OSError as exc:
+        raise weights.not_found(resource, cfg.model, exc) from exc
+    except (RuntimeError, ValueError) as exc:
+        raise ModelError(f"{resource}: could not load {cfg.model!r}: {exc}") from exc
     log.info("%s: loaded %s (%s) on %s as %s", resource, cfg.model, model_type, device, dtype)
-    return backend
+    return LoadedModel(backend)
 
 
 SUPPORTED_MODEL_TYPES = ("grounding-dino", "owlv2")
-
-
-def _device(cfg: GroundingDetectorConfig, resource: str, torch: Any) -> str:
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise ModelError(f"{resource}: device 'cuda' was requested but torch sees no CUDA GPU; set device to 'cpu' or 'auto'")
-    if cfg.device == "auto":
-        return "cpu" if cfg.quantize == "int8" or not torch.cuda.is_available() else "cuda"
-    return cfg.device
-
-
-def _dtype(cfg: GroundingDetectorConfig, device: str, torch: Any) -> torch.dtype:
-    if cfg.dtype == "auto":
-        return torch.float16 if device == "cuda" else torch.float32
-    return getattr(torch, cfg.dtype)
 
 
 def _loaded_model(factory: Any, source: str, kwargs: dict[str, Any], device: str, dtype: Any, int8: bool) -> Any:

@@ -8,37 +8,27 @@ A timeout is not retried: the configured timeout is the caller's budget for the 
 from __future__ import annotations
 
 import asyncio
-import base64
 import email.utils
-import io
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import openai
 from PIL import Image
 
+from labelsieve import images
 from labelsieve.errors import BackendTimeout, BackendUnavailable
 from labelsieve.verify.answers import Verdict, answer_word, p_yes_from_logprobs, parse_answer
 from labelsieve.verify.config import VerifierConfig
 
-__all__ = ["OpenAIBackend", "encode_image"]
+__all__ = ["OpenAIBackend"]
 
 log = logging.getLogger(__name__)
 
 _INSTRUCTION = "Answer with one word: yes or no."
 _MAX_TOKENS = 8  # "**Yes**" fits; a longer reply is an explanation we do not need to pay for
 _RAW_CHARS = 200
-
-
-def encode_image(image: Image.Image, longest_side: int) -> str:
-    """A JPEG data URL, shrunk so the longest side is at most `longest_side` (0 = as is): fewer image tokens, same answer."""
-    if longest_side and max(image.size) > longest_side:
-        image = image.copy()
-        image.thumbnail((longest_side, longest_side), Image.Resampling.BILINEAR)
-    buf = io.BytesIO()
-    image.convert("RGB").save(buf, format="JPEG", quality=90)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _retry_after(response: Any) -> float | None:
@@ -53,8 +43,10 @@ def _retry_after(response: Any) -> float | None:
 
 
 class OpenAIBackend:
-    def __init__(self, config: VerifierConfig, resource: str = "") -> None:
-        self.config, self.resource = config, resource
+    def __init__(self, config: VerifierConfig, resource: str = "",
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        """`sleep` waits between retries; a test passes one that records the delays instead of spending them."""
+        self.config, self.resource, self._sleep = config, resource, sleep
         self._logprobs = config.logprobs
         self._clients: dict[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = {}
         config.api_key(resource)  # a missing key is a configuration error now, not on the first frame
@@ -74,7 +66,7 @@ class OpenAIBackend:
 
     async def answer(self, image: Image.Image, question: str) -> Verdict:
         content = [{"type": "text", "text": f"{question}\n{_INSTRUCTION}"},
-                   {"type": "image_url", "image_url": {"url": encode_image(image, self.config.image_size)}}]
+                   {"type": "image_url", "image_url": {"url": images.data_url(image, self.config.image_size)}}]
         response = await self._call([{"role": "user", "content": content}])
         return self._verdict(response)
 
@@ -110,7 +102,7 @@ class OpenAIBackend:
                 raise BackendUnavailable(f"{where} failed after {attempt + 1} attempt(s): {failure}") from cause
             delay = min(cfg.max_backoff, wait if wait is not None else 0.25 * 2**attempt)
             log.info("%s: %s; retry %d/%d in %.2f s", where, failure, attempt + 1, cfg.max_retries, delay)
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
             attempt += 1
 
     def _verdict(self, response: Any) -> Verdict:

@@ -15,15 +15,15 @@ from typing import Any, Protocol
 from PIL import Image
 
 from labelsieve.errors import InputError, LabelsieveError
+from labelsieve.models import ModelSlot
 from labelsieve.verify.answers import Verdict
 from labelsieve.verify.config import VerifierConfig
 
 __all__ = ["Backend", "Verifier", "make_backend"]
 
 
-
 class Backend(Protocol):
-    def start(self) -> None:
+    def start(self) -> object:
         """Begin any slow preparation (loading weights) in the background."""
 
     async def answer(self, image: Image.Image, question: str) -> Verdict: ...
@@ -31,14 +31,15 @@ class Backend(Protocol):
     async def close(self) -> None: ...
 
 
-def make_backend(config: VerifierConfig, resource: str = "") -> Backend:
+def make_backend(config: VerifierConfig, resource: str = "", slot: ModelSlot[Any] | None = None) -> Backend:
+    """`slot` holds a local model (a Viam shell passes its resource's process-wide one); the openai backend has none."""
     if config.backend == "openai":
         from labelsieve.verify.openai_backend import OpenAIBackend
 
         return OpenAIBackend(config, resource)
     from labelsieve.verify.transformers_backend import TransformersBackend  # torch only when asked for
 
-    return TransformersBackend(config, resource)
+    return TransformersBackend(config, resource, slot)
 
 
 def _key(image: Image.Image, question: str) -> tuple[str, str]:
@@ -48,9 +49,10 @@ def _key(image: Image.Image, question: str) -> tuple[str, str]:
 
 
 class Verifier:
-    def __init__(self, config: VerifierConfig, resource: str = "", backend: Backend | None = None) -> None:
+    def __init__(self, config: VerifierConfig, resource: str = "", backend: Backend | None = None,
+                 slot: ModelSlot[Any] | None = None) -> None:
         self.config, self.resource = config, resource
-        self.backend = backend or make_backend(config, resource)
+        self.backend = backend or make_backend(config, resource, slot)
         self._cache: collections.OrderedDict[tuple[str, str], Verdict] = collections.OrderedDict()
         self._limits: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
         self.backend_calls = self.cache_hits = 0

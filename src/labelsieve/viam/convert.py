@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+import numpy as np
 from viam.components.camera import Camera
 from viam.media.video import ViamImage
 from viam.proto.app.robot import ComponentConfig
@@ -18,36 +15,11 @@ from viam.utils import struct_to_dict
 from labelsieve.detections import Detections
 from labelsieve.errors import InputError, UnsupportedError
 
-__all__ = ["attributes_of", "camera_frame", "decode_base64_image", "decode_image", "detections_to_viam"]
+__all__ = ["attributes_of", "camera_frame", "detections_from_viam", "detections_to_viam"]
 
 
 def attributes_of(config: ComponentConfig) -> Mapping[str, Any]:
     return struct_to_dict(config.attributes)
-
-
-def decode_image(image: ViamImage | bytes) -> Image.Image:
-    """Decode fully (not lazily) so a truncated JPEG fails here, as INVALID_ARGUMENT, and not inside a model."""
-    data = image.data if isinstance(image, ViamImage) else image
-    try:
-        decoded = Image.open(io.BytesIO(data))
-        decoded.load()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise InputError(f"could not decode the image ({len(data)} bytes): {exc}") from exc
-    return decoded if decoded.mode == "RGB" else decoded.convert("RGB")
-
-
-def decode_base64_image(value: object, where: str) -> Image.Image:
-    """A base64 JPEG/PNG from a `do_command` payload; anything else is an InputError naming where it was."""
-    if not isinstance(value, str):
-        raise InputError(f"{where} must be a base64 string, got {type(value).__name__}")
-    try:
-        data = base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as exc:  # ValueError: non-ASCII text
-        raise InputError(f"{where} is not valid base64: {exc}") from exc
-    try:
-        return decode_image(data)
-    except InputError as exc:
-        raise InputError(f"{where}: {exc}") from exc
 
 
 async def camera_frame(resource: str, camera: Camera | None, configured: str | None, asked: str) -> ViamImage:
@@ -72,3 +44,25 @@ def detections_to_viam(dets: Detections, width: int, height: int) -> list[Detect
         )
         for (x0, y0, x1, y1), conf, name in dets
     ]
+
+
+_PIXEL = ("x_min", "y_min", "x_max", "y_max")
+
+
+def detections_from_viam(detections: Sequence[Detection], classes: Sequence[str] | None = None, *,
+                         width: int | None = None, height: int | None = None) -> Detections:
+    """The inverse of `detections_to_viam`. A box without pixel coordinates (some services send only the normalized
+    ones) is scaled by `width` x `height`, which must then be given."""
+    rows = []
+    for i, d in enumerate(detections):
+        if all(d.HasField(f) for f in _PIXEL):
+            rows.append([d.x_min, d.y_min, d.x_max, d.y_max])
+        elif width and height and all(d.HasField(f"{f}_normalized") for f in _PIXEL):
+            rows.append([d.x_min_normalized * width, d.y_min_normalized * height,
+                         d.x_max_normalized * width, d.y_max_normalized * height])
+        else:
+            have = "normalized coordinates only, and no image size was given" if d.HasField("x_min_normalized") \
+                else "no coordinates"
+            raise InputError(f"detection {i} ({d.class_name!r}) has {have}")
+    return Detections(np.array(rows, np.float32).reshape(-1, 4), [d.confidence for d in detections],
+                      [d.class_name for d in detections], classes=tuple(classes or ()))

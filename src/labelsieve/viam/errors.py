@@ -8,20 +8,23 @@ from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
 
 from grpclib import GRPCError, Status
+from viam.errors import ViamGRPCError
 
 from labelsieve.errors import (
+    BackendError,
     BackendTimeout,
-    BackendUnavailable,
     ConfigError,
     InputError,
     LabelsieveError,
     ModelError,
+    ModuleError,
     SourceExhausted,
     UnsupportedError,
 )
 
 __all__ = ["grpc_status", "grpc_errors"]
 
+#: Most specific first: the first row an error is an instance of decides (the tree in `labelsieve.errors`).
 _STATUS: tuple[tuple[type[LabelsieveError], Status], ...] = (
     (ConfigError, Status.INVALID_ARGUMENT),
     (InputError, Status.INVALID_ARGUMENT),
@@ -29,7 +32,8 @@ _STATUS: tuple[tuple[type[LabelsieveError], Status], ...] = (
     (SourceExhausted, Status.OUT_OF_RANGE),
     (ModelError, Status.FAILED_PRECONDITION),
     (BackendTimeout, Status.DEADLINE_EXCEEDED),
-    (BackendUnavailable, Status.UNAVAILABLE),
+    (BackendError, Status.UNAVAILABLE),
+    (ModuleError, Status.UNAVAILABLE),
 )
 
 
@@ -42,14 +46,16 @@ T = TypeVar("T")
 
 
 def grpc_errors(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    """Decorate a resource method: labelsieve errors -> their status, anything unexpected -> INTERNAL with a logged traceback."""
+    """Decorate a resource method: labelsieve errors -> their status, anything unexpected -> INTERNAL with a logged
+    traceback. gRPC errors pass untouched, viam-sdk's own too (`NoCaptureToStoreError`: viam-server matches its status
+    and message to drop a frame)."""
     log = logging.getLogger(method.__module__)
 
     @functools.wraps(method)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await method(*args, **kwargs)
-        except GRPCError:
+        except (GRPCError, ViamGRPCError):
             raise
         except LabelsieveError as exc:
             log.warning("%s: %s", method.__qualname__, exc)
@@ -58,4 +64,5 @@ def grpc_errors(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
             log.exception("%s failed unexpectedly", method.__qualname__)
             raise GRPCError(Status.INTERNAL, f"{method.__qualname__} failed: {type(exc).__name__}: {exc}") from exc
 
+    wrapper.__labelsieve_grpc_errors__ = True  # type: ignore[attr-defined]
     return wrapper

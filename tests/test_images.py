@@ -1,0 +1,90 @@
+"""labelsieve.images: the one place untrusted image bytes are decoded, and where crops and encodings are made."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+
+import pytest
+
+from labelsieve import images
+from labelsieve.errors import ConfigError, InputError
+from support import bomb_png, encode, noise, solid
+
+
+def test_decode_is_full_rgb_and_errors_name_the_source_not_a_buffer() -> None:
+    decoded = images.decode(encode(solid("red").convert("L"), "PNG"), where="cam frame")
+    assert decoded.mode == "RGB" and decoded.size == (640, 480)
+    for data, reason in [(b"\xff\xd8 not a jpeg", "not a JPEG, PNG or other image format"),
+                         (encode(noise())[:300], "Truncated"), (b"", "0 bytes")]:
+        with pytest.raises(InputError) as caught:
+            images.decode(data, where="cam frame")
+        message = str(caught.value)
+        assert message.startswith("cam frame: ") and f"({len(data)} bytes)" in message and reason in message
+        assert "BytesIO" not in message and "0x" not in message
+
+
+def test_a_decompression_bomb_is_refused_from_its_header_naming_limit_and_fix() -> None:
+    bomb = bomb_png()
+    with pytest.raises(InputError) as caught:
+        images.decode(bomb, where="frames/huge.png")
+    message = str(caught.value)
+    assert message.startswith("frames/huge.png: ") and "14000x14000 = 196,000,000 pixels" in message
+    assert f"limit of {images.MAX_PIXELS:,}" in message and "LABELSIEVE_MAX_IMAGE_PIXELS" in message
+    with pytest.raises(InputError, match="over the limit of 1,000"):
+        images.decode(encode(solid("red", 64, 48)), max_pixels=1000)
+    assert images.decode(encode(solid("red", 64, 48)), max_pixels=0).size == (64, 48)  # 0 = no limit
+
+
+def test_the_default_limit_comes_from_the_environment() -> None:
+    code = "from labelsieve import images; print(images.MAX_PIXELS)"
+    env = {**os.environ, "LABELSIEVE_MAX_IMAGE_PIXELS": "2e6"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "2000000"
+    bad = subprocess.run([sys.executable, "-c", code], env={**env, "LABELSIEVE_MAX_IMAGE_PIXELS": "lots"},
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and ConfigError.__name__ in bad.stderr and "LABELSIEVE_MAX_IMAGE_PIXELS" in bad.stderr
+
+
+def test_decode_base64_names_the_field() -> None:
+    good = base64.b64encode(encode(solid("blue", 32, 24))).decode()
+    assert images.decode_base64(good, "detect.images[0]").size == (32, 24)
+    for value, problem in [(3, "must be a base64 string, got int"), ("%%%", "is not valid base64"),
+                           (base64.b64encode(b"junk").decode(), "could not decode the image (4 bytes)")]:
+        with pytest.raises(InputError, match=r"^detect\.images\[0\]") as caught:
+            images.decode_base64(value, "detect.images[0]")
+        assert problem in str(caught.value)
+
+
+@pytest.mark.parametrize(("mode", "mime", "magic"), [("RGBA", "image/jpeg", b"\xff\xd8"), ("P", "image/jpeg", b"\xff\xd8"),
+                                                     ("RGBA", "image/png", b"\x89PNG"), ("CMYK", "image/png", b"\x89PNG")])
+def test_encode_converts_modes_the_format_cannot_store(mode: str, mime: str, magic: bytes) -> None:
+    data = images.encode(solid("green", 20, 10).convert(mode), mime)
+    assert data.startswith(magic) and images.decode(data).size == (20, 10)
+    with pytest.raises(InputError, match="image/gif"):
+        images.encode(solid("green"), "image/gif")
+
+
+def test_fit_keeps_the_aspect_and_copies_only_when_it_resizes() -> None:
+    image = solid("red", 640, 480)
+    assert images.fit(image, 0) is image and images.fit(image, 640) is image
+    assert images.fit(image, 320).size == (320, 240) and images.fit(solid("red", 10, 1000), 100).size == (1, 100)
+
+
+def test_crop_pads_by_a_fraction_of_the_box_and_clips_to_the_frame() -> None:
+    image = noise(100, 80)
+    piece, box = images.crop(image, (10, 10, 30, 50), padding=0.5)  # 20x40 box: 10 px and 20 px more each side
+    assert box == (0, 0, 40, 70) and piece.size == (40, 70)
+    assert images.crop(image, (90.2, 70.5, 120, 95))[1] == (90, 70, 100, 80)  # outward to whole pixels, clipped
+    assert piece.tobytes() == image.crop(box).tobytes()
+    for bad in [(10, 10, 10, 20), (30, 10, 20, 20), (200, 200, 300, 300), (0, 0, float("nan"), 5), (1, 2, 3)]:
+        with pytest.raises(InputError):
+            images.crop(image, bad)
+
+
+def test_data_url_is_a_shrunk_jpeg() -> None:
+    url = images.data_url(noise(800, 400), max_side=200)
+    assert url.startswith("data:image/jpeg;base64,")
+    assert images.decode(base64.b64decode(url.split(",", 1)[1])).size == (200, 100)
