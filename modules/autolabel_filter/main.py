@@ -11,12 +11,10 @@ NoCaptureToStoreError when nothing was verified, so viam-server (or labelsieve's
 """
 
 import asyncio
-import base64
 import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, ClassVar, Self, TypeVar
 
-import numpy as np
 from grpclib import GRPCError, Status
 from PIL import Image
 from viam.components.camera import Camera
@@ -24,26 +22,26 @@ from viam.errors import NoCaptureToStoreError
 from viam.media.video import CameraMimeType, ViamImage
 from viam.module.module import Module
 from viam.proto.app.robot import ComponentConfig
-from viam.proto.common import PointCloudObject, ResourceName
-from viam.proto.service.vision import Classification, Detection, Detection3D, GetPropertiesResponse
+from viam.proto.common import ResourceName
+from viam.proto.service.vision import Detection, GetPropertiesResponse
 from viam.resource.base import ResourceBase
 from viam.resource.easy_resource import EasyResource
 from viam.services.vision import CaptureAllResult, Vision
 from viam.utils import from_dm_from_extra
 
+from labelsieve import images
 from labelsieve.detections import Detections
-from labelsieve.errors import BackendUnavailable, UnsupportedError
+from labelsieve.errors import BackendUnavailable
 from labelsieve.filter import AutoLabelFilter, FilterConfig, Frame
-from labelsieve.filter._images import encode
 from labelsieve.verify import Verdict
-from labelsieve.viam.convert import attributes_of, camera_frame, decode_image, detections_to_viam
-from labelsieve.viam.errors import grpc_errors
+from labelsieve.viam.commands import command_of, verify_command
+from labelsieve.viam.convert import attributes_of, camera_frame, detections_from_viam, detections_to_viam
+from labelsieve.viam.resource import camera_dependency, labelsieve_resource
 
 log = logging.getLogger(__name__)
 
 SUPPORTED = ("get_detections, get_detections_from_camera, capture_all_from_camera (image, verified detections and "
              "extra.provenance), get_properties and do_command {\"stats\": {}}")
-
 
 T = TypeVar("T")
 
@@ -66,30 +64,25 @@ def _verdict(answer: object, confidence: object) -> Verdict:
     return Verdict(answer if answer in ("yes", "no") else "unsure", score)  # type: ignore[arg-type]
 
 
-def detections_from_viam(found: Sequence[Detection]) -> Detections:
-    return Detections(np.array([[d.x_min, d.y_min, d.x_max, d.y_max] for d in found], np.float32).reshape(-1, 4),
-                      np.array([d.confidence for d in found], np.float32), np.array([d.class_name for d in found], np.str_))
-
-
 class VisionStages:
     """The filter core's two stages over Viam vision services."""
 
     def __init__(self, config: FilterConfig, detector: Vision, verifier: Vision) -> None:
         self.config, self.detector, self.verifier = config, detector, verifier
-        self.query = " ".join(f"{c}." for c in dict.fromkeys(r.detect for r in config.rules))  # "person. car."
+        self.query = " ".join(f"{c}." for c in config.detect_classes)  # "person. car.", as grounding detectors read it
         self.batch: bool | None = None  # unknown until the verifier first answers {"verify": ...}
 
     async def propose(self, frame: Frame) -> Detections:
         """The frame's bytes as they came from the camera, not re-encoded."""
         image = (ViamImage(frame.data, CameraMimeType.from_string(frame.mime_type or "image/jpeg")) if frame.data
-                 else ViamImage(encode(frame.image, "image/jpeg"), CameraMimeType.JPEG))
+                 else ViamImage(images.encode(frame.image), CameraMimeType.JPEG))
         found = await _remote(self.detector.get_detections(image, extra={"query": self.query}))
-        return detections_from_viam(found)
+        return detections_from_viam(found, width=frame.image.width, height=frame.image.height)
 
     async def verify(self, crops: Sequence[Image.Image], questions: Sequence[str]) -> list[Verdict]:
-        encoded = await asyncio.to_thread(lambda: [encode(crop, "image/jpeg") for crop in crops])
-        if self.batch is not False and (verdicts := await self._verify_batch(encoded, questions)) is not None:
+        if self.batch is not False and (verdicts := await self._verify_batch(crops, questions)) is not None:
             return verdicts
+        encoded = await asyncio.to_thread(lambda: [images.encode(crop) for crop in crops])
         limit = asyncio.Semaphore(self.config.max_concurrency)
 
         async def one(data: bytes, question: str) -> Verdict:
@@ -105,10 +98,10 @@ class VisionStages:
             for task in tasks:  # one failure settles the frame; the others' answers would be thrown away
                 task.cancel()
 
-    async def _verify_batch(self, encoded: Sequence[bytes], questions: Sequence[str]) -> list[Verdict] | None:
-        """The verifier's batch command, or None (and never again) when it does not offer one."""
-        command = {"verify": {"crops": [{"image": base64.b64encode(d).decode(), "question": q}
-                                        for d, q in zip(encoded, questions)]}}
+    async def _verify_batch(self, crops: Sequence[Image.Image], questions: Sequence[str]) -> list[Verdict] | None:
+        """The verifier's batch command, or None (and never again) when it does not offer one: it answers
+        UNIMPLEMENTED, UNKNOWN (an SDK stub's NotImplementedError), or a reply without 'verdicts'."""
+        command = await asyncio.to_thread(verify_command, crops, questions)
         try:
             reply = await self.verifier.do_command(command)
         except GRPCError as exc:
@@ -119,7 +112,7 @@ class VisionStages:
         if not isinstance(verdicts, list):
             if self.batch:
                 raise BackendUnavailable(f"the batch reply has no 'verdicts' list: {sorted(reply)}")
-            log.info("%s offers no {'verify': ...} command; verifying crop by crop")
+            log.info("%s offers no {'verify': ...} command; verifying crop by crop", self.config.verifier)
             self.batch = False
             return None
         self.batch = True
@@ -127,6 +120,7 @@ class VisionStages:
                 for v in verdicts]
 
 
+@labelsieve_resource(SUPPORTED)
 class AutoLabelFilterService(Vision, EasyResource):
     MODEL: ClassVar = "labelsieve:vision:autolabel-filter"
     config: FilterConfig
@@ -140,38 +134,34 @@ class AutoLabelFilterService(Vision, EasyResource):
 
     @classmethod
     def new(cls, config: ComponentConfig, dependencies: Mapping[ResourceName, ResourceBase]) -> Self:
-        service = cls(config.name)
-        service.config = parsed = FilterConfig.parse(config.name, attributes_of(config))
-        camera = parsed.camera_name
-        service.camera = dependencies[Camera.get_resource_name(camera)] if camera else None  # type: ignore[assignment]
+        self = super().new(config, dependencies)
+        self.config = parsed = FilterConfig.parse(config.name, attributes_of(config))
+        self.camera = camera_dependency(dependencies, parsed.camera_name)
         stages = VisionStages(parsed, dependencies[Vision.get_resource_name(parsed.detector)],  # type: ignore[arg-type]
                               dependencies[Vision.get_resource_name(parsed.verifier)])  # type: ignore[arg-type]
-        service.filter = AutoLabelFilter(parsed, stages.propose, stages.verify, proposer_name=parsed.detector,
-                                         verifier_name=parsed.verifier)
-        return service
+        self.filter = AutoLabelFilter(parsed, stages.propose, stages.verify, proposer_name=parsed.detector,
+                                      verifier_name=parsed.verifier)
+        return self
 
-    async def _examine(self, image: ViamImage, gate: bool) -> tuple[Image.Image, list[Detection], list[dict[str, Any]]]:
-        decoded = await asyncio.to_thread(decode_image, image)
+    async def _examine(self, image: ViamImage, gate: bool) -> tuple[list[Detection], list[dict[str, Any]]]:
+        decoded = await asyncio.to_thread(images.decode, image.data, where=f"{self.name}: the image")
         decision = await self.filter.examine(Frame(decoded, image.data, image.mime_type), gate=gate)
-        return decoded, detections_to_viam(decision.detections, *decoded.size), [p.as_dict() for p in decision.provenance]
+        return detections_to_viam(decision.detections, *decoded.size), [p.as_dict() for p in decision.provenance]
 
     async def _camera_frame(self, camera_name: str) -> ViamImage:
         return await camera_frame(self.name, self.camera, self.config.camera_name, camera_name)
 
-    @grpc_errors
     async def get_detections(self, image: ViamImage, *, extra: Mapping[str, Any] | None = None,
                              timeout: float | None = None, **kwargs: Any) -> list[Detection]:
         """An image sent on purpose is always examined: the near-duplicate gate watches the camera only."""
-        _, detections, _ = await self._examine(image, gate=False)
+        detections, _ = await self._examine(image, gate=False)
         return detections
 
-    @grpc_errors
     async def get_detections_from_camera(self, camera_name: str, *, extra: Mapping[str, Any] | None = None,
                                          timeout: float | None = None, **kwargs: Any) -> list[Detection]:
-        _, detections, _ = await self._examine(await self._camera_frame(camera_name), gate=True)
+        detections, _ = await self._examine(await self._camera_frame(camera_name), gate=True)
         return detections
 
-    @grpc_errors
     async def capture_all_from_camera(self, camera_name: str, return_image: bool = False,
                                       return_classifications: bool = False, return_detections: bool = False,
                                       return_object_point_clouds: bool = False, return_detections_3d: bool = False, *,
@@ -179,7 +169,7 @@ class AutoLabelFilterService(Vision, EasyResource):
                                       **kwargs: Any) -> CaptureAllResult:
         """Only verified boxes, each with its provenance in `extra["provenance"]` (same order)."""
         image = await self._camera_frame(camera_name)
-        _, detections, provenance = await self._examine(image, gate=True)
+        detections, provenance = await self._examine(image, gate=True)
         if not detections and from_dm_from_extra(dict(extra or {})):
             raise NoCaptureToStoreError()  # viam-server matches its status and message: nothing is stored
         return CaptureAllResult(image=image if return_image else None,
@@ -187,41 +177,17 @@ class AutoLabelFilterService(Vision, EasyResource):
                                 detections=detections if return_detections else None,
                                 extra={"provenance": provenance} if return_detections else {})
 
-    @grpc_errors
     async def get_properties(self, *, extra: Mapping[str, Any] | None = None, timeout: float | None = None,
                              **kwargs: Any) -> Vision.Properties:
         return GetPropertiesResponse(classifications_supported=False, detections_supported=True,
                                      object_point_clouds_supported=False)
 
-    @grpc_errors
     async def do_command(self, command: Mapping[str, Any], *, timeout: float | None = None,
                          **kwargs: Any) -> Mapping[str, Any]:
         """`{"stats": {}}` -> the counters since the resource was (re)configured and the last decision with its reasons."""
-        if set(command) != {"stats"}:
-            raise UnsupportedError(f"{self.name}: unknown command {sorted(command)}; supported: {SUPPORTED}")
+        command_of(self.name, command, "stats", SUPPORTED)
         last = self.filter.last
         return {"stats": self.filter.stats.as_dict(), "last_decision": last.as_dict() if last else None}
-
-    @grpc_errors
-    async def get_classifications(self, image: ViamImage, count: int, *, extra: Mapping[str, Any] | None = None,
-                                  timeout: float | None = None, **kwargs: Any) -> list[Classification]:
-        raise UnsupportedError(f"{self.name} labels boxes and does not classify; supported: {SUPPORTED}")
-
-    @grpc_errors
-    async def get_classifications_from_camera(self, camera_name: str, count: int, *,
-                                              extra: Mapping[str, Any] | None = None, timeout: float | None = None,
-                                              **kwargs: Any) -> list[Classification]:
-        raise UnsupportedError(f"{self.name} labels boxes and does not classify; supported: {SUPPORTED}")
-
-    @grpc_errors
-    async def get_object_point_clouds(self, camera_name: str, *, extra: Mapping[str, Any] | None = None,
-                                      timeout: float | None = None, **kwargs: Any) -> list[PointCloudObject]:
-        raise UnsupportedError(f"{self.name} works on 2D images and has no point clouds; supported: {SUPPORTED}")
-
-    @grpc_errors
-    async def get_detections_3d(self, camera_name: str, *, extra: Mapping[str, Any] | None = None,
-                                timeout: float | None = None, **kwargs: Any) -> list[Detection3D]:
-        raise UnsupportedError(f"{self.name} works on 2D images and has no 3D detections; supported: {SUPPORTED}")
 
 
 if __name__ == "__main__":

@@ -64,6 +64,16 @@ class FilterConfig(Attributes):
     detector_timeout: float = 30.0
     verifier_timeout: float = 30.0
 
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Every label the filter can give, in rule order: its class ids, stable while the rules are."""
+        return tuple(dict.fromkeys(n for r in self.rules for n in (r.label, r.negative_label) if n is not None))
+
+    @property
+    def detect_classes(self) -> tuple[str, ...]:
+        """The proposer classes the rules ask about, each once."""
+        return tuple(dict.fromkeys(r.detect for r in self.rules))
+
     def check(self) -> None:
         for name in ("detector", "verifier"):
             if not getattr(self, name):

@@ -23,10 +23,10 @@ import numpy as np
 from PIL import Image
 
 from labelsieve.detections import Detections
-from labelsieve.filter._images import crop
 from labelsieve.filter.config import FilterConfig
 from labelsieve.filter.gate import DuplicateGate, thumbnail
 from labelsieve.filter.provenance import Provenance
+from labelsieve.images import crop
 from labelsieve.verify.answers import Verdict
 
 __all__ = ["AutoLabelFilter", "Decision", "FilterStats", "Frame", "Proposer", "VerifyCrops"]
@@ -194,6 +194,7 @@ class AutoLabelFilter:
             proposals.xyxy[[box for box, _, _ in kept]].reshape(-1, 4),
             np.array([p.agreement for _, _, p in kept], np.float32),
             np.array([label for _, label, _ in kept], np.str_),
+            classes=self.config.labels,
         )
         outcome: Outcome = "kept" if kept else "nothing_verified"
         return Decision(outcome, detections, tuple(p for _, _, p in kept), tuple(reasons))
