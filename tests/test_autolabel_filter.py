@@ -106,6 +106,15 @@ def test_min_confidence_and_class_matching() -> None:
     assert sum("under rule" in r for r in decision.reasons) == 2
 
 
+def test_numbers_that_are_not_numbers_never_label() -> None:
+    stages = Stages(boxes((0, 0, 20, 20, float("nan"), "person"), (20, 0, 40, 20, 0.9, "person")),
+                    {"Hat?": ("yes", float("nan"))})
+    sieve = make(stages, HAT)
+    decision = examine(sieve)
+    assert len(stages.asked) == 1  # the NaN-scored proposal is not verified
+    assert decision.outcome == "nothing_verified" and sieve.stats.verified_unsure == 1  # a "yes" without a confidence
+
+
 def test_max_crops_keeps_the_most_confident_proposals() -> None:
     stages = Stages(boxes(*[(i * 10, 0, i * 10 + 10, 10, s, "person") for i, s in enumerate([0.4, 0.9, 0.6, 0.8])]),
                     {"Hat?": ("yes", 1.0)})

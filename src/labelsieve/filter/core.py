@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
@@ -27,7 +28,7 @@ from labelsieve.filter.config import FilterConfig
 from labelsieve.filter.gate import DuplicateGate, thumbnail
 from labelsieve.filter.provenance import Provenance
 from labelsieve.images import crop
-from labelsieve.verify.answers import Verdict
+from labelsieve.verify.answers import Answer, Verdict
 
 __all__ = ["AutoLabelFilter", "Decision", "FilterStats", "Frame", "Proposer", "VerifyCrops"]
 
@@ -88,7 +89,7 @@ class FilterStats:
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
 
-    def count_verdict(self, answer: Literal["yes", "no", "unsure"]) -> None:
+    def count_verdict(self, answer: Answer) -> None:
         if answer == "yes":
             self.verified_yes += 1
         elif answer == "no":
@@ -160,7 +161,7 @@ class AutoLabelFilter:
             if not rules:
                 reasons.append(f"box {box} ({name} {score:.2f}): no rule detects {name!r}")
             for r in rules:
-                if score < self.config.rules[r].min_confidence:
+                if not score >= self.config.rules[r].min_confidence:  # a NaN score is no proposal
                     reasons.append(f"box {box} ({name} {score:.2f}): under rule {r}'s min_confidence "
                                    f"{self.config.rules[r].min_confidence}")
                 else:
@@ -178,7 +179,9 @@ class AutoLabelFilter:
         kept: list[tuple[int, str, Provenance]] = []
         for (box, r), crop_box, verdict in zip(asked, crops, verdicts):
             rule, score = self.config.rules[r], float(proposals.confidence[box])
-            answer = verdict.answer if verdict.answer in ("yes", "no") else "unsure"
+            confidence = float(verdict.confidence)
+            sure = verdict.answer in ("yes", "no") and math.isfinite(confidence)  # an answer without a number is no answer
+            answer: Answer = verdict.answer if sure else "unsure"
             self.stats.count_verdict(answer)
             label = {"yes": rule.label, "no": rule.negative_label}.get(answer)
             said = f"box {box} ({proposals.class_name[box]} {score:.2f}), rule {r}: {verdict.answer} {verdict.confidence:.2f}"
@@ -189,7 +192,7 @@ class AutoLabelFilter:
             kept.append((box, label, Provenance(
                 rule=r, question=rule.question, proposer=self.proposer_name, proposer_class=str(proposals.class_name[box]),
                 proposer_score=score, verifier=self.verifier_name, answer=answer,  # type: ignore[arg-type]
-                verifier_confidence=min(max(float(verdict.confidence), 0.0), 1.0), crop=crop_box)))
+                verifier_confidence=min(max(confidence, 0.0), 1.0), crop=crop_box)))
         detections = Detections(
             proposals.xyxy[[box for box, _, _ in kept]].reshape(-1, 4),
             np.array([p.agreement for _, _, p in kept], np.float32),
