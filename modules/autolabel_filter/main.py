@@ -36,7 +36,7 @@ from labelsieve.filter import AutoLabelFilter, FilterConfig, Frame
 from labelsieve.verify import Verdict
 from labelsieve.viam.commands import command_of, verify_command
 from labelsieve.viam.convert import attributes_of, camera_frame, detections_from_viam, detections_to_viam
-from labelsieve.viam.resource import camera_dependency, labelsieve_resource
+from labelsieve.viam.resource import camera_dependency, labelsieve_resource, requires
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class AutoLabelFilterService(Vision, EasyResource):
     @classmethod
     def validate_config(cls, config: ComponentConfig) -> tuple[Sequence[str], Sequence[str]]:
         parsed = FilterConfig.parse(config.name, attributes_of(config))
-        return [parsed.detector, parsed.verifier, *([parsed.camera_name] if parsed.camera_name else [])], []
+        return requires(parsed.detector, parsed.verifier, parsed.camera_name)
 
     @classmethod
     def new(cls, config: ComponentConfig, dependencies: Mapping[ResourceName, ResourceBase]) -> Self:

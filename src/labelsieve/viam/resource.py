@@ -23,7 +23,7 @@ from viam.resource.base import ResourceBase
 from labelsieve.errors import UnsupportedError
 from labelsieve.viam.errors import grpc_errors
 
-__all__ = ["camera_dependency", "labelsieve_resource"]
+__all__ = ["camera_dependency", "labelsieve_resource", "requires"]
 
 R = TypeVar("R", bound=type)
 
@@ -58,6 +58,11 @@ def labelsieve_resource(supported: str) -> Callable[[R], R]:
         return cls
 
     return decorate
+
+
+def requires(*names: str | None) -> tuple[list[str], list[str]]:
+    """`validate_config`'s answer: the resources named (those set) as required dependencies, none optional."""
+    return [n for n in names if n], []
 
 
 def camera_dependency(dependencies: Mapping[Any, ResourceBase], name: str | None) -> Camera | None:
