@@ -82,3 +82,31 @@ def test_bad_detector_attributes_are_rejected_at_validation(gdino_dir: Path, fra
     result = validate(config(frames, detector("det", gdino_dir, box_threshold=1.5, camera_name="cam")), tmp_path)
     assert result.returncode == 2
     assert "resource 'det'" in result.stderr and "attributes.box_threshold" in result.stderr
+
+
+def test_live_edits_reuse_or_swap_the_weights_without_a_failed_call(gdino_dir: Path, owlv2_dir: Path, frames: Path,
+                                                                      tmp_path: Path) -> None:
+    """Through the runtime: a threshold edit loads nothing again; a `model` edit loads the new model beside the old one
+    and swaps, while a stream of calls goes on without a single failure."""
+    cfg = config(frames, detector("det", gdino_dir, camera_name="cam"))
+    with Machine(cfg, tmp_path) as machine:
+        machine.wait_for_log("det: loaded", timeout=60)
+
+        async def stream_during(edit: dict[str, Any], applied: str, count: int) -> int:
+            robot = await connect(machine.address)
+            det, calls = VisionClient.from_robot(robot, "det"), 0
+            try:
+                cfg["services"][0]["attributes"].update(edit)
+                machine.write(cfg)
+                while machine.log.count(applied) < count:
+                    await det.get_detections_from_camera("cam")  # any failure fails the test
+                    calls += 1
+                await det.get_detections_from_camera("cam")
+                return calls + 1
+            finally:
+                await robot.close()
+
+        assert asyncio.run(stream_during({"box_threshold": 0.01}, "reconfigured det", 1)) > 0
+        assert machine.log.count("det: loaded") == 1  # the edit reused the loaded weights
+        assert asyncio.run(stream_during({"model": str(owlv2_dir)}, "det: loaded", 2)) > 0
+    assert "(owlv2)" in machine.log.split("det: loaded")[-1].splitlines()[0]

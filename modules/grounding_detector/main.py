@@ -27,7 +27,7 @@ from labelsieve.detections import Detections
 from labelsieve.models import ModelSlot
 from labelsieve.viam.commands import command_of, detect_reply, parse_detect
 from labelsieve.viam.convert import attributes_of, camera_frame, detections_to_viam
-from labelsieve.viam.resource import camera_dependency, labelsieve_resource
+from labelsieve.viam.resource import camera_dependency, labelsieve_resource, requires
 
 SUPPORTED = ("get_detections, get_detections_from_camera, capture_all_from_camera (image and detections), "
              "get_properties and do_command {\"detect\": {\"images\": [base64...], \"query\": \"...\"}}")
@@ -43,7 +43,7 @@ class GroundingDetectorService(Vision, EasyResource):
     @classmethod
     def validate_config(cls, config: ComponentConfig) -> tuple[Sequence[str], Sequence[str]]:
         parsed = GroundingDetectorConfig.parse(config.name, attributes_of(config))
-        return ([parsed.camera_name] if parsed.camera_name else []), []
+        return requires(parsed.camera_name)
 
     @classmethod
     def new(cls, config: ComponentConfig, dependencies: Mapping[ResourceName, ResourceBase]) -> Self:

@@ -29,7 +29,7 @@ from labelsieve.models import ModelSlot
 from labelsieve.verify import Verifier, VerifierConfig
 from labelsieve.viam.commands import command_of, parse_verify
 from labelsieve.viam.convert import attributes_of, camera_frame
-from labelsieve.viam.resource import camera_dependency, labelsieve_resource
+from labelsieve.viam.resource import camera_dependency, labelsieve_resource, requires
 
 SUPPORTED = ("get_classifications and get_classifications_from_camera with extra={'question': ...}, get_properties, "
              "and do_command({'verify': {'crops': [{'image': <base64>, 'question': ...}, ...]}})")
@@ -46,7 +46,7 @@ class VlmVerifierService(Vision, EasyResource):
         parsed = VerifierConfig.parse(config.name, attributes_of(config))
         if parsed.backend == "openai":
             parsed.api_key(config.name)  # a missing key fails `labelsieve validate`, not the first request
-        return ([parsed.camera_name] if parsed.camera_name else []), []
+        return requires(parsed.camera_name)
 
     @classmethod
     def new(cls, config: ComponentConfig, dependencies: Mapping[ResourceName, ResourceBase]) -> Self:

@@ -98,6 +98,13 @@ def _coerce(value: Any, hint: Any, field: str) -> Any:
             raise FieldProblem(field, f"must be an object, got {value!r}")
         val = args[1] if len(args) == 2 else Any
         return {str(k): _coerce(v, val, f"{field}.{k}") for k, v in value.items()}
+    if isinstance(hint, type) and issubclass(hint, Attributes):  # a nested object, e.g. one of a list of rules
+        if not isinstance(value, Mapping):
+            raise FieldProblem(field, f"must be an object, got {value!r}")
+        try:
+            return hint.parse("", value)
+        except ConfigError as exc:
+            raise FieldProblem(f"{field}.{exc.field.removeprefix('attributes.')}", exc.problem, exc.fix) from None
     raise TypeError(f"unsupported attribute type {hint!r} for {field}")  # a programming error, not user input
 
 

@@ -16,13 +16,14 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from viam import logging as viam_logging
 from viam.components.camera import Camera
 from viam.resource.base import ResourceBase
 
 from labelsieve.errors import UnsupportedError
 from labelsieve.viam.errors import grpc_errors
 
-__all__ = ["camera_dependency", "labelsieve_resource"]
+__all__ = ["camera_dependency", "labelsieve_resource", "requires"]
 
 R = TypeVar("R", bound=type)
 
@@ -38,7 +39,10 @@ def _unsupported(method: str, model: object, supported: str) -> Callable[..., An
 
 
 def labelsieve_resource(supported: str) -> Callable[[R], R]:
-    """Class decorator; `supported` is the sentence an UNIMPLEMENTED answer ends with."""
+    """Class decorator; `supported` is the sentence an UNIMPLEMENTED answer ends with. It also routes the package's own
+    log records through viam's logging: in a module process they then reach the parent's robot Log at their own level
+    (a model's "loaded ..." line included), where Python's last-resort handler would print only warnings, unlevelled."""
+    viam_logging.getLogger("labelsieve")
 
     def decorate(cls: R) -> R:
         model = getattr(cls, "MODEL", cls.__name__)
@@ -54,6 +58,11 @@ def labelsieve_resource(supported: str) -> Callable[[R], R]:
         return cls
 
     return decorate
+
+
+def requires(*names: str | None) -> tuple[list[str], list[str]]:
+    """`validate_config`'s answer: the resources named (those set) as required dependencies, none optional."""
+    return [n for n in names if n], []
 
 
 def camera_dependency(dependencies: Mapping[Any, ResourceBase], name: str | None) -> Camera | None:
