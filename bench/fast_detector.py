@@ -158,7 +158,8 @@ def main() -> None:
             if ("onnx", size) in fps and ("pt", size) in fps:
                 through, inside = fps["onnx", size] / fps["pt", size], local["onnx", size] / local["pt", size]
                 goal = f" (goal on a CPU >= 2: {'met' if through >= 2 else 'MISSED'})" if args.device == "cpu" else ""
-                print(f"ONNX / torch at {size}: through the module {through:.2f}x{goal}, ultralytics in process {inside:.2f}x")
+                print(f"ONNX / torch at {size}: through the module {through:.2f}x{goal}, "
+                      f"ultralytics in process {inside:.2f}x")
         for kind, (ready, rss) in startup.items():
             print(f"module with a {kind:4} model: start to first answer {ready:5.2f} s, resident memory {rss:6.0f} MB")
 

@@ -22,8 +22,11 @@ from support import encode
 COLORS = {"red": (220, 30, 30), "blue": (30, 30, 220), "not_red": (30, 200, 30)}  # "not_red": a verified negative
 
 
+Boxes = list[tuple[str, tuple[float, ...]]]  # (label, normalized xyxy) per object
+
+
 def scene_frames(scene: int, frames: int, size: int = 64,
-                 classes: tuple[str, ...] = ("red", "blue")) -> list[tuple[Image.Image, list[tuple[str, tuple[float, ...]]]]]:
+                 classes: tuple[str, ...] = ("red", "blue")) -> list[tuple[Image.Image, Boxes]]:
     """Consecutive frames of one scene: its own background, objects that drift a pixel per frame."""
     rng = np.random.default_rng(scene)
     base = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)

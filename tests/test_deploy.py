@@ -50,7 +50,8 @@ async def status(address: str, name: str = "det") -> dict[str, Any]:
 def test_promotion_gate_names_the_deciding_number(trained_model: Path, tmp_path: Path) -> None:
     info = json.loads((trained_model / "model.json").read_text())
     better = variant(trained_model, tmp_path / "better", metrics={**info["metrics"], "mAP50-95": 0.9})
-    with pytest.raises(PromotionRefused, match=r"mAP50-95 on the val split of dataset v1 .*: candidate 0\.\d+ < deployed 0\.9000"):
+    refused = r"mAP50-95 on the val split of dataset v1 .*: candidate 0\.\d+ < deployed 0\.9000"
+    with pytest.raises(PromotionRefused, match=refused):
         promotion_gate(trained_model, better)
     assert "forced" in promotion_gate(trained_model, better, force=True)
     assert ">= deployed" in promotion_gate(better, trained_model)

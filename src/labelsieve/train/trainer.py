@@ -41,7 +41,8 @@ _METRICS = {"metrics/mAP50-95(B)": "mAP50-95", "metrics/mAP50(B)": "mAP50", "met
 def load_model_info(model_dir: Path) -> dict[str, Any]:
     path = model_dir / MODEL_INFO
     if not path.is_file():
-        raise InputError(f"{model_dir}: not a labelsieve model directory (no {MODEL_INFO}); train one with `labelsieve train`")
+        raise InputError(f"{model_dir}: not a labelsieve model directory (no {MODEL_INFO}); "
+                         "train one with `labelsieve train`")
     return json.loads(path.read_text())
 
 
