@@ -9,7 +9,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends libgl1 libglib2
 WORKDIR /app
 COPY pyproject.toml README.md setup.sh ./
 COPY src ./src
-RUN pip install --no-cache-dir -e .
+RUN pip install --no-cache-dir -e ".[label,train]"
 COPY modules ./modules
 COPY configs ./configs
 COPY meta.json ./

@@ -24,3 +24,13 @@ def owlv2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from support.tiny_models import build_owlv2
 
     return build_owlv2(tmp_path_factory.mktemp("owlv2"))
+
+
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny trained model directory for the whole session (read-only: copy it before changing anything)."""
+    from support.scenes import train_tiny
+
+    root = tmp_path_factory.mktemp("trained")
+    env = {"LABELSIEVE_HOME": str(root / "home"), "YOLO_CONFIG_DIR": "", "YOLO_OFFLINE": ""}  # train sets them
+    return train_tiny(root, env)[0]

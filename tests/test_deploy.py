@@ -21,7 +21,6 @@ from labelsieve.train.deploy import PromotionRefused, promotion_gate
 from support import Machine, connect, eventually
 from test_dataset import write_scenes
 from test_fast_detector import config, fast, frame_jpeg
-from test_train import trained_model  # noqa: F401  (the session's one trained model)
 
 
 def variant(model: Path, folder: Path, **changes: Any) -> Path:

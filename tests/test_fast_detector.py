@@ -18,7 +18,6 @@ from labelsieve.detect.fast import FastDetectorConfig, OnnxModel, UltralyticsMod
 from labelsieve.errors import ConfigError
 from support import Machine, camera, connect, encode, module
 from test_dataset import scene_frames
-from test_train import trained_model  # noqa: F401  (the session's one trained model)
 
 LOW = 0.001  # a 3-epoch model is unsure of everything; a low threshold still gives boxes to compare
 

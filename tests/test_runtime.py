@@ -21,7 +21,6 @@ from PIL import Image
 from viam.components.camera import Camera
 from viam.components.camera.client import CameraClient
 from viam.components.motor import Motor
-from viam.errors import ViamError
 from viam.services.vision import VisionClient
 
 from support import ROOT, TEST_MODULES, Machine, camera, connect, eventually, machine_status, module, validate

@@ -92,7 +92,7 @@ def test_validate_warns_about_what_viam_server_reads_differently(tmp_path: Path)
     assert result.returncode == 0, result.stderr
     assert f"'executable_path' 'camera.sh' is relative; viam-server needs an absolute path: use \"{tmp_path}/camera.sh\"" \
         in result.stdout
-    assert f"'attributes.source' 'frames' is a relative path" in result.stdout and f"{tmp_path}/frames" in result.stdout
+    assert "'attributes.source' 'frames' is a relative path" in result.stdout and f"{tmp_path}/frames" in result.stdout
 
 
 def test_reload_summary_counts_modules_that_failed_to_start(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ verified, and `labelsieve sync` SIGKILLed at random moments loses and duplicates
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import signal
 import subprocess

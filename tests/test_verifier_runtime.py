@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import socket
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from PIL import Image
 from viam.media.video import ViamImage
 from viam.services.vision import VisionClient
 
-from support import ROOT, Machine, camera, connect, module
+from support import Machine, camera, connect, module
 
 from support import FakeOpenAI
 

@@ -21,10 +21,10 @@ from viam.media.video import ViamImage
 from viam.module.module import Module
 from viam.proto.app.robot import ComponentConfig
 from viam.proto.common import ResourceName
-from viam.proto.service.vision import Detection, GetPropertiesResponse
+from viam.proto.service.vision import Detection
 from viam.resource.base import ResourceBase
 from viam.resource.easy_resource import EasyResource
-from viam.services.vision import CaptureAllResult, Vision
+from viam.services.vision import Vision
 
 from labelsieve import images
 from labelsieve.detect.fast import FastDetectorConfig, FastModel, ModelSource, load_model
@@ -32,8 +32,8 @@ from labelsieve.detections import Detections
 from labelsieve.errors import BackendUnavailable, LabelsieveError
 from labelsieve.models import ModelKey, ModelSlot
 from labelsieve.viam.commands import command_of, detect_reply, parse_detect
-from labelsieve.viam.convert import attributes_of, camera_frame, detections_to_viam
-from labelsieve.viam.resource import camera_dependency, labelsieve_resource
+from labelsieve.viam.convert import attributes_of, detections_to_viam
+from labelsieve.viam.resource import CameraDetector, camera_dependency, labelsieve_resource, requires
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ SUPPORTED = ("get_detections, get_detections_from_camera, capture_all_from_camer
 
 
 @labelsieve_resource(SUPPORTED)
-class FastDetectorService(Vision, EasyResource):
+class FastDetectorService(CameraDetector, Vision, EasyResource):
     MODEL: ClassVar = "labelsieve:vision:fast-detector"
     config: FastDetectorConfig
     camera: Camera | None
@@ -53,7 +53,7 @@ class FastDetectorService(Vision, EasyResource):
     @classmethod
     def validate_config(cls, config: ComponentConfig) -> tuple[Sequence[str], Sequence[str]]:
         parsed = FastDetectorConfig.parse(config.name, attributes_of(config))
-        return ([parsed.camera_name] if parsed.camera_name else []), []
+        return requires(parsed.camera_name)
 
     @classmethod
     def new(cls, config: ComponentConfig, dependencies: Mapping[ResourceName, ResourceBase]) -> Self:
@@ -116,28 +116,6 @@ class FastDetectorService(Vision, EasyResource):
                              timeout: float | None = None, **kwargs: Any) -> list[Detection]:
         frame = images.decode(image.data, where=f"{self.name}: the image")
         return detections_to_viam(await self._detect(frame), *frame.size)
-
-    async def get_detections_from_camera(self, camera_name: str, *, extra: Mapping[str, Any] | None = None,
-                                         timeout: float | None = None, **kwargs: Any) -> list[Detection]:
-        return await self.get_detections(await self._camera_frame(camera_name), extra=extra)
-
-    async def _camera_frame(self, camera_name: str) -> ViamImage:
-        return await camera_frame(self.name, self.camera, self.config.camera_name, camera_name)
-
-    async def capture_all_from_camera(self, camera_name: str, return_image: bool = False,
-                                      return_classifications: bool = False, return_detections: bool = False,
-                                      return_object_point_clouds: bool = False, return_detections_3d: bool = False, *,
-                                      extra: Mapping[str, Any] | None = None, timeout: float | None = None,
-                                      **kwargs: Any) -> CaptureAllResult:
-        """Classifications, point clouds and 3D detections are not produced; their fields stay empty."""
-        image = await self._camera_frame(camera_name)
-        detections = await self.get_detections(image, extra=extra) if return_detections else None
-        return CaptureAllResult(image=image if return_image else None, detections=detections)
-
-    async def get_properties(self, *, extra: Mapping[str, Any] | None = None, timeout: float | None = None,
-                             **kwargs: Any) -> Vision.Properties:
-        return GetPropertiesResponse(classifications_supported=False, detections_supported=True,
-                                     object_point_clouds_supported=False)
 
     async def do_command(self, command: Mapping[str, Any], *, timeout: float | None = None,
                          **kwargs: Any) -> Mapping[str, Any]:

@@ -19,6 +19,10 @@ EXAMPLES = """examples:
   labelsieve run configs/demo.json                      serve on 127.0.0.1:8080, reload on edits
   labelsieve run configs/demo.json --host 0.0.0.0 --port 9090   (set LABELSIEVE_API_KEY to require a key)
   labelsieve validate configs/demo.json                 check everything, start nothing
+  labelsieve sync ~/.labelsieve/capture s3://bucket/robot1   upload closed capture files, verified, resumable
+  labelsieve dataset build s3://bucket/robot1 datasets/glasses   the next dataset version (YOLO + COCO)
+  labelsieve train datasets/glasses --epochs 50 --imgsz 640      a versioned model directory (weights, ONNX, metrics)
+  labelsieve deploy models/v1 --config machine.json --service fast   hot-swap on one machine (--to URL: a fleet)
 """
 
 

@@ -18,12 +18,16 @@ from typing import Any, TypeVar
 
 from viam import logging as viam_logging
 from viam.components.camera import Camera
+from viam.media.video import ViamImage
+from viam.proto.service.vision import Detection, GetPropertiesResponse
 from viam.resource.base import ResourceBase
+from viam.services.vision import CaptureAllResult
 
 from labelsieve.errors import UnsupportedError
+from labelsieve.viam.convert import camera_frame
 from labelsieve.viam.errors import grpc_errors
 
-__all__ = ["camera_dependency", "labelsieve_resource", "requires"]
+__all__ = ["CameraDetector", "camera_dependency", "labelsieve_resource", "requires"]
 
 R = TypeVar("R", bound=type)
 
@@ -68,3 +72,41 @@ def requires(*names: str | None) -> tuple[list[str], list[str]]:
 def camera_dependency(dependencies: Mapping[Any, ResourceBase], name: str | None) -> Camera | None:
     """The configured camera among `new()`'s dependencies (`validate_config` listed it), or None when none is set."""
     return dependencies[Camera.get_resource_name(name)] if name else None  # type: ignore[return-value]
+
+
+class CameraDetector:
+    """What a box detector's shell derives from its `get_detections`: the same on its camera's frame, data capture's
+    `capture_all_from_camera` (image and boxes), and truthful properties. The shell sets `camera` and `config.camera_name`."""
+
+    name: str
+    camera: Camera | None
+    config: Any
+
+    async def get_detections(self, image: ViamImage, *, extra: Mapping[str, Any] | None = None,
+                             timeout: float | None = None, **kwargs: Any) -> list[Detection]:
+        raise NotImplementedError
+
+    async def _camera_frame(self, camera_name: str) -> ViamImage:
+        return await camera_frame(self.name, self.camera, self.config.camera_name, camera_name)
+
+    @grpc_errors
+    async def get_detections_from_camera(self, camera_name: str, *, extra: Mapping[str, Any] | None = None,
+                                         timeout: float | None = None, **kwargs: Any) -> list[Detection]:
+        return await self.get_detections(await self._camera_frame(camera_name), extra=extra)
+
+    @grpc_errors
+    async def capture_all_from_camera(self, camera_name: str, return_image: bool = False,
+                                      return_classifications: bool = False, return_detections: bool = False,
+                                      return_object_point_clouds: bool = False, return_detections_3d: bool = False, *,
+                                      extra: Mapping[str, Any] | None = None, timeout: float | None = None,
+                                      **kwargs: Any) -> CaptureAllResult:
+        """Classifications, point clouds and 3D detections are not produced; their fields stay empty."""
+        image = await self._camera_frame(camera_name)
+        detections = await self.get_detections(image, extra=extra) if return_detections else None
+        return CaptureAllResult(image=image if return_image else None, detections=detections)
+
+    @grpc_errors
+    async def get_properties(self, *, extra: Mapping[str, Any] | None = None, timeout: float | None = None,
+                             **kwargs: Any) -> GetPropertiesResponse:
+        return GetPropertiesResponse(classifications_supported=False, detections_supported=True,
+                                     object_point_clouds_supported=False)

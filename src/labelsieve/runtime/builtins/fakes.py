@@ -44,7 +44,7 @@ from viam.proto.component.camera import IntrinsicParameters
 from viam.proto.component.encoder import PositionType
 from viam.proto.component.movementsensor import GetAccuracyResponse
 from viam.resource.base import ResourceBase
-from viam.resource.types import API, Model
+from viam.resource.types import Model
 from viam.utils import ValueTypes, datetime_to_timestamp, struct_to_dict
 
 from labelsieve.attributes import Attributes, FieldProblem, did_you_mean, resolve_path
