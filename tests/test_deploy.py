@@ -19,7 +19,7 @@ from viam.services.vision import VisionClient
 from labelsieve.dataset import build_dataset
 from labelsieve.train.deploy import PromotionRefused, promotion_gate
 from support import Machine, connect, eventually
-from test_dataset import write_scenes
+from support.scenes import write_scenes
 from test_fast_detector import config, fast, frame_jpeg
 
 

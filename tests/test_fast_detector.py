@@ -17,7 +17,7 @@ from viam.services.vision import VisionClient
 from labelsieve.detect.fast import FastDetectorConfig, OnnxModel, UltralyticsModel
 from labelsieve.errors import ConfigError
 from support import Machine, camera, connect, encode, module
-from test_dataset import scene_frames
+from support.scenes import scene_frames
 
 LOW = 0.001  # a 3-epoch model is unsure of everything; a low threshold still gives boxes to compare
 

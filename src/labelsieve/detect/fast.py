@@ -151,11 +151,9 @@ class UltralyticsModel:
     """A `.pt` checkpoint through ultralytics (imports torch): for GPUs and for comparing against the ONNX path."""
 
     def __init__(self, path: Path, device: str = "auto") -> None:
-        from labelsieve.train.offline import ultralytics_offline
+        from labelsieve.train.offline import yolo_class
 
-        ultralytics_offline()
-        from ultralytics import YOLO
-
+        YOLO = yolo_class()
         try:
             self.model = YOLO(str(path), task="detect")
         except Exception as exc:  # torch.load and ultralytics raise many unrelated types for a bad checkpoint

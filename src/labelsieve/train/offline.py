@@ -13,8 +13,9 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
-__all__ = ["default_config_dir", "ultralytics_offline"]
+__all__ = ["default_config_dir", "ultralytics_offline", "yolo_class"]
 
 log = logging.getLogger(__name__)
 
@@ -47,3 +48,16 @@ def ultralytics_offline(config_dir: Path | None = None) -> Path:
         if font and not (fonts / name).exists():
             shutil.copyfile(font, fonts / name)
     return config_dir
+
+
+def yolo_class(config_dir: Path | None = None) -> Any:
+    """`ultralytics.YOLO`, imported offline. Importing ultralytics also replaces PIL's `Image.open` for the whole process
+    with one that tries to pip-install a HEIF plugin whenever an image is unreadable; PIL's own is put back, so a corrupt
+    image stays an InputError (INVALID_ARGUMENT) for every stage in the process, and nothing reaches for the network."""
+    ultralytics_offline(config_dir)
+    from PIL import Image
+    from ultralytics import YOLO
+    from ultralytics.utils import patches
+
+    Image.open = patches._image_open
+    return YOLO

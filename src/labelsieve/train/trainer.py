@@ -1,5 +1,5 @@
 """Train a YOLO on a dataset version and write a versioned model directory. ultralytics is imported here only, lazily,
-after `ultralytics_offline()`, so nothing in a training run reaches the network.
+through `yolo_class()` (offline), so nothing in a training run reaches the network.
 
 A model directory (`models/v3`) holds:
 
@@ -27,7 +27,7 @@ from typing import Any
 from labelsieve.dataset import DatasetVersion, open_dataset
 from labelsieve.errors import InputError, ModelError
 from labelsieve.train.fleet import MODEL_INFO
-from labelsieve.train.offline import ultralytics_offline
+from labelsieve.train.offline import yolo_class
 
 __all__ = ["evaluate", "held_out_score", "load_model_info", "train"]
 
@@ -61,9 +61,8 @@ def train(dataset: str | Path, *, model: str = "yolo11n.yaml", epochs: int = 100
           command: str = "") -> Path:
     """Train `model` (an architecture yaml from scratch, or a `.pt` to fine-tune) on `dataset` (a version folder, a
     dataset root for its latest version, or a URL of either); returns the new model directory under `out`."""
-    ultralytics_offline()
+    YOLO = yolo_class()
     version = open_dataset(dataset)
-    from ultralytics import YOLO
 
     out.mkdir(parents=True, exist_ok=True)
     staging = out / f".training-{os.getpid()}"
@@ -114,10 +113,7 @@ def _finish(staging: Path, out: Path, version: DatasetVersion, metrics: dict[str
 
 def evaluate(weights: Path, version: DatasetVersion, imgsz: int, device: str | None = None) -> dict[str, float]:
     """Held-out metrics of `weights` on `version`'s val split, with the same validator training used."""
-    ultralytics_offline()
-    from ultralytics import YOLO
-
-    results = YOLO(str(weights)).val(data=str(version.data_yaml), imgsz=imgsz, device=device, split="val", plots=False,
+    results = yolo_class()(str(weights)).val(data=str(version.data_yaml), imgsz=imgsz, device=device, split="val", plots=False,
                                      verbose=False, workers=0)
     return _metrics(results)
 
