@@ -14,6 +14,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from s3fs import S3FileSystem
+
 __all__ = ["S3_ENV", "s3_server"]
 
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -34,6 +36,7 @@ def s3_server(bucket: str = "labelsieve-test") -> Iterator[dict[str, str]]:
     env = {**S3_ENV, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
+    S3FileSystem.clear_instance_cache()  # fsspec reuses filesystems across calls: one made for an earlier server is stale
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -49,6 +52,7 @@ def s3_server(bucket: str = "labelsieve-test") -> Iterator[dict[str, str]]:
         fsspec.filesystem("s3", skip_instance_cache=True).mkdir(bucket)
         yield {**env, "BUCKET": bucket}
     finally:
+        S3FileSystem.clear_instance_cache()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
