@@ -2,7 +2,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench setup clean
+.PHONY: demo test bench setup module clean
 demo: $(VENV)/.installed
 	$(BIN)/labelsieve run configs/demo.json
 
@@ -14,9 +14,15 @@ bench: $(VENV)/.installed
 
 setup: $(VENV)/.installed
 
+# The registry package (meta.json's build): what git tracks of the manifest, the modules and the package, nothing
+# machine-specific (no .venv, .git or caches). first_run (setup.sh) builds the .venv where it is unpacked.
+module: module.tar.gz
+module.tar.gz: $(shell git ls-files meta.json setup.sh pyproject.toml README.md modules src)
+	tar czf $@ $^
+
 $(VENV)/.installed: pyproject.toml setup.sh
 	./setup.sh test
 	touch $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache module.tar.gz
