@@ -1,5 +1,5 @@
 # labelsieve's embedded runtime and modules in one image. Build: docker build -t labelsieve .
-# Run:   docker run --rm -p 8080:8080 labelsieve            (the demo config)
+# Run:   docker run --rm -p 8080:8080 labelsieve            (the camera example)
 #        docker run --rm -p 8080:8080 -v $PWD/my.json:/app/configs/my.json -e LABELSIEVE_API_KEY=... labelsieve \
 #            labelsieve run configs/my.json --host 0.0.0.0
 # Weights are not baked in: mount a Hugging Face cache (-v ~/.cache/huggingface:/root/.cache/huggingface) or a local
@@ -20,4 +20,4 @@ ENV LABELSIEVE_PYTHON=/usr/local/bin/python \
 VOLUME /data
 EXPOSE 8080
 # Inside a container the listener must bind all interfaces for -p to reach it; set LABELSIEVE_API_KEY when exposed.
-CMD ["labelsieve", "run", "configs/demo.json", "--host", "0.0.0.0", "--port", "8080"]
+CMD ["labelsieve", "run", "configs/camera.json", "--host", "0.0.0.0", "--port", "8080"]

@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test bench setup module clean
 demo: $(VENV)/.installed
-	$(BIN)/labelsieve run configs/demo.json
+	$(BIN)/labelsieve demo
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest

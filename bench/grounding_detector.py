@@ -27,7 +27,7 @@ from PIL import Image  # noqa: E402
 
 from labelsieve.images import encode  # noqa: E402
 from labelsieve.detect import GroundingDetector, GroundingDetectorConfig  # noqa: E402
-from support.tiny_models import build_grounding_dino, build_owlv2  # noqa: E402
+from labelsieve.demo.tiny_models import build_grounding_dino, build_owlv2  # noqa: E402
 
 CLASSES = ["person", "dog", "traffic light"]
 BUILDERS = {"grounding-dino": build_grounding_dino, "owlv2": build_owlv2}

@@ -62,7 +62,7 @@ def bench_concurrency(n: int) -> None:
 
 def smolvlm_256m(path: Path) -> Path:
     """The Idefics3 configuration of HuggingFaceTB/SmolVLM-256M-Instruct, random weights, a tiny tokenizer."""
-    from support.tiny_vlms import CHAT_TEMPLATE, tiny_tokenizer
+    from labelsieve.demo.tiny_vlms import CHAT_TEMPLATE, tiny_tokenizer
     from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessor, Idefics3Processor
 
     tok = tiny_tokenizer(extra_special_tokens={"image_token": "<image>", "fake_image_token": "<fake_token_around_image>",

@@ -14,14 +14,14 @@ os.environ.setdefault("YOLO_AUTOINSTALL", "0")
 @pytest.fixture(scope="session")
 def gdino_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random-weight Grounding DINO saved like a user's local snapshot (model + processor in one folder)."""
-    from support.tiny_models import build_grounding_dino
+    from labelsieve.demo.tiny_models import build_grounding_dino
 
     return build_grounding_dino(tmp_path_factory.mktemp("grounding-dino"))
 
 
 @pytest.fixture(scope="session")
 def owlv2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from support.tiny_models import build_owlv2
+    from labelsieve.demo.tiny_models import build_owlv2
 
     return build_owlv2(tmp_path_factory.mktemp("owlv2"))
 

@@ -34,7 +34,7 @@ def test_example_config_validates(config: Path, tmp_path: Path) -> None:
 
 
 def test_demo_config_serves_the_sample_images(tmp_path: Path) -> None:
-    with Machine(ROOT / "configs/demo.json", tmp_path) as machine:
+    with Machine(ROOT / "configs/camera.json", tmp_path) as machine:
         async def run() -> bytes:
             robot = await connect(machine.address)
             try:
@@ -79,3 +79,17 @@ def test_registry_entrypoint_serves_every_model_in_meta_json(tmp_path: Path) -> 
     served = next(line for line in machine.lines if "module 'labelsieve' ready" in line)
     for model in manifest["models"]:
         assert f"{model['model']} ({model['api']})" in served
+
+
+def test_the_demo_runs_the_whole_loop(tmp_path: Path) -> None:
+    """`make demo`'s job, small: capture through the filter, sync, dataset, training, deploy, an answer. Offline, so on
+    tiny random-weight models, which it must say."""
+    result = subprocess.run([sys.executable, "-m", "labelsieve", "demo", "--out", str(tmp_path / "run"), "--frames", "6",
+                             "--epochs", "1", "--imgsz", "64"], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "NO NETWORK AND NO CACHED WEIGHTS" in result.stderr and "LABELS ARE MEANINGLESS" in result.stdout
+    assert "frames seen 6," in result.stdout and "the deployed fast detector answered through the runtime" in result.stdout
+    assert list((tmp_path / "run" / "synced").rglob("*.capture")) and (tmp_path / "run" / "models" / "v1" / "model.onnx").is_file()
+    machine = json.loads((tmp_path / "run" / "machine.json").read_text())
+    assert any(s["name"] == "fast" for s in machine["services"])  # deployed into the running machine's config

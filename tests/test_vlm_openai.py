@@ -202,7 +202,7 @@ def test_transformers_serve_round_trip(tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("transformers")
     if not exe.exists() and not shutil.which("transformers"):
         pytest.skip("`transformers serve` is not installed (pip install 'transformers[serving]')")
-    from support.tiny_vlms import build_idefics3
+    from labelsieve.demo.tiny_vlms import build_idefics3
 
     model, port = str(build_idefics3(tmp_path / "smolvlm")), _free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

@@ -8,17 +8,17 @@ import logging
 import ssl
 import sys
 
-from labelsieve.cli import dataset, deploy, run, sync, train, validate
+from labelsieve.cli import dataset, demo, deploy, run, sync, train, validate
 from labelsieve.errors import LabelsieveError
 
 __all__ = ["main"]
 
-VERBS = (run, validate, sync, dataset, train, deploy)
+VERBS = (run, validate, sync, dataset, train, deploy, demo)
 
 EXAMPLES = """examples:
-  labelsieve run configs/demo.json                      serve on 127.0.0.1:8080, reload on edits
-  labelsieve run configs/demo.json --host 0.0.0.0 --port 9090   (set LABELSIEVE_API_KEY to require a key)
-  labelsieve validate configs/demo.json                 check everything, start nothing
+  labelsieve run configs/camera.json                      serve on 127.0.0.1:8080, reload on edits
+  labelsieve run configs/camera.json --host 0.0.0.0 --port 9090   (set LABELSIEVE_API_KEY to require a key)
+  labelsieve validate configs/camera.json                 check everything, start nothing
   labelsieve sync ~/.labelsieve/capture s3://bucket/robot1   upload closed capture files, verified, resumable
   labelsieve dataset build s3://bucket/robot1 datasets/glasses   the next dataset version (YOLO + COCO)
   labelsieve train datasets/glasses --epochs 50 --imgsz 640      a versioned model directory (weights, ONNX, metrics)

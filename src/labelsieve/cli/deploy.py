@@ -25,6 +25,7 @@ def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     where.add_argument("--to", metavar="URL", help="fleet storage URL (s3://..., file://...)")
     p.add_argument("--service", help="the fast-detector service in --config")
     p.add_argument("--force", action="store_true", help="deploy even if classes differ or the score is worse")
+    p.add_argument("--create", action="store_true", help="add the --service to --config if it has none of that name")
     p.set_defaults(handler=handle)
 
 
@@ -35,7 +36,7 @@ def handle(args: argparse.Namespace) -> int:
     if args.config:
         if not args.service:
             raise InputError("--config needs --service NAME (the fast-detector service to point at the model)")
-        decision = deploy_to_config(args.model_dir, args.config, args.service, args.force)
+        decision = deploy_to_config(args.model_dir, args.config, args.service, args.force, args.create)
         print(f"promotion: {decision}\n{args.config}: {args.service} now serves {args.model_dir.resolve()}")
     else:
         url, decision = deploy_to_fleet(args.model_dir, args.to, args.force)

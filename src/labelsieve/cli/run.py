@@ -15,8 +15,8 @@ __all__ = ["add"]
 log = logging.getLogger("labelsieve")
 
 EXAMPLES = """examples:
-  labelsieve run configs/demo.json                      serve on 127.0.0.1:8080, reload on edits
-  labelsieve run configs/demo.json --host 0.0.0.0 --port 9090   (set LABELSIEVE_API_KEY to require a key)
+  labelsieve run configs/camera.json                      serve on 127.0.0.1:8080, reload on edits
+  labelsieve run configs/camera.json --host 0.0.0.0 --port 9090   (set LABELSIEVE_API_KEY to require a key)
 """
 
 

@@ -12,7 +12,7 @@ __all__ = ["add"]
 
 def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = verb(sub, "validate", "validate a machine config, including each module's own checks, then exit",
-             "examples:\n  labelsieve validate configs/demo.json")
+             "examples:\n  labelsieve validate configs/camera.json")
     add_machine_config(p)
     p.set_defaults(handler=handle)
 

@@ -74,13 +74,17 @@ def _write_json_atomic(path: Path, value: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def deploy_to_config(model_dir: Path, config: Path, service: str, force: bool = False) -> str:
-    """Point fast-detector `service` in machine config `config` at `model_dir` (atomic rewrite). Returns the decision."""
+def deploy_to_config(model_dir: Path, config: Path, service: str, force: bool = False, create: bool = False) -> str:
+    """Point fast-detector `service` in machine config `config` at `model_dir` (atomic rewrite); with `create`, add the
+    service when the config has none of that name. Returns the decision."""
     load_model_info(model_dir)
     machine = json.loads(config.read_text())
     found = [r for r in machine.get("services", []) + machine.get("components", []) if r.get("name") == service]
+    if not found and create:
+        found = [{"name": service, "api": "rdk:service:vision", "model": FAST_DETECTOR, "attributes": {}}]
+        machine.setdefault("services", []).append(found[0])
     if not found:
-        raise InputError(f"{config}: no service named {service!r}")
+        raise InputError(f"{config}: no service named {service!r} (--create adds one)")
     resource = found[0]
     if resource.get("model") != FAST_DETECTOR:
         raise InputError(f"{config}: {service!r} is a {resource.get('model')}, not a {FAST_DETECTOR}")

@@ -2,7 +2,7 @@
 
 No weights can be downloaded here, so tests build KB-sized models from configs and load them back through the same
 `from_pretrained(<dir>)` path a user's local `model` directory takes. `full_size=True` builds the released architecture
-instead (compute cost does not depend on the weights), for `bench/`. Builders for VLMs live in `tests/tiny_vlms.py`.
+instead (compute cost does not depend on the weights), for `bench/`. Builders for VLMs live in `tiny_vlms.py`. The demo builds them too when no real weights can be had.
 """
 
 from __future__ import annotations
