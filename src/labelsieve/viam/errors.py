@@ -57,8 +57,9 @@ def grpc_errors(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
             return await method(*args, **kwargs)
         except (GRPCError, ViamGRPCError):
             raise
-        except LabelsieveError as exc:
-            log.warning("%s: %s", method.__qualname__, exc)
+        except LabelsieveError as exc:  # the end of a non-looping source is expected, not a warning
+            log.log(logging.DEBUG if isinstance(exc, SourceExhausted) else logging.WARNING, "%s: %s",
+                    method.__qualname__, exc)
             raise GRPCError(grpc_status(exc), str(exc)) from exc
         except Exception as exc:
             log.exception("%s failed unexpectedly", method.__qualname__)
