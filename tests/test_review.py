@@ -70,6 +70,7 @@ def test_boxes_come_least_agreement_first_and_decisions_survive_a_restart(tmp_pa
     review.decide(boxes[1]["id"], "accept")  # a later decision on a box replaces the earlier one
     with open(review.log, "a") as log:
         log.write('{"box": 3, "deci')  # a crash in the middle of a write
+    review.close()
     again = Review(version)
     assert {i: d["decision"] for i, d in again.decisions.items()} == {boxes[0]["id"]: "reject", boxes[1]["id"]: "accept"}
     with pytest.raises(InputError, match="relabel needs a class"):

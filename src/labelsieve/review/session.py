@@ -14,7 +14,7 @@ import threading
 from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 from labelsieve.dataset import DatasetVersion, revise_dataset
 from labelsieve.dataset.formats import SPLITS
@@ -47,6 +47,7 @@ class Review:
         self.log = version.path.parent / f".review-{version.name}-{version.id[:12]}.jsonl"
         self.decisions: dict[int, dict[str, Any]] = {}
         self._lock = threading.Lock()
+        self._log: TextIO | None = None
         if self.log.is_file():
             for line in self.log.read_text().splitlines():
                 try:
@@ -75,10 +76,12 @@ class Review:
             raise InputError(f"relabel needs a class of this dataset ({', '.join(self.version.classes)}), got {label!r}")
         entry = {"box": box, "decision": decision, "class": label if decision == "relabel" else None,
                  "when": datetime.now(UTC).isoformat(timespec="milliseconds")}
-        with self._lock, open(self.log, "a") as log:
-            log.write(json.dumps(entry) + "\n")
-            log.flush()
-            os.fsync(log.fileno())
+        with self._lock:
+            if self._log is None:
+                self._log = open(self.log, "a")  # noqa: SIM115 - held open for the session: one write per decision
+            self._log.write(json.dumps(entry) + "\n")
+            self._log.flush()
+            os.fdatasync(self._log.fileno())
             self.decisions[box] = entry
         return entry
 
@@ -93,8 +96,15 @@ class Review:
             members, rejected = self._members(reviewer)
             note = {"of": self.version.name, "reviewer": reviewer, **self.counts()}
             revised = revise_dataset(self.version, members, note, rejected)
+            self.close()
             self.log.unlink(missing_ok=True)
             return revised
+
+    def close(self) -> None:
+        """Close the decisions log (every decision is on disk already; this only releases the file)."""
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def _members(self, reviewer: str) -> tuple[dict[str, list[Frame]], list[dict[str, Any]]]:
         """Every image of the version (from its COCO files, which list background images too) with its reviewed boxes;
