@@ -91,7 +91,15 @@ def test_api_rejects_bad_requests_and_serves_only_version_images(served: ReviewS
     assert status == 400 and "accept" in error["error"]
     assert _call(served.url + "api/decide", {"decision": "accept"})[0] == 400
     assert _call(served.url + "api/decide", {"box": 0, "decision": "relabel", "class": "nope"})[0] == 400
-    assert served.review.decisions == {}
+    cross_site = urllib.request.Request(served.url + "api/decide", data=b'{"box": 0, "decision": "reject"}',
+                                        headers={"Content-Type": "text/plain"})
+    rebound = urllib.request.Request(served.url + "api/boxes", headers={"Host": "evil.example:80"})
+    other_origin = urllib.request.Request(served.url + "api/finish", data=b"{}", headers={
+        "Content-Type": "application/json", "Origin": "http://evil.example"})
+    for request in (cross_site, rebound, other_origin):
+        with pytest.raises(urllib.error.HTTPError, match="403"):
+            urllib.request.urlopen(request, timeout=10)
+    assert served.review.decisions == {} and served.result is None
 
 
 def test_keyboard_review_in_chromium_writes_the_next_version(tmp_path: Path) -> None:

@@ -36,6 +36,9 @@ def handle(args: argparse.Namespace) -> int:
     from labelsieve.errors import InputError
     from labelsieve.review import Review, ReviewServer
 
+    if "://" in args.dataset:
+        raise InputError(f"{args.dataset}: review a local dataset folder (the next version is written next to it); "
+                         "copy it here first, then upload the reviewed version")
     version = open_dataset(args.dataset)
     latest = versions(version.path.parent)
     if not latest or latest[-1].path != version.path:

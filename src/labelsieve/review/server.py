@@ -82,7 +82,22 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, value: Any, status: int = HTTPStatus.OK) -> None:
         self._send(status, json.dumps(value).encode(), "application/json")
 
+    def _foreign(self) -> bool:
+        """A request another site made the reviewer's browser send (DNS rebinding, a cross-site form): refused. Only a
+        page served from this address, asking for it by address, gets an answer; a POST must be JSON, which a plain form
+        cannot send and a cross-origin script cannot send without a preflight this server never grants."""
+        port = self.server.server_address[1]
+        hosts = {f"127.0.0.1:{port}", f"localhost:{port}"}
+        origin = self.headers.get("Origin")
+        if self.headers.get("Host") not in hosts or (origin is not None and urlsplit(origin).netloc not in hosts) or (
+                self.command == "POST" and self.headers.get_content_type() != "application/json"):
+            self._json({"error": "only the review page itself may call this server"}, HTTPStatus.FORBIDDEN)
+            return True
+        return False
+
     def do_GET(self) -> None:  # noqa: N802 - the base class's name
+        if self._foreign():
+            return
         url = urlsplit(self.path)
         review = self.server.review
         if url.path == "/":
@@ -106,6 +121,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json({"error": f"no {url.path}"}, HTTPStatus.NOT_FOUND)
 
     def do_POST(self) -> None:  # noqa: N802 - the base class's name
+        if self._foreign():
+            return
         path = urlsplit(self.path).path
         try:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
