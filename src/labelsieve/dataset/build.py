@@ -34,7 +34,7 @@ from labelsieve.dataset.sources import SourceFile, download_dataset, list_captur
 from labelsieve.dataset.split import group_frames, split_groups
 from labelsieve.errors import InputError
 
-__all__ = ["BuildResult", "DatasetVersion", "build_dataset", "open_dataset", "versions"]
+__all__ = ["BuildResult", "DatasetVersion", "build_dataset", "open_dataset", "revise_dataset", "versions"]
 
 log = logging.getLogger(__name__)
 
@@ -177,30 +177,16 @@ def _build(files: Sequence[SourceFile], out: Path, staging: Path, *, seed: int, 
         raise InputError(f"no readable images in {len(files)} capture files ({len(skipped)} skipped): "
                          + "; ".join(s["reason"] for s in skipped[:3]))
     classes = _frozen_classes(previous, frames)
-    class_ids = {name: i for i, name in enumerate(classes)}
     groups = group_frames(frames, gap_s)
     sides = split_groups(frames, groups, val_fraction, seed)
 
-    content = hashlib.sha256(json.dumps(classes).encode())
-    manifest: list[dict[str, Any]] = []
     for split in SPLITS:
-        members = sorted((f for f, side in zip(frames, sides) if side == split), key=lambda f: f.digest)
         (staging / "images" / split).mkdir()
-        (staging / "labels" / split).mkdir(parents=True)
-        for frame in members:
-            name, label = _image_name(frame), yolo_label(frame, class_ids)
-            os.replace(staging / "images" / "all" / name, staging / "images" / split / name)
-            (staging / "labels" / split / f"{frame.digest[:24]}.txt").write_text(label)
-            content.update(f"\0{split}/{name}\0{label}".encode())
-            manifest += [{"image": f"images/{split}/{name}", "split": split, "class": box.label,
-                          "class_id": class_ids[box.label], "box": [round(v, 6) for v in box.xyxy],
-                          "confidence": box.confidence, "source": frame.source, "time": frame.time,
-                          "provenance": box.provenance} for box in frame.boxes]
-        (staging / "annotations").mkdir(exist_ok=True)
-        (staging / "annotations" / f"instances_{split}.json").write_text(
-            coco_json(members, [_image_name(f) for f in members], classes, split))
+        for frame, side in zip(frames, sides):
+            if side == split:
+                os.replace(staging / "images" / "all" / _image_name(frame), staging / "images" / split / _image_name(frame))
     (staging / "images" / "all").rmdir()
-    digest = content.hexdigest()
+    digest, manifest = _export(staging, {s: [f for f, side in zip(frames, sides) if side == s] for s in SPLITS}, classes)
     if previous is not None and previous.id == digest:
         log.info("the sources hold exactly %s (%s); no new version", previous.name, digest[:12])
         return BuildResult(previous, False, json.loads((previous.path / "summary.json").read_text()))
@@ -221,9 +207,74 @@ def _build(files: Sequence[SourceFile], out: Path, staging: Path, *, seed: int, 
         "created": datetime.now(UTC).isoformat(timespec="seconds"), "sources": sorted({f.url for f in files}),
         "seed": seed, "val_fraction": val_fraction, "gap_s": gap_s,
     }
+    return BuildResult(_commit(staging, out, info, summary, manifest), True, summary)
+
+
+def _export(staging: Path, members: dict[str, list[Frame]], classes: Sequence[str]) -> tuple[str, list[dict[str, Any]]]:
+    """YOLO labels, COCO and manifest rows for frames whose images are already in `staging/images/<split>`, and the
+    content hash (classes, then every image name and label in a fixed order): the version's id."""
+    class_ids = {name: i for i, name in enumerate(classes)}
+    content = hashlib.sha256(json.dumps(list(classes)).encode())
+    manifest: list[dict[str, Any]] = []
+    for split in SPLITS:
+        ordered = sorted(members[split], key=lambda f: f.digest)
+        (staging / "labels" / split).mkdir(parents=True)
+        for frame in ordered:
+            name, label = _image_name(frame), yolo_label(frame, class_ids)
+            (staging / "labels" / split / f"{frame.digest[:24]}.txt").write_text(label)
+            content.update(f"\0{split}/{name}\0{label}".encode())
+            manifest += [{"image": f"images/{split}/{name}", "split": split, "class": box.label,
+                          "class_id": class_ids[box.label], "box": [round(v, 6) for v in box.xyxy],
+                          "confidence": box.confidence, "source": frame.source, "time": frame.time,
+                          "provenance": box.provenance} for box in frame.boxes]
+        (staging / "annotations").mkdir(exist_ok=True)
+        (staging / "annotations" / f"instances_{split}.json").write_text(
+            coco_json(ordered, [_image_name(f) for f in ordered], classes, split))
     (staging / "data.yaml").write_text(data_yaml(classes))
+    return content.hexdigest(), manifest
+
+
+def _commit(staging: Path, out: Path, info: dict[str, Any], summary: dict[str, Any],
+            manifest: list[dict[str, Any]]) -> DatasetVersion:
+    """The last step of making a version: its files complete in `staging`, one rename puts it under its name."""
     (staging / "manifest.jsonl").write_text("".join(json.dumps(row) + "\n" for row in manifest))
     (staging / "summary.json").write_text(json.dumps(summary, indent=2))
     (staging / VERSION_FILE).write_text(json.dumps(info, indent=2))
-    os.rename(staging, out / name)
-    return BuildResult(DatasetVersion(out / name, info), True, summary)
+    os.rename(staging, out / info["name"])
+    return DatasetVersion(out / info["name"], info)
+
+
+def revise_dataset(previous: DatasetVersion, members: dict[str, list[Frame]], note: dict[str, Any],
+                   extra_rows: Sequence[dict[str, Any]] = ()) -> DatasetVersion:
+    """The next version after `previous` (which must be its dataset's latest) holding the same images with `members`'
+    boxes (a human review's decisions), made as atomically as a build. Images are hard-linked where the filesystem
+    allows; `note` goes into version.json and `extra_rows` (e.g. rejected boxes) to the end of the manifest."""
+    out = previous.path.parent
+    with _locked(out):
+        latest = versions(out)
+        if not latest or latest[-1].path != previous.path:
+            raise InputError(f"{previous.path}: not the latest version of {out} any more "
+                             f"({latest[-1].name if latest else 'none'} is); review the latest one")
+        staging = out / f".building-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            for split in SPLITS:
+                (staging / "images" / split).mkdir(parents=True)
+                for frame in members[split]:
+                    name = _image_name(frame)
+                    try:
+                        os.link(previous.path / "images" / split / name, staging / "images" / split / name)
+                    except OSError:  # another filesystem, or one without hard links
+                        shutil.copyfile(previous.path / "images" / split / name, staging / "images" / split / name)
+            digest, manifest = _export(staging, members, previous.classes)
+            frames = [f for split in SPLITS for f in members[split]]
+            per_class = Counter(box.label for f in frames for box in f.boxes)
+            name = f"v{int(previous.name[1:]) + 1}"
+            summary = {**json.loads((previous.path / "summary.json").read_text()), "version": name, "id": digest,
+                       "background_images": sum(1 for f in frames if not f.boxes), "boxes": sum(per_class.values()),
+                       "boxes_per_class": {c: per_class.get(c, 0) for c in previous.classes}}
+            info = {**previous.info, "name": name, "id": digest, "parent": previous.id,
+                    "created": datetime.now(UTC).isoformat(timespec="seconds"), "review": note}
+            return _commit(staging, out, info, summary, [*manifest, *extra_rows])
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
