@@ -8,12 +8,12 @@ import logging
 import ssl
 import sys
 
-from labelsieve.cli import dataset, deploy, run, sync, train, validate
+from labelsieve.cli import dataset, deploy, eval, run, sync, train, validate
 from labelsieve.errors import LabelsieveError
 
 __all__ = ["main"]
 
-VERBS = (run, validate, sync, dataset, train, deploy)
+VERBS = (run, validate, sync, dataset, train, deploy, eval)
 
 EXAMPLES = """examples:
   labelsieve run configs/demo.json                      serve on 127.0.0.1:8080, reload on edits
