@@ -116,8 +116,12 @@ def _drawn(record: FrameRecord, box: Sequence[float], caption: str, colour: tupl
     image = images.decode(record.path.read_bytes(), where=str(record.path))
     draw = ImageDraw.Draw(image)
     width = max(2, round(max(image.size) / 200))
-    draw.rectangle(tuple(box), outline=colour, width=width)
-    draw.text((box[0] + width, max(0, box[1] - 12)), caption, fill=colour)
+    x0, y0, x1, y1 = box
+    for grow, ink in ((2 * width, (0, 0, 0)), (width, colour)):  # outside the box, dark-edged: visible on any colour
+        draw.rectangle((x0 - grow, y0 - grow, x1 + grow, y1 + grow), outline=ink, width=width)
+    left, top, right, bottom = draw.textbbox((x0, max(0, y0 - 2 * width - 12)), caption)
+    draw.rectangle((left - 1, top - 1, right + 1, bottom + 1), fill=(0, 0, 0))
+    draw.text((left, top), caption, fill=colour)
     return images.data_url(image, max_side=320, quality=80)
 
 
