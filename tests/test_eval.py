@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 from PIL import Image, ImageDraw
 
-from labelsieve.eval import evaluate
+from labelsieve.errors import InputError
+from labelsieve.eval import evaluate, load_coco
 from support import TEST_MODULES, module
 
 FRAMES = 8
@@ -132,3 +133,12 @@ def test_eval_names_a_missing_filter(scene: dict[str, Any], tmp_path: Path) -> N
                            "--truth", str(scene["truth"]), "--out", str(tmp_path / "out")],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "no service named 'nope'" in done.stderr and "labeler" in done.stderr
+
+
+def test_a_truth_file_naming_absent_images_is_refused(scene: dict[str, Any], tmp_path: Path) -> None:
+    coco = json.loads(scene["truth"].read_text())
+    coco["images"].append({"id": 99, "file_name": "gone.jpg", "width": 320, "height": 240})
+    (tmp_path / "truth.json").write_text(json.dumps(coco))
+    with pytest.raises(InputError, match="1 image\\(s\\) not found .* 'gone.jpg'; pass --images DIR"):
+        load_coco(tmp_path / "truth.json", scene["truth"].parent)
+    assert len(load_coco(scene["truth"]).images) == FRAMES

@@ -16,6 +16,7 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from labelsieve import images
+from labelsieve.errors import UnsupportedError
 from labelsieve.eval.metrics import FrameRecord, Labelled, confusion, match, proposer_labels, score, sweep
 from labelsieve.filter import FilterConfig
 
@@ -79,8 +80,10 @@ def _png(figure: Any) -> str:
 
 
 def _plots(report: dict[str, Any]) -> list[str]:
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise UnsupportedError("the report's plots need matplotlib: pip install 'labelsieve[eval]'") from exc
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
