@@ -21,13 +21,14 @@ __all__ = ["FrameRecord", "Proposal", "Score", "Truth", "TruthImage", "evaluate"
 
 
 async def evaluate(config_path: Path, name: str, coco_path: Path, out: Path, *, images_dir: Path | None = None,
-                   data_dir: Path = Path.home() / ".labelsieve") -> dict[str, Any]:
-    """Run the machine's filter `name` over the truth images and write the report; returns what report.json holds."""
+                   data_dir: Path | None = None) -> dict[str, Any]:
+    """Run the machine's filter `name` over the truth images and write the report; returns what report.json holds.
+    `data_dir` is the runtime's (VIAM_HOME for modules), ~/.labelsieve by default."""
     from labelsieve.eval.stages import filter_config, record_frames  # the viam-facing half, imported only to run
 
     truth = load_coco(coco_path, images_dir)
     config = filter_config(config_path, name)
-    records = await record_frames(config_path, name, truth, data_dir)
+    records = await record_frames(config_path, name, truth, data_dir or Path.home() / ".labelsieve")
     report = summarize(records, config, truth.classes)
     write_report(report, records, Path(out), f"labelsieve eval: {name} against {Path(coco_path).name}")
     return report

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageDraw
+from PIL import ImageDraw
 
 from labelsieve import images
 from labelsieve.errors import UnsupportedError

@@ -99,8 +99,8 @@ async def _record(sieve: AutoLabelFilter, stages: Any, path: Path, truth: Any) -
         for i, (xyxy, s, name) in enumerate(boxes)
         for r, rule in enumerate(rules) if rule.detect.strip().lower() == str(name).strip().lower())
     kept = tuple((tuple(float(v) for v in xyxy), str(label), float(c)) for xyxy, c, label in decision.detections)
-    return FrameRecord(path, truth, proposals, kept, decision.outcome, seconds["propose"], seconds["verify"],  # type: ignore[arg-type]
-                       len(verdicts))
+    return FrameRecord(path, truth, proposals, kept, decision.outcome,  # type: ignore[arg-type]
+                       seconds["propose"], seconds["verify"], len(verdicts))
 
 
 async def record_frames(config_path: Path, name: str, truth: Truth, data_dir: Path) -> list[FrameRecord]:
