@@ -64,7 +64,9 @@ async def _frame(path: Path) -> Frame:
     return Frame(image, data, "image/png" if path.suffix.lower() == ".png" else "image/jpeg")
 
 
-async def _record(sieve: AutoLabelFilter, stages: Any, path: Path, truth: Any) -> FrameRecord:
+async def _record(config: FilterConfig, stages: Any, path: Path, truth: Any) -> FrameRecord:
+    """One frame through a filter whose stages record what they answered and how long they took (a filter per frame:
+    with the gate off it holds no state worth keeping)."""
     frame = await _frame(path)
     seconds = {"propose": 0.0, "verify": 0.0}
     proposed: list[Detections] = []
@@ -87,12 +89,12 @@ async def _record(sieve: AutoLabelFilter, stages: Any, path: Path, truth: Any) -
         finally:
             seconds["verify"] = time.perf_counter() - start
 
-    sieve.propose, sieve.verify = propose, verify
+    sieve = AutoLabelFilter(config, propose, verify, proposer_name=config.detector, verifier_name=config.verifier)
     decision = await sieve.examine(frame, gate=False)
     boxes = proposed[0].clip(*frame.image.size) if proposed else Detections.empty()
     asked, _ = sieve._select(boxes)  # the filter's own choice of (box, rule), in the order its verifier saw the crops
     answers = {pair: v for pair, v in zip(asked, verdicts)} if decision.outcome != "verifier_failed" else {}
-    rules = sieve.config.rules
+    rules = config.rules
     proposals = tuple(
         Proposal(tuple(float(v) for v in xyxy), float(s), r, *((a.answer, float(a.confidence))  # type: ignore[arg-type]
                  if (a := answers.get((i, r))) else (None, 0.0)))
@@ -114,9 +116,7 @@ async def record_frames(config_path: Path, name: str, truth: Truth, data_dir: Pa
         try:
             stages = _vision_stages()(config, VisionClient.from_robot(robot, config.detector),
                                       VisionClient.from_robot(robot, config.verifier))
-            sieve = AutoLabelFilter(config, stages.propose, stages.verify, proposer_name=config.detector,
-                                    verifier_name=config.verifier)
-            return [await _record(sieve, stages, image.path, image.boxes)
+            return [await _record(config, stages, image.path, image.boxes)
                     for image in tqdm(truth.images, desc=f"eval {name}", unit="frame")]
         finally:
             await robot.close()
