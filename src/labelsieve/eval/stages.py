@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import math
 import time
 from collections.abc import Sequence
 from functools import cache
@@ -64,6 +65,12 @@ async def _frame(path: Path) -> Frame:
     return Frame(image, data, "image/png" if path.suffix.lower() == ".png" else "image/jpeg")
 
 
+def _answer(verdict: Verdict) -> tuple[str, float]:
+    """As the filter reads it: an answer without a finite confidence is no answer."""
+    sure = verdict.answer in ("yes", "no") and math.isfinite(verdict.confidence)
+    return (verdict.answer if sure else "unsure"), float(verdict.confidence) if sure else 0.0
+
+
 async def _record(config: FilterConfig, stages: Any, path: Path, truth: Any) -> FrameRecord:
     """One frame through a filter whose stages record what they answered and how long they took (a filter per frame:
     with the gate off it holds no state worth keeping)."""
@@ -96,8 +103,7 @@ async def _record(config: FilterConfig, stages: Any, path: Path, truth: Any) -> 
     answers = {pair: v for pair, v in zip(asked, verdicts)} if decision.outcome != "verifier_failed" else {}
     rules = config.rules
     proposals = tuple(
-        Proposal(tuple(float(v) for v in xyxy), float(s), r, *((a.answer, float(a.confidence))  # type: ignore[arg-type]
-                 if (a := answers.get((i, r))) else (None, 0.0)))
+        Proposal(tuple(float(v) for v in xyxy), float(s), r, *(_answer(a) if (a := answers.get((i, r))) else (None, 0.0)))
         for i, (xyxy, s, name) in enumerate(boxes)
         for r, rule in enumerate(rules) if rule.detect.strip().lower() == str(name).strip().lower())
     kept = tuple((tuple(float(v) for v in xyxy), str(label), float(c)) for xyxy, c, label in decision.detections)
