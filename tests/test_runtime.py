@@ -443,7 +443,7 @@ def test_calls_are_served_throughout_a_reconfigure(frames: Path, tmp_path: Path)
                 return calls
 
             try:
-                streams = [asyncio.create_task(stream()) for _ in range(6)]
+                streams = [asyncio.create_task(stream()) for _ in range(3)]
                 for generation in range(1, 6):
                     config["services"][0]["attributes"]["generation"] = generation
                     machine.write(config)
