@@ -22,6 +22,7 @@ from typing import Any
 from PIL import ImageOps
 
 from labelsieve import images
+from labelsieve.files import write_atomic
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -130,20 +131,6 @@ def _config(out: Path, frames: Path, detector: str, verifier: str, real: bool) -
     }
 
 
-async def connect(address: str) -> Any:
-    from viam.robot.client import RobotClient
-    from viam.rpc.dial import DialOptions
-
-    options = DialOptions(insecure=True, disable_webrtc=True)
-    return await RobotClient.at_address(address, RobotClient.Options(dial_options=options, disable_sessions=True))
-
-
-def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value, indent=2))
-    os.replace(tmp, path)
-
-
 async def _capture(config_path: Path, out: Path, timeout: float) -> tuple[Any, dict[str, Any]]:
     """Start the runtime and wait until the camera has played every frame through the filter; then sync."""
     from viam.services.vision import VisionClient
@@ -154,7 +141,7 @@ async def _capture(config_path: Path, out: Path, timeout: float) -> tuple[Any, d
     runtime = Runtime(RuntimeOptions(config_path, port=0, data_dir=out / "home"))
     await runtime.start()
     watcher = asyncio.create_task(runtime.run_until(asyncio.Event()))
-    robot = await connect(runtime.address)
+    robot = await runtime.connect()
     try:
         manager = DataManager.from_robot(robot, "data_manager")
         deadline = time.monotonic() + timeout
@@ -180,7 +167,7 @@ async def _deploy_and_ask(runtime: Any, config_path: Path, model_dir: Path, fram
     from labelsieve.train.deploy import deploy_to_config
 
     deploy_to_config(model_dir, config_path, "fast", create=True)
-    robot = await connect(runtime.address)
+    robot = await runtime.connect()
     try:
         for _ in range(120):
             try:
@@ -209,7 +196,7 @@ def run_demo(out: Path, *, frames: int = 24, epochs: int = 5, imgsz: int = 320, 
     frame_dir = _sample_frames(out / "frames", frames)
     detector, verifier, real = _models(out)
     config_path = out / "machine.json"
-    _write_json(config_path, _config(out, frame_dir, detector, verifier, real))
+    write_atomic(config_path, json.dumps(_config(out, frame_dir, detector, verifier, real), indent=2))
     lap("prepare")
 
     async def main() -> DemoResult:

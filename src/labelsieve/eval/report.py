@@ -7,8 +7,6 @@ import base64
 import html
 import io
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from PIL import ImageDraw
 
 from labelsieve import images
 from labelsieve.errors import UnsupportedError
+from labelsieve.files import write_atomic
 from labelsieve.eval.metrics import FrameRecord, Labelled, confusion, match, proposer_labels, score, sweep
 from labelsieve.filter import FilterConfig
 
@@ -179,15 +178,8 @@ a box is right at IoU &gt;= 0.5 with a truth box of its class.</p>
 <h2>Misses (truth the filter did not label)</h2>{gallery(misses)}</body></html>"""
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.replace(tmp, path)
-
-
 def write_report(report: dict[str, Any], records: Sequence[FrameRecord], out: Path, title: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     mistakes, misses = _gallery(records, list(report["classes"]))
-    _atomic_write(out / "report.json", json.dumps(report, indent=2))
-    _atomic_write(out / "report.html", _html(report, title, _plots(report), mistakes, misses))
+    write_atomic(out / "report.json", json.dumps(report, indent=2))
+    write_atomic(out / "report.html", _html(report, title, _plots(report), mistakes, misses))

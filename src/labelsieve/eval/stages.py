@@ -17,8 +17,6 @@ from typing import Any
 
 from PIL import Image
 from tqdm import tqdm
-from viam.robot.client import RobotClient
-from viam.rpc.dial import DialOptions
 from viam.services.vision import VisionClient
 
 from labelsieve import images
@@ -101,8 +99,7 @@ async def record_frames(config_path: Path, name: str, truth: Truth, data_dir: Pa
     runtime = Runtime(RuntimeOptions(Path(config_path), port=0, data_dir=data_dir, watch_config=False))
     await runtime.start()
     try:
-        robot = await RobotClient.at_address(runtime.address, RobotClient.Options(
-            dial_options=DialOptions(insecure=True, disable_webrtc=True), disable_sessions=True))
+        robot = await runtime.connect()
         try:
             stages = VisionStages(config, VisionClient.from_robot(robot, config.detector),
                                       VisionClient.from_robot(robot, config.verifier))

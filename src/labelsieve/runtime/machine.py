@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grpclib.server import Server
+from viam.robot.client import RobotClient
+from viam.rpc.dial import Credentials, DialOptions
 
 from labelsieve.errors import InvalidMachineConfig, LabelsieveError, ModuleError
 from labelsieve.runtime import reload
@@ -33,7 +35,7 @@ from labelsieve.runtime.listener import (
 )
 from labelsieve.runtime.modules import ModulePool, Owner, RestartPolicy
 from labelsieve.runtime.process import Dependencies
-from labelsieve.runtime.resources import Resources
+from labelsieve.runtime.resources import Resources, present
 from labelsieve.runtime.robot import RobotService
 from labelsieve.runtime.routing import Forwarder, Routes
 
@@ -125,8 +127,16 @@ class Runtime:
         deps, errors = await self.resources.check(config, config.resources)
         if errors:
             raise InvalidMachineConfig(list(errors.values()))
-        dependency_order(config, reload.present(deps, {r.name for r in config.resources}))
+        dependency_order(config, present(deps, {r.name for r in config.resources}))
         return deps
+
+    async def connect(self) -> RobotClient:
+        """A viam-sdk client of this runtime over its own listener: in-process callers (the demo, `labelsieve eval`)
+        reach resources exactly as any SDK client does."""
+        key, tls = self.options.api_key, bool(self.options.api_key or self.options.tls_cert)
+        options = DialOptions(insecure=not tls, disable_webrtc=True, auth_entity=self.options.api_key_id,
+                              credentials=Credentials(type="api-key", payload=key) if key else None)
+        return await RobotClient.at_address(self.address, RobotClient.Options(dial_options=options, disable_sessions=True))
 
     async def _listen(self) -> None:
         auth = ApiKeyAuth(self.options.api_key, self.options.api_key_id) if self.options.api_key else None

@@ -9,13 +9,12 @@ recorded number when a model was trained on that very version, else a fresh eval
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from labelsieve.dataset import open_dataset
 from labelsieve.errors import InputError, ModelError
+from labelsieve.files import write_atomic
 from labelsieve.train.fleet import MODEL_INFO, fetch_model, is_url, publish, read_pointer
 from labelsieve.train.trainer import SCORE, held_out_score, load_model_info
 
@@ -66,14 +65,6 @@ def _model_dir_of(path: Path) -> Path | None:
     return None
 
 
-def _write_json_atomic(path: Path, value: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as out:
-        json.dump(value, out, indent=2)
-        out.write("\n")
-    os.replace(tmp, path)
-
-
 def deploy_to_config(model_dir: Path, config: Path, service: str, force: bool = False, create: bool = False) -> str:
     """Point fast-detector `service` in machine config `config` at `model_dir` (atomic rewrite); with `create`, add the
     service when the config has none of that name. Returns the decision."""
@@ -93,7 +84,7 @@ def deploy_to_config(model_dir: Path, config: Path, service: str, force: bool = 
     deployed = _model_dir_of(config.parent / current) if current and not is_url(current) else None
     decision = promotion_gate(model_dir, deployed, force)
     attributes["model_path"] = str(model_dir.resolve())
-    _write_json_atomic(config, machine)
+    write_atomic(config, json.dumps(machine, indent=2) + "\n")
     return decision
 
 
