@@ -57,8 +57,9 @@ def _sample_frames(folder: Path, count: int) -> Path:
     except ImportError:
         pass
     folder.mkdir(parents=True, exist_ok=True)
+    decoded = [images.decode(source.read_bytes(), where=str(source)) for source in sources]
     for i in range(count):
-        image = images.decode(sources[i % len(sources)].read_bytes(), where=str(sources[i % len(sources)]))
+        image = decoded[i % len(decoded)]
         w, h = image.size
         keep = 1.0 - 0.05 * (i // len(sources) % 5)  # 100% .. 80% of the frame
         x0, y0 = int((w - w * keep) * ((i * 37) % 11) / 10), int((h - h * keep) * ((i * 53) % 7) / 6)

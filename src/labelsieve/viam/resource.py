@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from viam import logging as viam_logging
 from viam.components.camera import Camera
@@ -82,9 +82,9 @@ class CameraDetector:
     camera: Camera | None
     config: Any
 
-    async def get_detections(self, image: ViamImage, *, extra: Mapping[str, Any] | None = None,
-                             timeout: float | None = None, **kwargs: Any) -> list[Detection]:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # the shell's own; declared here only for the type checker, so Vision's stays abstract
+        async def get_detections(self, image: ViamImage, *, extra: Mapping[str, Any] | None = None,
+                                 timeout: float | None = None, **kwargs: Any) -> list[Detection]: ...
 
     async def _camera_frame(self, camera_name: str) -> ViamImage:
         return await camera_frame(self.name, self.camera, self.config.camera_name, camera_name)
