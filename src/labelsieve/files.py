@@ -11,8 +11,11 @@ __all__ = ["write_atomic"]
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path` (same filesystem), then rename it over `path`."""
+    """Write `text` to a temporary file beside `path` (same filesystem), then rename it over `path`. The file keeps the
+    mode it had (a machine config another user's runtime reads stays readable); a new one gets 0644, not mkstemp's 0600."""
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         out.write(text)
+    os.chmod(tmp, mode)
     os.replace(tmp, path)
