@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw
 from viam.services.vision import VisionClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from support import TEST_MODULES, Machine, camera, connect, module  # noqa: E402
+from support import TEST_MODULES, Machine, camera, connect, module
 
 PROPOSER_S, VERIFIER_S = 0.3, 0.2
 RULES = [{"detect": "person", "question": "Glasses?", "label": "glasses"}]

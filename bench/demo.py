@@ -12,7 +12,7 @@ from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # the tiny models: the real ones' cost is the grounding detector's and verifier's benches
 
-from labelsieve.demo import run_demo  # noqa: E402
+from labelsieve.demo import run_demo
 
 
 def main() -> None:

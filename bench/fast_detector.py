@@ -26,13 +26,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the runtime helpers the tests use
 sys.path.insert(0, str(ROOT / "src"))
 
-from labelsieve.train.offline import ultralytics_offline  # noqa: E402
+import numpy as np
+import psutil
+from PIL import Image
+from support import Machine, connect, module
 
-import numpy as np  # noqa: E402
-import psutil  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from support import Machine, connect, module  # noqa: E402
+from labelsieve.train.offline import ultralytics_offline
 
 
 def jpeg_frames(n: int) -> list[bytes]:

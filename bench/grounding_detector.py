@@ -22,12 +22,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the same model builders the tests use, at full size
 
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+from PIL import Image
 
-from labelsieve.images import encode  # noqa: E402
-from labelsieve.detect import GroundingDetector, GroundingDetectorConfig  # noqa: E402
-from labelsieve.demo.tiny_models import build_grounding_dino, build_owlv2  # noqa: E402
+from labelsieve.demo.tiny_models import build_grounding_dino, build_owlv2
+from labelsieve.detect import GroundingDetector, GroundingDetectorConfig
+from labelsieve.images import encode
 
 CLASSES = ["person", "dog", "traffic light"]
 BUILDERS = {"grounding-dino": build_grounding_dino, "owlv2": build_owlv2}

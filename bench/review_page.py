@@ -31,7 +31,7 @@ from labelsieve.dataset import build_dataset, open_dataset
 from labelsieve.review import Review, ReviewServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from support.media import encode  # noqa: E402  (the tests' JPEG encoder)
+from support.media import encode
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]

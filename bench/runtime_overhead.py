@@ -25,7 +25,7 @@ from viam.components.camera import Camera
 from viam.components.camera.client import CameraClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from support import Machine, camera, connect, module  # noqa: E402  (the tests' way to run `labelsieve run`)
+from support import Machine, camera, connect, module
 
 
 async def timed(camera: Camera, calls: int) -> list[float]:

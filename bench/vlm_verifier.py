@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from support import FakeOpenAI  # noqa: E402
+from support import FakeOpenAI
 
-from labelsieve.verify import Verifier  # noqa: E402
+from labelsieve.verify import Verifier
 
 QUESTION = "Is this person wearing glasses on their face?"
 
@@ -62,18 +62,19 @@ def bench_concurrency(n: int) -> None:
 
 def smolvlm_256m(path: Path) -> Path:
     """The Idefics3 configuration of HuggingFaceTB/SmolVLM-256M-Instruct, random weights, a tiny tokenizer."""
-    from labelsieve.demo.tiny_vlms import CHAT_TEMPLATE, tiny_tokenizer
     from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3ImageProcessor, Idefics3Processor
+
+    from labelsieve.demo.tiny_vlms import CHAT_TEMPLATE, tiny_tokenizer
 
     tok = tiny_tokenizer(extra_special_tokens={"image_token": "<image>", "fake_image_token": "<fake_token_around_image>",
                                                "global_image_token": "<global-img>",
                                                "end_of_utterance_token": "<end_of_utterance>"})
     config = Idefics3Config(
-        vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                           image_size=512, patch_size=16),
-        text_config=dict(model_type="llama", vocab_size=49280, hidden_size=576, intermediate_size=1536,
-                         num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
-                         max_position_embeddings=8192, rope_theta=100000.0, tie_word_embeddings=True),
+        vision_config={"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+                           "image_size": 512, "patch_size": 16},
+        text_config={"model_type": "llama", "vocab_size": 49280, "hidden_size": 576, "intermediate_size": 1536,
+                         "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
+                         "max_position_embeddings": 8192, "rope_theta": 100000.0, "tie_word_embeddings": True},
         image_token_id=tok.convert_tokens_to_ids("<image>"), scale_factor=4,
     )
     Idefics3ForConditionalGeneration(config).save_pretrained(path)

@@ -105,7 +105,7 @@ def test_every_error_maps_to_the_status_its_docstring_documents() -> None:
     from labelsieve import errors
     from labelsieve.viam.errors import grpc_status
 
-    documented = dict(re.findall(r"(\w+)\s.*->\s*(\w+)\s*$", errors.__doc__ or "", re.M))
+    documented = dict(re.findall(r"(\w+)\s.*->\s*(\w+)\s*$", errors.__doc__ or "", re.MULTILINE))
     assert set(documented) == set(errors.__all__)
     for name in errors.__all__:
         kind = getattr(errors, name)

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import ROOT, Machine, connect
 from viam.components.camera import Camera
 
-from support import ROOT, Machine, connect
 
 def tracked_configs() -> list[Path]:
     """The example configs in the repository: tracked by git, so files other runs leave in configs/ are not picked up."""

@@ -8,10 +8,10 @@ import subprocess
 import sys
 
 import pytest
+from support import bomb_png, encode, noise, solid
 
 from labelsieve import images
 from labelsieve.errors import ConfigError, InputError
-from support import bomb_png, encode, noise, solid
 
 
 def test_decode_is_full_rgb_and_errors_name_the_source_not_a_buffer() -> None:

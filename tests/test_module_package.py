@@ -13,7 +13,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-
 from support import ROOT, Machine
 
 MANIFEST = json.loads((ROOT / "meta.json").read_text())

@@ -31,8 +31,8 @@ from labelsieve import images
 from labelsieve.filter import AutoLabelFilter, FilterConfig, Frame
 from labelsieve.viam.commands import command_of
 from labelsieve.viam.convert import attributes_of, camera_frame, detections_to_viam
-from labelsieve.viam.stages import VisionStages
 from labelsieve.viam.resource import camera_dependency, labelsieve_resource, requires
+from labelsieve.viam.stages import VisionStages
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ answered by `do_command({"last_frame": {}})`.
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
 
 from viam.components.camera import Camera
@@ -46,7 +46,7 @@ class MediaCamera(Camera, EasyResource):
 
     async def get_images(self, *, filter_source_names: Sequence[str] | None = None, extra: Mapping[str, Any] | None = None,
                          timeout: float | None = None, **kwargs: Any) -> tuple[Sequence[NamedImage], ResponseMetadata]:
-        captured = ResponseMetadata(captured_at=datetime_to_timestamp(datetime.now(timezone.utc)))
+        captured = ResponseMetadata(captured_at=datetime_to_timestamp(datetime.now(UTC)))
         if filter_source_names and self.name not in filter_source_names:
             return [], captured  # the one source is not among those asked for
         frame = await asyncio.to_thread(self.source.read)

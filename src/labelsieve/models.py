@@ -108,7 +108,7 @@ def _run(entry: _Entry, factory: Callable[[], Any], resource: str) -> None:
     except LabelsieveError as exc:
         log.error("%s: the model did not load: %s", resource, exc)
         entry.future.set_exception(exc)
-    except Exception as exc:  # noqa: BLE001 - handed to every caller as a ModelError
+    except Exception as exc:
         log.exception("%s: loading %s failed", resource, entry.key.model)
         entry.future.set_exception(ModelError(f"{resource}: could not load {entry.key.model!r}: "
                                               f"{type(exc).__name__}: {exc}"))

@@ -13,7 +13,7 @@ from typing import Any
 from labelsieve.attributes import resolve_path
 from labelsieve.errors import WeightsNotFoundError
 
-__all__ = ["cache_dir", "loading", "source", "not_found"]
+__all__ = ["cache_dir", "loading", "not_found", "source"]
 
 _LOAD_LOCK = threading.RLock()  # re-entrant: a ModelSlot holds it around a factory that may take it too
 

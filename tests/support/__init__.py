@@ -16,5 +16,21 @@ from support.machine import (
 )
 from support.media import bomb_png, encode, frames_folder, noise, solid
 
-__all__ = ["FakeOpenAI", "bomb_png", "MODULES", "Machine", "ROOT", "TEST_MODULES", "camera", "connect", "encode", "eventually",
-           "frames_folder", "machine_status", "module", "noise", "solid", "validate"]
+__all__ = [
+    "MODULES",
+    "ROOT",
+    "TEST_MODULES",
+    "FakeOpenAI",
+    "Machine",
+    "bomb_png",
+    "camera",
+    "connect",
+    "encode",
+    "eventually",
+    "frames_folder",
+    "machine_status",
+    "module",
+    "noise",
+    "solid",
+    "validate",
+]

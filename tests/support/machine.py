@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
-import asyncio
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import psutil
 from grpclib import GRPCError
@@ -97,7 +97,7 @@ class Machine:
                 self.proc.wait()
         return self.proc.returncode
 
-    def __enter__(self) -> Machine:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Self, TypeVar
 
@@ -297,7 +297,7 @@ class Reading:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 async def _capture_all_from_camera(method: CaptureMethod, vision: Any) -> list[Reading]:
@@ -345,7 +345,7 @@ async def _camera_images(method: CaptureMethod, camera: Any) -> tuple[list[Image
         named, metadata = await camera.get_images(filter_source_names=names or None, extra=_FROM_DATA_MANAGEMENT)
         images = [Image(source_name=n.name, image=n.data, mime_type=str(n.mime_type)) for n in named]
     # A camera that leaves captured_at unset gets 1970-01-01 from viam-server (Go's AsTime of a nil Timestamp); we use now.
-    captured = metadata.captured_at.ToDatetime(timezone.utc) if metadata.HasField("captured_at") else _now()
+    captured = metadata.captured_at.ToDatetime(UTC) if metadata.HasField("captured_at") else _now()
     return images, captured
 
 
@@ -493,7 +493,7 @@ class DataManager:
                 log.info("%s: sync skipped this round: %s", self.name, exc)
             except LabelsieveError as exc:
                 log.warning("%s: sync to %s failed: %s", self.name, self.config.sync_url, exc)
-            except Exception:  # noqa: BLE001 -- a failed round is logged; the next one retries
+            except Exception:
                 log.exception("%s: sync to %s failed", self.name, self.config.sync_url)
 
     async def sync(self) -> SyncReport:

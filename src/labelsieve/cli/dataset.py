@@ -43,8 +43,8 @@ def handle(args: argparse.Namespace) -> int:
 
 def _summary(summary: dict[str, Any], created: bool) -> str:
     lines = [f"{summary['version']} ({summary['id'][:12]}){'' if created else ': unchanged, no new version'}",
-             f"  images {summary['images']} ({summary['background_images']} without boxes, "
-             f"{summary['duplicate_frames']} duplicate frames dropped), scenes {summary['groups']}",
+             (f"  images {summary['images']} ({summary['background_images']} without boxes, "
+             f"{summary['duplicate_frames']} duplicate frames dropped), scenes {summary['groups']}"),
              f"  split  train {summary['split']['train']}, val {summary['split']['val']}",
              f"  boxes  {summary['boxes']}: " + ", ".join(f"{k} {v}" for k, v in summary["boxes_per_class"].items())]
     if summary["skipped"]:

@@ -15,6 +15,7 @@ same seed and frames give the same split, and a frame keeps its side when later 
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -53,7 +54,7 @@ def group_frames(frames: Sequence[Frame], gap_s: float) -> list[list[int]]:
         by_stream[frame.stream].append(i)
     for members in by_stream.values():
         members.sort(key=lambda i: frames[i].time)
-        for a, b in zip(members, members[1:]):
+        for a, b in itertools.pairwise(members):
             if frames[b].time - frames[a].time <= gap_s and _distance(frames[a].dhash, frames[b].dhash) <= SCENE_BITS:
                 groups.join(a, b)
     first: dict[int, int] = {}  # identical hashes (a static camera) join at once; only distinct ones are compared

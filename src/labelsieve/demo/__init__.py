@@ -212,7 +212,7 @@ def run_demo(out: Path, *, frames: int = 24, epochs: int = 5, imgsz: int = 320, 
             model_dir = await asyncio.to_thread(train, built.version.path, epochs=epochs, imgsz=imgsz, batch=8,
                                                 workers=0, out=out / "models", command="labelsieve demo")
             lap("train")
-            answered = await _deploy_and_ask(runtime, config_path, model_dir, sorted(frame_dir.iterdir())[0])
+            answered = await _deploy_and_ask(runtime, config_path, model_dir, min(frame_dir.iterdir()))
             lap("deploy and ask")
             return DemoResult(out, real, filter_stats, built.summary, model_dir,
                               load_model_info(model_dir).get("metrics", {}), answered, seconds)
@@ -228,14 +228,14 @@ def summary(result: DemoResult) -> str:
     d = result.dataset
     lines = [
         "labelsieve demo: done" + ("" if result.real_models else "  (TINY RANDOM MODELS: THE LABELS ARE MEANINGLESS)"),
-        f"  frames seen {s.get('frames_seen')}, skipped as duplicates {s.get('duplicates_skipped')}, kept "
+        (f"  frames seen {s.get('frames_seen')}, skipped as duplicates {s.get('duplicates_skipped')}, kept "
         f"{s.get('frames_kept')}; verdicts yes {s.get('verified_yes')} / no {s.get('verified_no')} / unsure "
-        f"{s.get('verified_unsure')}",
+        f"{s.get('verified_unsure')}"),
         f"  labels by class: {d.get('boxes_per_class')}; split {d.get('split')}",
         f"  model metrics (held-out): {result.metrics}",
         f"  the deployed fast detector answered through the runtime with {result.fast_detections} box(es)",
         f"  seconds by stage: {result.seconds}",
-        f"  outputs: config {result.out / 'machine.json'}, captures {result.out / 'synced'}, dataset "
-        f"{result.out / 'dataset'}, model {result.model_dir}",
+        (f"  outputs: config {result.out / 'machine.json'}, captures {result.out / 'synced'}, dataset "
+        f"{result.out / 'dataset'}, model {result.model_dir}"),
     ]
     return "\n".join(lines)

@@ -17,8 +17,13 @@ def build_grounding_dino(directory: Path, *, full_size: bool = False, seed: int 
     (Swin-T, BERT-base, 900 queries, 800 px processor). Both with a word-level vocab."""
     import torch
     from transformers import (
-        BertConfig, BertTokenizer, GroundingDinoConfig, GroundingDinoForObjectDetection, GroundingDinoImageProcessor,
-        GroundingDinoProcessor, SwinConfig,
+        BertConfig,
+        BertTokenizer,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+        SwinConfig,
     )
 
     torch.manual_seed(seed)
@@ -48,7 +53,11 @@ def build_owlv2(directory: Path, *, full_size: bool = False, seed: int = 0) -> P
     """Tiny: 1-layer towers at 64 px. Full size: owlv2-base-patch16's shape at 960 px. Both with a character-level vocab."""
     import torch
     from transformers import (
-        CLIPTokenizer, Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor,
+        CLIPTokenizer,
+        Owlv2Config,
+        Owlv2ForObjectDetection,
+        Owlv2ImageProcessor,
+        Owlv2Processor,
     )
 
     torch.manual_seed(seed)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers, decoders
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 __all__ = ["BUILDERS", "CHAT_TEMPLATE", "build_idefics3", "build_llava", "build_paligemma", "tiny_tokenizer"]
 
@@ -53,8 +53,8 @@ def build_idefics3(path: Path, image_size: int = 64) -> Path:
                                                "end_of_utterance_token": "<end_of_utterance>"})
     patch, scale = 16, 2
     config = Idefics3Config(
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                           image_size=image_size, patch_size=patch),
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                           "image_size": image_size, "patch_size": patch},
         text_config=dict(model_type="llama", **_text(len(tok))),
         image_token_id=tok.convert_tokens_to_ids("<image>"), scale_factor=scale,
     )
@@ -74,8 +74,8 @@ def build_llava(path: Path, image_size: int = 32) -> Path:
     tok = tiny_tokenizer(extra_special_tokens={"image_token": "<image>"})
     patch = 8
     config = LlavaConfig(
-        vision_config=dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=4, image_size=image_size, patch_size=patch, projection_dim=32),
+        vision_config={"model_type": "clip_vision_model", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                           "num_attention_heads": 4, "image_size": image_size, "patch_size": patch, "projection_dim": 32},
         text_config=dict(model_type="llama", **_text(len(tok))),
         image_token_id=tok.convert_tokens_to_ids("<image>"), vision_feature_layer=-1,
     )
@@ -95,8 +95,8 @@ def build_paligemma(path: Path, image_size: int = 32) -> Path:
     patch = 8
     seq = (image_size // patch) ** 2
     config = PaliGemmaConfig(
-        vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=4, image_size=image_size, patch_size=patch, num_image_tokens=seq),
+        vision_config={"model_type": "siglip_vision_model", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                           "num_attention_heads": 4, "image_size": image_size, "patch_size": patch, "num_image_tokens": seq},
         text_config=dict(model_type="gemma", head_dim=8, **_text(len(tok))),
         image_token_id=tok.convert_tokens_to_ids("<image>"), projection_dim=32,
     )

@@ -18,9 +18,9 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from labelsieve import weights
 from labelsieve.detect.config import GroundingDetectorConfig, parse_query
 from labelsieve.detections import Detections
-from labelsieve import weights
 from labelsieve.errors import ConfigError, InputError, ModelError
 from labelsieve.images import rgb
 from labelsieve.models import ModelKey, ModelSlot, resolve_device, resolve_dtype
@@ -28,7 +28,7 @@ from labelsieve.models import ModelKey, ModelSlot, resolve_device, resolve_dtype
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["GroundingDetector", "LoadedModel", "SUPPORTED_MODEL_TYPES"]
+__all__ = ["SUPPORTED_MODEL_TYPES", "GroundingDetector", "LoadedModel"]
 
 log = logging.getLogger(__name__)
 

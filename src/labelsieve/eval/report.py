@@ -15,8 +15,8 @@ from PIL import ImageDraw
 
 from labelsieve import images
 from labelsieve.errors import UnsupportedError
-from labelsieve.files import write_atomic
 from labelsieve.eval.metrics import FrameRecord, Labelled, confusion, match, proposer_labels, score, sweep
+from labelsieve.files import write_atomic
 from labelsieve.filter import FilterConfig
 
 __all__ = ["summarize", "summary_table", "write_report"]

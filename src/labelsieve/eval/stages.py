@@ -82,7 +82,7 @@ async def _record(config: FilterConfig, stages: Any, path: Path, truth: Any) -> 
     decision = await sieve.examine(frame, gate=False)
     boxes = proposed[0].clip(*frame.image.size) if proposed else Detections.empty()
     asked, _ = sieve._select(boxes)  # the filter's own choice of (box, rule), in the order its verifier saw the crops
-    answers = {pair: v for pair, v in zip(asked, verdicts)} if decision.outcome != "verifier_failed" else {}
+    answers = dict(zip(asked, verdicts)) if decision.outcome != "verifier_failed" else {}
     rules = config.rules
     proposals = tuple(
         Proposal(tuple(float(v) for v in xyxy), float(s), r, *(_answer(a) if (a := answers.get((i, r))) else (None, 0.0)))

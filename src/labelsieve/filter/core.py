@@ -127,7 +127,7 @@ class AutoLabelFilter:
                                                  f"duplicate_threshold {self.config.duplicate_threshold}")
         try:
             proposals = await asyncio.wait_for(self.propose(frame), self.config.detector_timeout)
-        except Exception as exc:  # any failure of a foreign stage skips the frame; the filter keeps running
+        except Exception as exc:  # noqa: BLE001 - any failure of a foreign stage skips the frame; the filter keeps running
             self.stats.detector_errors += 1
             return self._failed("detector_failed", self.proposer_name, self.config.detector_timeout, exc)
         proposals = proposals.clip(*frame.image.size)
@@ -141,7 +141,7 @@ class AutoLabelFilter:
                 verdicts = await asyncio.wait_for(self.verify([c for c, _ in crops], questions), self.config.verifier_timeout)
                 if len(verdicts) != len(asked):
                     raise ValueError(f"answered {len(verdicts)} verdicts for {len(asked)} crops")
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - likewise
                 self.stats.verifier_errors += 1
                 return self._failed("verifier_failed", self.verifier_name, self.config.verifier_timeout, exc)
         if thumb is not None:

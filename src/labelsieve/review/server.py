@@ -68,7 +68,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out as two writes: Nagle + delayed ACK would add 40 ms
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug(format, *args)
 
     def _send(self, status: int, body: bytes, kind: str, cache: bool = False) -> None:
@@ -95,7 +95,7 @@ class _Handler(BaseHTTPRequestHandler):
             return True
         return False
 
-    def do_GET(self) -> None:  # noqa: N802 - the base class's name
+    def do_GET(self) -> None:
         if self._foreign():
             return
         url = urlsplit(self.path)
@@ -120,7 +120,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._json({"error": f"no {url.path}"}, HTTPStatus.NOT_FOUND)
 
-    def do_POST(self) -> None:  # noqa: N802 - the base class's name
+    def do_POST(self) -> None:
         if self._foreign():
             return
         path = urlsplit(self.path).path

@@ -78,7 +78,7 @@ class Review:
                  "when": datetime.now(UTC).isoformat(timespec="milliseconds")}
         with self._lock:
             if self._log is None:
-                self._log = open(self.log, "a")  # noqa: SIM115 - held open for the session: one write per decision
+                self._log = open(self.log, "a")
             self._log.write(json.dumps(entry) + "\n")
             self._log.flush()
             os.fdatasync(self._log.fileno())

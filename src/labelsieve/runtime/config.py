@@ -19,7 +19,7 @@ from typing import Any
 from labelsieve.attributes import check_keys
 from labelsieve.errors import ConfigError
 
-__all__ = ["MachineConfig", "ModuleConfig", "ResourceConfig", "load_config", "dependency_order"]
+__all__ = ["MachineConfig", "ModuleConfig", "ResourceConfig", "dependency_order", "load_config"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _API = re.compile(r"^[A-Za-z0-9_-]+:(component|service):[A-Za-z0-9_-]+$")
@@ -264,7 +264,7 @@ def dependency_order(config: MachineConfig, implicit: Mapping[str, Iterable[str]
         if state.get(name) == "done":
             return
         if state.get(name) == "visiting":
-            cycle = trail[trail.index(name):] + [name]
+            cycle = [*trail[trail.index(name):], name]
             raise ConfigError(f"resource '{name}'", "depends_on", f"dependency cycle: {' -> '.join(cycle)}",
                               "remove one of these dependencies")
         state[name] = "visiting"
@@ -272,7 +272,7 @@ def dependency_order(config: MachineConfig, implicit: Mapping[str, Iterable[str]
             if dep not in deps:
                 raise ConfigError(f"resource '{name}'", "attributes", f"depends on '{dep}', which is not in the config",
                                   "add that resource or fix the name")
-            visit(dep, trail + [name])
+            visit(dep, [*trail, name])
         state[name] = "done"
         order.append(config.resource(name))
 

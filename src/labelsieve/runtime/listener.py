@@ -27,7 +27,7 @@ from viam.proto.rpc.auth import AuthenticateResponse
 
 from labelsieve.runtime.routing import Forwarder, PassThroughCodec
 
-__all__ = ["ApiKeyAuth", "DEFAULT_MAX_REQUEST_BYTES", "limit_request_size", "make_server", "self_signed", "server_context"]
+__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "ApiKeyAuth", "limit_request_size", "make_server", "self_signed", "server_context"]
 
 log = logging.getLogger("labelsieve.runtime")
 
@@ -131,7 +131,7 @@ def self_signed(folder: Path, host: str) -> tuple[Path, Path]:
         alt.append(x509.IPAddress(ipaddress.ip_address(host)))
     except ValueError:
         alt.append(x509.DNSName(host))
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=30)).add_extension(x509.SubjectAlternativeName(alt), critical=False)

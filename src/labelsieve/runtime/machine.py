@@ -14,7 +14,7 @@ import os
 import shutil
 import ssl
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from grpclib.server import Server
@@ -24,7 +24,7 @@ from viam.rpc.dial import Credentials, DialOptions
 from labelsieve.errors import InvalidMachineConfig, LabelsieveError, ModuleError
 from labelsieve.runtime import reload
 from labelsieve.runtime.builtins import BuiltinHost
-from labelsieve.runtime.config import MachineConfig, load_config, dependency_order
+from labelsieve.runtime.config import MachineConfig, dependency_order, load_config
 from labelsieve.runtime.listener import (
     DEFAULT_MAX_REQUEST_BYTES,
     ApiKeyAuth,
@@ -61,7 +61,7 @@ class RuntimeOptions:
     #: For every module call and for a module to open its socket; viam-server gives AddResource two minutes, which
     #: loading large weights needs.
     call_timeout: float = 120.0
-    restart: RestartPolicy = RestartPolicy()
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
     #: Larger requests are refused with RESOURCE_EXHAUSTED before they are buffered.
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
 

@@ -30,7 +30,7 @@ from labelsieve.errors import ModuleError
 from labelsieve.runtime.config import ModuleConfig, ResourceConfig
 from labelsieve.runtime.routing import PassThroughCodec
 
-__all__ = ["Dependencies", "ModuleProcess", "VALIDATE_TIMEOUT_S", "component_config", "socket_path"]
+__all__ = ["VALIDATE_TIMEOUT_S", "Dependencies", "ModuleProcess", "component_config", "socket_path"]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 #: The Python SDK's own line format before a module reaches its parent: "<date> <time>\t\t<LEVEL>\t<rest>".

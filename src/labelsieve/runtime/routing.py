@@ -26,7 +26,7 @@ from viam.proto.common import ResourceName
 from viam.proto.robot import ResourceStatus
 from viam.resource.registry import Registry
 
-__all__ = ["Forwarder", "Link", "PassThroughCodec", "Raw", "Routes", "resource_name", "RESTART_GRACE_S"]
+__all__ = ["RESTART_GRACE_S", "Forwarder", "Link", "PassThroughCodec", "Raw", "Routes", "resource_name"]
 
 log = logging.getLogger("labelsieve.runtime")
 

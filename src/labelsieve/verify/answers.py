@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable
 from typing import Any, Literal
 
-__all__ = ["Answer", "Verdict", "parse_answer", "answer_word", "p_yes_from_logprobs"]
+__all__ = ["Answer", "Verdict", "answer_word", "p_yes_from_logprobs", "parse_answer"]
 
 Answer = Literal["yes", "no", "unsure"]
 
@@ -25,7 +25,7 @@ _UNSURE = re.compile(
     r"\b(unsure|not sure|uncertain|unclear|can(?:not|'t| not) (?:tell|determine|say|see|be sure)|unable to|"
     r"impossible to|don'?t know|hard to (?:say|tell)|ambiguous|insufficient)\b")
 _STATED = re.compile(r"\banswer\W{0,5}(?:is\W{0,3})?(yes|no)\b")
-_JSON = re.compile(r"\{.*\}", re.S)
+_JSON = re.compile(r"\{.*\}", re.DOTALL)
 _WORD = re.compile(r"[a-z']+")
 
 

@@ -37,7 +37,7 @@ async def camera_frame(resource: str, camera: Camera | None, configured: str | N
 def detections_to_viam(dets: Detections, width: int, height: int) -> list[Detection]:
     return [
         Detection(
-            x_min=int(round(x0)), y_min=int(round(y0)), x_max=int(round(x1)), y_max=int(round(y1)),
+            x_min=round(x0), y_min=round(y0), x_max=round(x1), y_max=round(y1),
             confidence=conf, class_name=name,
             x_min_normalized=float(x0) / width, y_min_normalized=float(y0) / height,
             x_max_normalized=float(x1) / width, y_max_normalized=float(y1) / height,

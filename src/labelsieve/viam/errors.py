@@ -22,7 +22,7 @@ from labelsieve.errors import (
     UnsupportedError,
 )
 
-__all__ = ["grpc_status", "grpc_errors"]
+__all__ = ["grpc_errors", "grpc_status"]
 
 #: Most specific first: the first row an error is an instance of decides (the tree in `labelsieve.errors`).
 _STATUS: tuple[tuple[type[LabelsieveError], Status], ...] = (

@@ -52,7 +52,7 @@ def labelsieve_resource(supported: str) -> Callable[[R], R]:
         model = getattr(cls, "MODEL", cls.__name__)
         for name in sorted(getattr(cls, "__abstractmethods__", ())):
             setattr(cls, name, _unsupported(name, model, supported))
-        if getattr(cls, "do_command") is ResourceBase.do_command:
+        if cls.do_command is ResourceBase.do_command:
             cls.do_command = _unsupported("do_command", model, supported)
         cls.__abstractmethods__ = frozenset()
         for name, value in list(vars(cls).items()):

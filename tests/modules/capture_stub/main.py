@@ -17,7 +17,8 @@ from viam.proto.app.robot import ComponentConfig
 from viam.proto.common import ResourceName, ResponseMetadata
 from viam.proto.service.vision import Classification, Detection
 from viam.resource.base import ResourceBase
-from viam.resource.easy_resource import EasyResource, stub_model as stub
+from viam.resource.easy_resource import EasyResource
+from viam.resource.easy_resource import stub_model as stub
 from viam.services.vision import CaptureAllResult, Vision
 from viam.utils import struct_to_dict
 

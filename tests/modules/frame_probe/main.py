@@ -17,8 +17,8 @@ from viam.proto.common import ResourceName
 from viam.proto.service.vision import Classification
 from viam.resource.base import ResourceBase
 from viam.resource.easy_resource import EasyResource
-from viam.services.vision import Vision
 from viam.resource.easy_resource import stub_model as stub
+from viam.services.vision import Vision
 from viam.utils import struct_to_dict
 
 

@@ -17,7 +17,7 @@ from viam.resource.easy_resource import EasyResource
 from viam.utils import struct_to_dict
 
 sys.path.insert(0, str(Path(__file__).parent))
-from api import Gizmo  # noqa: E402
+from api import Gizmo
 
 
 class MyGizmo(Gizmo, EasyResource):

@@ -160,4 +160,4 @@ class BuiltinHost:
             channel.close()
 
 
-from labelsieve.runtime.builtins import data_manager, fakes  # noqa: E402,F401  (registers the builtins)
+from labelsieve.runtime.builtins import data_manager, fakes  # noqa: E402, F401  (registers the builtins; they import this module)

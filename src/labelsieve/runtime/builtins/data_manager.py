@@ -29,7 +29,8 @@ from viam.resource.types import API, Model, ModelFamily
 from viam.services.service_base import ServiceBase
 from viam.utils import dict_to_struct, struct_to_dict
 
-from labelsieve.capture.manager import CaptureMethod, DataManager as Capture, DataManagerConfig
+from labelsieve.capture.manager import CaptureMethod, DataManagerConfig
+from labelsieve.capture.manager import DataManager as Capture
 from labelsieve.errors import LabelsieveError
 from labelsieve.runtime.builtins import register
 from labelsieve.runtime.config import MachineConfig, ResourceConfig

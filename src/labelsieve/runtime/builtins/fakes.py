@@ -20,7 +20,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -44,7 +44,7 @@ from viam.proto.component.camera import IntrinsicParameters
 from viam.proto.component.encoder import PositionType
 from viam.proto.component.movementsensor import GetAccuracyResponse
 from viam.resource.base import ResourceBase
-from viam.resource.types import Model
+from viam.resource.types import API, Model
 from viam.utils import ValueTypes, datetime_to_timestamp, struct_to_dict
 
 from labelsieve.attributes import Attributes, FieldProblem, did_you_mean, resolve_path
@@ -429,7 +429,7 @@ class FakeArm(_Fake, Arm):
     to, since a fake computes no kinematics; it never moves for long, so `is_moving` is false."""
 
     Config = ArmConfig
-    ALIASES = {"arm-model": "arm_model", "model-path": "model_path"}
+    ALIASES: ClassVar[dict[str, str]] = {"arm-model": "arm_model", "model-path": "model_path"}
 
     def setup(self, attributes: ArmConfig, dependencies: Mapping[str, ResourceBase]) -> None:
         self.config, self.joints = attributes, JointPositions(values=[0.0] * attributes.joints())
@@ -547,7 +547,7 @@ class FakeCamera(_Fake, Camera):
             self._jpeg = await asyncio.to_thread(self._render)
         images = [] if filter_source_names and self.name not in filter_source_names else [
             NamedImage(self.name, self._jpeg, CameraMimeType.JPEG)]
-        return images, ResponseMetadata(captured_at=datetime_to_timestamp(datetime.now(timezone.utc)))
+        return images, ResponseMetadata(captured_at=datetime_to_timestamp(datetime.now(UTC)))
 
     def _render(self) -> bytes:
         out = io.BytesIO()

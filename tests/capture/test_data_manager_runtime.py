@@ -8,9 +8,10 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from support import TEST_MODULES, Machine, camera, connect, eventually, frames_folder, module
+
 from labelsieve.capture.format import read_capture
 from labelsieve.runtime.builtins.data_manager import DataManager
-from support import TEST_MODULES, Machine, camera, connect, eventually, frames_folder, module
 
 
 def config(tmp_path: Path, frames: Path, hz: float) -> dict[str, Any]:

@@ -15,11 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.scenes import write_scenes
 
 from labelsieve.dataset import build_dataset, open_dataset, versions
 from labelsieve.errors import InputError
 from labelsieve.review import Review, ReviewServer
-from support.scenes import write_scenes
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -156,17 +156,17 @@ def test_keyboard_review_in_chromium_writes_the_next_version(tmp_path: Path) -> 
     assert v2.info["review"] | {"of": "v1", "reviewer": "ada", "decided": 3, "accept": 1, "reject": 1, "relabel": 1} \
         == v2.info["review"]
     rows = [json.loads(line) for line in (v2.path / "manifest.jsonl").read_text().splitlines()]
-    reviewed = {tuple(r["box"]) + (r["image"],): r for r in rows if "review" in (r["provenance"] or {})}
+    reviewed = {(*tuple(r["box"]), r["image"]): r for r in rows if "review" in (r["provenance"] or {})}
     old = [json.loads(line) for line in (v1.path / "manifest.jsonl").read_text().splitlines()]
     expected = {0: ("accept", order[0][1]), 1: ("reject", None), 2: ("relabel", v1.classes[1])}
     assert len(reviewed) == 3
     want = _label_ids(v1.path)
     for rank, (decision, after) in expected.items():
         before = old[order[rank][0]]
-        review = reviewed[tuple(before["box"]) + (before["image"],)]["provenance"]["review"]
+        review = reviewed[(*tuple(before["box"]), before["image"])]["provenance"]["review"]
         assert (review["decision"], review["before"], review["after"]) == (decision, before["class"], after)
         assert review["reviewer"] == "ada" and review["when"]
-        assert reviewed[tuple(before["box"]) + (before["image"],)]["class"] == after
+        assert reviewed[(*tuple(before["box"]), before["image"])]["class"] == after
         want[v1.classes.index(before["class"])] -= 1
         if after is not None:
             want[v1.classes.index(after)] += 1

@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import Machine, connect, eventually
+from support.scenes import write_scenes
+from test_fast_detector import config, fast, frame_jpeg
 from viam.media.video import ViamImage
 from viam.services.vision import VisionClient
 
 from labelsieve.dataset import build_dataset
 from labelsieve.train.deploy import PromotionRefused, promotion_gate
-from support import Machine, connect, eventually
-from support.scenes import write_scenes
-from test_fast_detector import config, fast, frame_jpeg
 
 
 def variant(model: Path, folder: Path, **changes: Any) -> Path:

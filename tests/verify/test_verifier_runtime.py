@@ -11,12 +11,9 @@ from pathlib import Path
 import pytest
 from grpclib import GRPCError, Status
 from PIL import Image
+from support import FakeOpenAI, Machine, camera, connect, module
 from viam.media.video import ViamImage
 from viam.services.vision import VisionClient
-
-from support import Machine, camera, connect, module
-
-from support import FakeOpenAI
 
 KEY = "sk-runtime-secret-777"
 

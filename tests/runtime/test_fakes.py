@@ -11,6 +11,7 @@ from typing import Any
 
 from grpclib import GRPCError, Status
 from PIL import Image
+from support import Machine, connect, eventually, validate
 from viam.components.arm import Arm, JointPositions, KinematicsFileFormat, Pose
 from viam.components.base import Base, Vector3
 from viam.components.camera import Camera
@@ -21,8 +22,6 @@ from viam.components.movement_sensor import MovementSensor
 from viam.components.sensor import Sensor
 from viam.components.servo import Servo
 from viam.robot.client import RobotClient
-
-from support import Machine, connect, eventually, validate
 
 KINEMATICS = {"name": "two-joint", "links": [], "joints": [
     {"id": "shoulder", "type": "revolute", "parent": "world", "axis": {"z": 1}, "max": 360, "min": -360},

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from support import TEST_MODULES, camera, connect, frames_folder, module
 from viam.proto.app.robot import ComponentConfig
 from viam.proto.common import ResourceName
 from viam.resource.base import ResourceBase
@@ -23,7 +24,6 @@ from viam.services.vision import VisionClient
 from labelsieve.errors import InvalidMachineConfig
 from labelsieve.runtime import Runtime, RuntimeOptions
 from labelsieve.runtime.builtins import register
-from support import TEST_MODULES, camera, connect, frames_folder, module
 
 EVENTS: list[str] = []
 

@@ -11,11 +11,11 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
+from support import ROOT, bomb_png, noise
 
 from labelsieve import images
 from labelsieve.camera.media import MediaConfig, MediaSource
 from labelsieve.errors import ConfigError, InputError, SourceExhausted
-from support import ROOT, bomb_png, noise
 
 
 def source(**attrs: object) -> MediaSource:

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 from PIL import Image
+from test_vlm_openai import load_module
 
+from labelsieve.demo.tiny_vlms import BUILDERS
 from labelsieve.errors import ModelError, WeightsNotFoundError
 from labelsieve.verify import Verdict, Verifier
 from labelsieve.verify.transformers_backend import LoadedVlm
-from test_vlm_openai import load_module
-from labelsieve.demo.tiny_vlms import BUILDERS
 
 QUESTION = "Is this person wearing glasses on their face?"
 CROPS = [Image.new("RGB", (50, 40), (200, 30, 30)), Image.new("RGB", (30, 60), (30, 30, 200))]

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import fsspec
 import pytest
+from support.s3 import s3_server
 from viam.proto.app.datasync import DataCaptureMetadata, DataType, SensorData
 
 from labelsieve.capture import capture_dir_for, read_capture, write_capture
 from labelsieve.capture.sync import SyncBusy, _exclusive, sync
 from labelsieve.errors import InputError
-from support.s3 import s3_server
 
 API, NAME, METHOD = "rdk:service:vision", "labeler", "CaptureAllFromCamera"
 
@@ -125,7 +125,7 @@ def kill_at_random_points(local: Path, url: str, originals: dict[str, bytes], li
         if not left:
             break
     proc = run_cli(local, url)
-    out, err = proc.communicate(timeout=60)
+    _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     remote = remote_files(fs, root)
     assert remote == originals, "after resuming, every file is remote exactly once and no temporary is left"

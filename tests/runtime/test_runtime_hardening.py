@@ -13,11 +13,11 @@ from pathlib import Path
 import psutil
 import pytest
 from grpclib import GRPCError, Status
+from support import ROOT, Machine, camera, connect, frames_folder, module, validate
 from viam.components.camera import Camera
 
 from labelsieve.runtime import Runtime, RuntimeOptions
 from labelsieve.runtime.modules import RestartPolicy
-from support import ROOT, Machine, camera, connect, frames_folder, module, validate
 
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

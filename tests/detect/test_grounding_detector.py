@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import support
 from PIL import Image
 
 from labelsieve import models
@@ -28,10 +29,7 @@ from labelsieve.detections import box_iou
 from labelsieve.errors import ConfigError, InputError, WeightsNotFoundError
 from labelsieve.models import ModelKey, ModelSlot
 
-sys.path.insert(0, str(Path(__file__).parent))
-import support  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ["person", "dog", "traffic light"]
 
 

@@ -136,7 +136,7 @@ def test_the_gate_skips_near_duplicates_of_the_last_frame_examined() -> None:
 
     async def run() -> list[Any]:
         decisions = [await sieve.examine(frame(shade)) for shade in (100, 102, 104, 106, 104, 0)]  # +0.008 a frame: a drift
-        return decisions + [await sieve.examine(frame(0), gate=False)]  # an image sent on purpose: always examined
+        return [*decisions, await sieve.examine(frame(0), gate=False)]  # an image sent on purpose: always examined
 
     decisions = asyncio.run(run())
     assert [d.outcome for d in decisions] == ["kept", "duplicate", "duplicate", "kept", "duplicate", "kept", "kept"]

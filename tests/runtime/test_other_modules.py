@@ -8,12 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from support import TEST_MODULES, Machine, camera, connect, eventually, frames_folder, machine_status, module
 from viam.components.sensor import Sensor
 
-from support import TEST_MODULES, Machine, camera, connect, eventually, frames_folder, machine_status, module
-
 sys.path.insert(0, str(TEST_MODULES / "gizmo"))
-from api import Gizmo  # noqa: E402  (the API package a user of that module imports)
+from api import Gizmo
 
 
 def config(frames: Path, *extra: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 from grpclib import GRPCError, Status
+from support import noise, solid
 from viam.errors import NoCaptureToStoreError
 from viam.proto.service.vision import Detection
 from viam.resource.easy_resource import EasyResource
@@ -19,7 +20,6 @@ from labelsieve.errors import InputError, UnsupportedError
 from labelsieve.viam import commands
 from labelsieve.viam.convert import detections_from_viam, detections_to_viam
 from labelsieve.viam.resource import labelsieve_resource
-from support import noise, solid
 
 
 @labelsieve_resource("get_properties and do_command {\"ping\": {}}")

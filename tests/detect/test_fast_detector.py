@@ -11,13 +11,13 @@ from typing import Any
 import numpy as np
 import pytest
 from grpclib import GRPCError, Status
+from support import Machine, camera, connect, encode, module
+from support.scenes import scene_frames
 from viam.media.video import ViamImage
 from viam.services.vision import VisionClient
 
 from labelsieve.detect.fast import FastDetectorConfig, OnnxModel, UltralyticsModel
 from labelsieve.errors import ConfigError
-from support import Machine, camera, connect, encode, module
-from support.scenes import scene_frames
 
 LOW = 0.001  # a 3-epoch model is unsure of everything; a low threshold still gives boxes to compare
 

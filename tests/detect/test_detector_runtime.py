@@ -10,10 +10,9 @@ from typing import Any
 import pytest
 from grpclib import GRPCError, Status
 from PIL import Image
+from support import Machine, camera, connect, module, validate
 from viam.media.video import ViamImage
 from viam.services.vision import VisionClient
-
-from support import Machine, camera, connect, module, validate
 
 CLASSES = ["person", "dog"]
 

@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 from grpclib import GRPCError, Status
 from PIL import Image, ImageDraw
+from support import TEST_MODULES, FakeOpenAI, Machine, camera, connect, encode, eventually, module, validate
 from viam.media.video import CameraMimeType, ViamImage
 from viam.robot.client import RobotClient
 from viam.services.vision import VisionClient
 
 from labelsieve.capture.format import decode_provenance, read_capture
 from labelsieve.runtime.builtins.data_manager import DataManager
-from support import TEST_MODULES, FakeOpenAI, Machine, camera, connect, encode, eventually, module, validate
 
 GREY = (128, 128, 128)
 RED, BLUE, GREEN, YELLOW = (220, 30, 30), (30, 30, 220), (30, 200, 30), (220, 220, 30)

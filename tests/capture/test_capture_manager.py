@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from google.protobuf.struct_pb2 import Value
+from support import TEST_MODULES, Machine, camera, connect, eventually, frames_folder, module
 from viam.components.camera import Camera
 from viam.proto.app.datasync import DataCaptureMetadata, DataType, SensorData
 from viam.services.vision import VisionClient
@@ -18,7 +19,6 @@ from viam.services.vision import VisionClient
 from labelsieve.capture import decode_provenance, write_capture
 from labelsieve.capture.manager import CaptureMethod, DataManager, DataManagerConfig
 from labelsieve.errors import ConfigError
-from support import TEST_MODULES, Machine, camera, connect, eventually, frames_folder, module
 
 #: viam-server's file name: local time, microseconds, zone, every ':' -> '_'.
 NAME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d_\d\d_\d\d\.\d{6}(Z|[+-]\d\d_\d\d)\.capture$")

@@ -25,9 +25,9 @@ from PIL import Image
 from labelsieve.errors import BackendTimeout, BackendUnavailable, ConfigError, InputError
 from labelsieve.verify import Verifier, VerifierConfig
 from labelsieve.verify.openai_backend import OpenAIBackend
-
-ROOT = Path(__file__).resolve().parents[1]
 from support import FakeOpenAI
+
+ROOT = Path(__file__).resolve().parents[2]
 
 KEY_ENV, KEY = "LABELSIEVE_TEST_VLM_KEY", "sk-test-secret-4242"
 RED, BLUE = Image.new("RGB", (48, 40), (220, 10, 10)), Image.new("RGB", (48, 40), (10, 10, 220))

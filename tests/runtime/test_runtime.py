@@ -18,12 +18,11 @@ import psutil
 import pytest
 from grpclib import GRPCError, Status
 from PIL import Image
+from support import ROOT, TEST_MODULES, Machine, camera, connect, eventually, machine_status, module, validate
 from viam.components.camera import Camera
 from viam.components.camera.client import CameraClient
 from viam.components.motor import Motor
 from viam.services.vision import VisionClient
-
-from support import ROOT, TEST_MODULES, Machine, camera, connect, eventually, machine_status, module, validate
 
 
 @pytest.fixture()
@@ -171,7 +170,7 @@ def test_clean_shutdown_leaves_no_process_and_no_socket(frames: Path, tmp_path: 
     sockets = [Path(a) for c in children for a in c.cmdline() if a.endswith(".sock")]
     assert len(children) >= 2 and sockets and all(s.exists() for s in sockets)
     assert machine.stop(signal.SIGINT) == 0
-    gone, alive = psutil.wait_procs(children, timeout=5)
+    _gone, alive = psutil.wait_procs(children, timeout=5)
     assert not alive
     assert not any(s.exists() for s in sockets) and not sockets[0].parent.exists()
 
@@ -336,7 +335,7 @@ def test_modules_do_not_outlive_a_killed_runtime(frames: Path, tmp_path: Path) -
     assert len(children) >= 2
     sockets = Path(next(a for c in children for a in c.cmdline() if a.endswith(".sock"))).parent
     machine.stop(signal.SIGKILL)  # no chance to clean up: the kernel tells the modules (PR_SET_PDEATHSIG)
-    gone, alive = psutil.wait_procs(children, timeout=10)
+    _gone, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, [p.cmdline() for p in alive]
     assert sockets.exists()
     assert validate(base_config(frames), tmp_path).returncode == 0

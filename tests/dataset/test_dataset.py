@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.scenes import write_scenes
 
 from labelsieve.dataset import build_dataset, open_dataset, versions
-from support.scenes import write_scenes
+
 
 def test_build_exports_yolo_and_coco_with_provenance(tmp_path: Path) -> None:
     write_scenes(tmp_path / "capture", range(12), classes=("red", "blue", "not_red"))
