@@ -38,7 +38,7 @@ async def service_methods(channel: Channel, service: str, module: str) -> list[M
     """The methods of `service` as the module describes it, with request classes built from its descriptors."""
     files: dict[str, FileDescriptorProto] = {}
     async with ServerReflectionStub(channel).ServerReflectionInfo.open() as stream:
-        async def ask(**request: str) -> list[FileDescriptorProto]:
+        async def ask(**request: Any) -> list[FileDescriptorProto]:
             await stream.send_message(ServerReflectionRequest(**request))
             response = await stream.recv_message()
             if response is None or response.HasField("error_response"):

@@ -67,7 +67,7 @@ def _from_json(text: str) -> tuple[Answer, float | None] | None:
     if not isinstance(data, dict):
         return None
     value = next((data[k] for k in ("answer", "verdict", "label", "result") if k in data), None)
-    answer: Answer | None = ({True: "yes", False: "no"}.get(value) if isinstance(value, bool)
+    answer: Answer | None = (("yes" if value else "no") if isinstance(value, bool)
                              else answer_word(value) if isinstance(value, str) else None)
     if answer is None:
         return ("unsure", None) if value is not None else None

@@ -29,7 +29,7 @@ from labelsieve.viam.errors import grpc_errors
 
 __all__ = ["CameraDetector", "camera_dependency", "labelsieve_resource", "requires"]
 
-R = TypeVar("R", bound=type)
+R = TypeVar("R", bound=type[ResourceBase])
 
 _NOT_WRAPPED = frozenset({"close", "stop"})  # lifecycle, not gRPC methods
 
@@ -53,7 +53,7 @@ def labelsieve_resource(supported: str) -> Callable[[R], R]:
         for name in sorted(getattr(cls, "__abstractmethods__", ())):
             setattr(cls, name, _unsupported(name, model, supported))
         if cls.do_command is ResourceBase.do_command:
-            cls.do_command = _unsupported("do_command", model, supported)
+            setattr(cls, "do_command", _unsupported("do_command", model, supported))  # noqa: B010 - a class patch
         cls.__abstractmethods__ = frozenset()
         for name, value in list(vars(cls).items()):
             if (not name.startswith("_") and name not in _NOT_WRAPPED and inspect.iscoroutinefunction(value)

@@ -65,11 +65,16 @@ class NoAttributes(Attributes):
     """A fake that reads no attributes (the sensor, generic, servo and movement sensor)."""
 
 
+def _api(cls: type) -> API:
+    """The resource API of a fake class (its Viam base class declares it; the mixin cannot, as the bases mark it final)."""
+    api: API = getattr(cls, "API")  # noqa: B009 - the mixin has no such attribute for the type checker
+    return api
+
+
 class _Fake:
     """What every fake shares: its model, tolerant attribute parsing, dependencies and construction. A plain mixin,
     first in each fake's bases: the SDK names a resource after every resource class in its MRO."""
 
-    API: ClassVar[API]
     name: str
     MODEL: ClassVar[Model] = FAKE
     Config: ClassVar[type[Attributes]] = NoAttributes
@@ -83,7 +88,7 @@ class _Fake:
         for key in sorted(given.keys() - known) if warn else ():
             hint = did_you_mean(key, known) or f"it reads {', '.join(sorted(known)) or 'none'}"
             log.warning("%s: ignoring attribute '%s', which the fake %s does not read (%s)", config.name, key,
-                        cls.API.resource_subtype, hint)
+                        _api(cls).resource_subtype, hint)
         try:
             return cls.Config.parse(config.name, {key: value for key, value in given.items() if key in known})
         except ConfigError as exc:  # name the field as the user spelt it
@@ -108,11 +113,11 @@ class _Fake:
         """Take the parsed attributes (and dependency clients by name)."""
 
     def unimplemented(self, what: str, instead: str = "") -> GRPCError:
-        return GRPCError(Status.UNIMPLEMENTED, f"the fake {self.API.resource_subtype} '{self.name}' has no {what}"
+        return GRPCError(Status.UNIMPLEMENTED, f"the fake {_api(type(self)).resource_subtype} '{self.name}' has no {what}"
                          + (f"; {instead}" if instead else ""))
 
     def invalid(self, problem: str) -> GRPCError:
-        return GRPCError(Status.INVALID_ARGUMENT, f"{self.API.resource_subtype} '{self.name}': {problem}")
+        return GRPCError(Status.INVALID_ARGUMENT, f"{_api(type(self)).resource_subtype} '{self.name}': {problem}")
 
 
 class Track:
@@ -241,7 +246,7 @@ class FakeMotor(_Fake, Motor):
         if self.encoder is None:
             return self.track.value
         ticks, _ = await self.encoder.get_position()  # type: ignore[attr-defined]
-        return ticks / self.config.ticks_per_rotation
+        return float(ticks) / self.config.ticks_per_rotation
 
     async def get_properties(self, *, extra: Any = None, timeout: float | None = None, **kwargs: Any) -> Motor.Properties:
         return Motor.Properties(position_reporting=True)
@@ -445,7 +450,7 @@ class FakeArm(_Fake, Arm):
                                       **kwargs: Any) -> None:
         await self.move_through_joint_positions([positions])
 
-    async def move_through_joint_positions(self, positions: Sequence[JointPositions], *, options: Any = None,
+    async def move_through_joint_positions(self, positions: list[JointPositions], options: Any = None, *,
                                            extra: Any = None, timeout: float | None = None, **kwargs: Any) -> None:
         expected = len(self.joints.values)
         for step in positions:
