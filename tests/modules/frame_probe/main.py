@@ -21,6 +21,8 @@ from viam.resource.easy_resource import stub_model as stub
 from viam.services.vision import Vision
 from viam.utils import struct_to_dict
 
+from labelsieve.errors import ConfigError
+
 
 @stub
 class FrameProbe(Vision, EasyResource):
@@ -37,7 +39,7 @@ class FrameProbe(Vision, EasyResource):
         time.sleep(attributes.get("validate_seconds", 0))  # a slow check, to interrupt start-up during it
         camera = attributes.get("camera_name")
         if not camera:
-            raise ValueError("'attributes.camera_name' is required")
+            raise ConfigError(config.name, "attributes.camera_name", "is required")
         return [camera], []
 
     @classmethod

@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Any, ClassVar, Final
 
 from grpclib import GRPCError, Status
+from fsspec.core import split_protocol
 from grpclib.client import Channel
 from viam.proto.app.robot import ComponentConfig
 from viam.proto.common import DoCommandRequest, DoCommandResponse, ResourceName
@@ -31,10 +32,10 @@ from viam.utils import dict_to_struct, struct_to_dict
 
 from labelsieve.capture.manager import CaptureMethod, DataManagerConfig
 from labelsieve.capture.manager import DataManager as Capture
-from labelsieve.errors import LabelsieveError
-from labelsieve.runtime.builtins import register
+from labelsieve.runtime.builtins import Machine, register
 from labelsieve.runtime.config import MachineConfig, ResourceConfig
 from labelsieve.viam.convert import attributes_of
+from labelsieve.viam.errors import grpc_errors
 
 __all__ = ["DataManager", "DataManagerClient"]
 
@@ -100,11 +101,19 @@ class BuiltinDataManager(DataManager):
     _started: asyncio.Task[None]
 
     @classmethod
-    def expand(cls, resource: ResourceConfig, machine: MachineConfig) -> ResourceConfig:
-        """Its config plus the capture methods of every resource, which viam-server's data manager reads itself."""
-        methods = [dataclasses.asdict(method) for r in machine.resources if r.service_configs
+    def expand(cls, resource: ResourceConfig, config: MachineConfig, machine: Machine) -> ResourceConfig:
+        """Its config plus the capture methods of every resource, which viam-server's data manager reads itself, with
+        its folders made absolute (`capture_dir` by default the machine's data dir's `capture`, as $VIAM_HOME/capture)
+        and capture disabled on a machine that must not capture."""
+        methods = [dataclasses.asdict(method) for r in config.resources if r.service_configs
                    for method in CaptureMethod.from_service_configs(r.name, r.api, r.service_configs)]
-        return replace(resource, attributes={**resource.attributes, _CAPTURES: methods})
+        local_sync = isinstance(url := resource.attributes.get("sync_url"), str) and not split_protocol(url)[0]
+        resource = machine.absolute(resource, "capture_dir", *(("sync_url",) if local_sync else ()))
+        attributes = {**resource.attributes, _CAPTURES: methods,
+                      "capture_dir": resource.attributes.get("capture_dir") or str(machine.data_dir / "capture")}
+        if not machine.capture:
+            attributes["capture_disabled"] = True
+        return replace(resource, attributes=attributes)
 
     @classmethod
     def validate_config(cls, config: ComponentConfig) -> tuple[Sequence[str], Sequence[str]]:
@@ -119,12 +128,11 @@ class BuiltinDataManager(DataManager):
         service._started = asyncio.get_running_loop().create_task(service.capture.start())  # new() itself is sync
         return service
 
+    @grpc_errors
     async def sync(self, *, extra: Mapping[str, Any] | None = None, timeout: float | None = None, **kwargs: Any) -> None:
-        try:
-            await self.capture.sync()
-        except LabelsieveError as exc:
-            raise GRPCError(Status.UNAVAILABLE, str(exc)) from exc
+        await self.capture.sync()
 
+    @grpc_errors
     async def do_command(self, command: Mapping[str, Any], *, timeout: float | None = None, **kwargs: Any) -> Mapping[str, Any]:
         if "stats" in command:
             return self.capture.stats()
