@@ -7,4 +7,4 @@ __all__ = ["backoff"]
 
 def backoff(attempt: int, cap: float, first: float = 0.25) -> float:
     """Seconds to wait before retry `attempt` (0 for the first): `first`, doubling each time, at most `cap`."""
-    return min(cap, first * 2**attempt)
+    return min(cap, first * 2.0**attempt)

@@ -93,6 +93,7 @@ class ApiKeyAuth(UnimplementedAuthServiceBase):
 
     async def Authenticate(self, stream: Stream[Any, Any]) -> None:
         request = await stream.recv_message()
+        assert request is not None  # a unary method: grpclib has the message, or answers the client itself
         peer = _peer_host(stream)
         entity_ok = self._key_id is None or hmac.compare_digest(request.entity.encode(), self._key_id.encode())
         key_ok = hmac.compare_digest(request.credentials.payload.encode(), self._key.encode())  # bytes: any key text

@@ -34,9 +34,11 @@ log = logging.getLogger("labelsieve.runtime")
 class Owner(Protocol):
     """What serves resources: a module process, or the runtime's builtin host. The resource layer needs only this."""
 
-    name: str
     link: Link
     served: dict[str, set[str]]
+
+    @property
+    def name(self) -> str: ...
 
     def is_alive(self) -> bool: ...
 

@@ -43,6 +43,7 @@ VALIDATE_TIMEOUT_S = 5.0
 _PRIVATE_ENV = ("LABELSIEVE_API_KEY", "LABELSIEVE_API_KEY_ID")
 T = TypeVar("T")
 
+_prctl: Callable[..., int] | None
 try:  # resolved here, not in the forked child, where loading a library can deadlock
     _prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
 except OSError:  # not glibc Linux: modules then rely on their own parent checks
@@ -104,7 +105,7 @@ class _OutputLog:
         if text.startswith("Traceback (most recent call last)"):
             self._traceback = [text]
         elif m := _SDK_LINE.match(text.strip()):
-            self._log(max(logging.getLevelName(m.group(1)), self.floor), m.group(2).replace("\t", " ").strip())
+            self._log(max(logging.getLevelNamesMapping()[m.group(1)], self.floor), m.group(2).replace("\t", " ").strip())
         else:
             self._log(self.floor, text.strip())
 
@@ -170,8 +171,8 @@ class ModuleProcess:
                 return await self._proc.wait()
             if fd is not None:
                 loop = asyncio.get_running_loop()
-                exited = loop.create_future()
-                loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
+                exited: asyncio.Future[None] = loop.create_future()
+                loop.add_reader(fd, lambda: None if exited.done() else exited.set_result(None))
                 try:
                     await exited
                 finally:

@@ -259,7 +259,7 @@ class Forwarder:
 
     async def _forward(self, api: str, path: str, h: Handler, stream: Stream[Any, Any]) -> None:
         request = await stream.recv_message()
-        if not hasattr(request, "name"):
+        if request is None or not hasattr(request, "name"):
             raise GRPCError(Status.UNIMPLEMENTED, f"{path} has no resource name to route by")
         client_streams = h.cardinality in (Cardinality.STREAM_UNARY, Cardinality.STREAM_STREAM)
         while True:

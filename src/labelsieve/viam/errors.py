@@ -7,8 +7,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Iterator
-from typing import ParamSpec, TypeVar
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, ParamSpec, TypeVar
 
 from grpclib import GRPCError, Status
 from viam.errors import ViamGRPCError
@@ -68,7 +68,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def grpc_errors(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+def grpc_errors(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
     """Decorate a resource method: every exception leaves it through `grpc_seam`."""
     log = logging.getLogger(method.__module__)
 

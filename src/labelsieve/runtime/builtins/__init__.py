@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -181,12 +181,14 @@ class BuiltinHost:
         if not self.link.up:
             return
         self.link.set_up(False)
-        await self._manager.close()
+        close_all: Callable[[], Awaitable[None]] = self._manager.close  # unannotated in viam-sdk
+        await close_all()
         for server in self._servers:
             server.close()
             await server.wait_closed()
         for channel in (self.link.channel, self._dependency_channel):
-            channel.close()
+            if channel is not None:
+                channel.close()
 
 
 from labelsieve.runtime.builtins import data_manager, fakes  # noqa: E402, F401  (registers the builtins; they import this module)

@@ -14,7 +14,7 @@ import asyncio
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, cast
 
 from grpclib import GRPCError, Status
 from fsspec.core import split_protocol
@@ -51,8 +51,8 @@ class DataManager(ServiceBase):
         """Upload every closed capture file now."""
 
 
-class DataManagerRPCService(DataManagerServiceBase, ResourceRPCServiceBase):
-    RESOURCE_TYPE: ClassVar = DataManager
+class DataManagerRPCService(DataManagerServiceBase, ResourceRPCServiceBase[DataManager]):
+    RESOURCE_TYPE = DataManager  # type: ignore[assignment]  # viam-sdk declares it as `typing.Type` itself
 
     async def Sync(self, stream: Any) -> None:
         request = await stream.recv_message()
@@ -76,16 +76,21 @@ class DataManagerClient(DataManager, ReconfigurableResourceRPCClientBase):
         self.channel, self.client = channel, DataManagerServiceStub(channel)
         super().__init__(name)
 
+    @property
+    def _stub(self) -> DataManagerServiceStub:
+        return cast(DataManagerServiceStub, self.client)  # the base types it as any stub; reset_channel replaces it
+
     async def sync(self, *, extra: Mapping[str, Any] | None = None, timeout: float | None = None, **kwargs: Any) -> None:
-        await self.client.Sync(SyncRequest(name=self.name, extra=dict_to_struct(dict(extra or {}))), timeout=timeout)
+        await self._stub.Sync(SyncRequest(name=self.name, extra=dict_to_struct(dict(extra or {}))), timeout=timeout)
 
     async def do_command(self, command: Mapping[str, Any], *, timeout: float | None = None, **kwargs: Any) -> Mapping[str, Any]:
-        response = await self.client.DoCommand(DoCommandRequest(name=self.name, command=dict_to_struct(dict(command))),
+        response = await self._stub.DoCommand(DoCommandRequest(name=self.name, command=dict_to_struct(dict(command))),
                                                timeout=timeout)
         return struct_to_dict(response.result)
 
 
-Registry.register_api(ResourceRegistration(DataManager, DataManagerRPCService, DataManagerClient))
+Registry.register_api(ResourceRegistration(DataManager, DataManagerRPCService,  # type: ignore[type-abstract]
+                                           DataManagerClient))  # viam-sdk registers its abstract APIs just so
 
 
 def _methods(config: ComponentConfig) -> tuple[DataManagerConfig, list[CaptureMethod]]:

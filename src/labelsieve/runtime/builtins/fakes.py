@@ -21,7 +21,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, cast
 
 import numpy as np
 from grpclib import GRPCError, Status
@@ -44,7 +44,7 @@ from viam.proto.component.camera import IntrinsicParameters
 from viam.proto.component.encoder import PositionType
 from viam.proto.component.movementsensor import GetAccuracyResponse
 from viam.resource.base import ResourceBase
-from viam.resource.types import API, Model
+from viam.resource.types import Model
 from viam.utils import ValueTypes, datetime_to_timestamp, struct_to_dict
 
 from labelsieve.attributes import Attributes, FieldProblem, did_you_mean, resolve_path
@@ -70,7 +70,6 @@ class _Fake:
     """What every fake shares: its model, tolerant attribute parsing, dependencies and construction. A plain mixin,
     first in each fake's bases: the SDK names a resource after every resource class in its MRO."""
 
-    API: ClassVar[API]
     name: str
     MODEL: ClassVar[Model] = FAKE
     Config: ClassVar[type[Attributes]] = NoAttributes
@@ -84,12 +83,17 @@ class _Fake:
         for key in sorted(given.keys() - known) if warn else ():
             hint = did_you_mean(key, known) or f"it reads {', '.join(sorted(known)) or 'none'}"
             log.warning("%s: ignoring attribute '%s', which the fake %s does not read (%s)", config.name, key,
-                        cls.API.resource_subtype, hint)
+                        cls.subtype(), hint)
         try:
             return cls.Config.parse(config.name, {key: value for key, value in given.items() if key in known})
         except ConfigError as exc:  # name the field as the user spelt it
             spelt = {f"attributes.{ours}": f"attributes.{theirs}" for theirs, ours in cls.ALIASES.items()}
             raise ConfigError(exc.resource, spelt.get(exc.field, exc.field), exc.problem, exc.fix) from None
+
+    @classmethod
+    def subtype(cls) -> str:
+        """"motor", "arm"...: from the viam class beside this mixin, whose `API` is Final (declaring it here clashes)."""
+        return str(cast(Any, cls).API.resource_subtype)
 
     @classmethod
     def validate_config(cls, config: ComponentConfig) -> tuple[Sequence[str], Sequence[str]]:
@@ -109,11 +113,11 @@ class _Fake:
         """Take the parsed attributes (and dependency clients by name)."""
 
     def unimplemented(self, what: str, instead: str = "") -> GRPCError:
-        return GRPCError(Status.UNIMPLEMENTED, f"the fake {self.API.resource_subtype} '{self.name}' has no {what}"
+        return GRPCError(Status.UNIMPLEMENTED, f"the fake {self.subtype()} '{self.name}' has no {what}"
                          + (f"; {instead}" if instead else ""))
 
     def invalid(self, problem: str) -> GRPCError:
-        return GRPCError(Status.INVALID_ARGUMENT, f"{self.API.resource_subtype} '{self.name}': {problem}")
+        return GRPCError(Status.INVALID_ARGUMENT, f"{self.subtype()} '{self.name}': {problem}")
 
 
 class Track:
@@ -242,7 +246,7 @@ class FakeMotor(_Fake, Motor):
         if self.encoder is None:
             return self.track.value
         ticks, _ = await self.encoder.get_position()  # type: ignore[attr-defined]
-        return ticks / self.config.ticks_per_rotation
+        return float(ticks) / self.config.ticks_per_rotation
 
     async def get_properties(self, *, extra: Any = None, timeout: float | None = None, **kwargs: Any) -> Motor.Properties:
         return Motor.Properties(position_reporting=True)
@@ -451,7 +455,7 @@ class FakeArm(_Fake, Arm):
                                       **kwargs: Any) -> None:
         await self.move_through_joint_positions([positions])
 
-    async def move_through_joint_positions(self, positions: Sequence[JointPositions], *, options: Any = None,
+    async def move_through_joint_positions(self, positions: Sequence[JointPositions], options: Any = None, *,
                                            extra: Any = None, timeout: float | None = None, **kwargs: Any) -> None:
         expected = len(self.joints.values)
         for step in positions:
