@@ -145,25 +145,28 @@ def test_calls_across_a_module_sigkill_all_succeed(tmp_path: Path) -> None:
                 assert len((await cam.get_images())[0]) == 1
                 calls[i] += 1
 
+        streams = [asyncio.create_task(stream(i)) for i in range(2)]
+
+        async def progressed(n: int) -> None:
+            for task in streams:
+                if task.done():
+                    task.result()  # a failed call fails the test here, not as a timeout
+            assert sum(calls) >= n
+
         try:
-            streams = [asyncio.create_task(stream(i)) for i in range(2)]
-            await eventually(lambda: _at_least(calls, 5))
+            await eventually(lambda: progressed(5))
             assert first is not None
             os.kill(first, signal.SIGKILL)
             await eventually(lambda: _restarted(camera_module, first))
             after = sum(calls)
-            await eventually(lambda: _at_least(calls, after + 5))
+            await eventually(lambda: progressed(after + 5))
             done.set()
-            await asyncio.gather(*streams)  # any failed call fails the test here
+            await asyncio.gather(*streams)
         finally:
             await robot.close()
             await machine.shutdown()
 
     asyncio.run(asyncio.wait_for(run(), 90))
-
-
-async def _at_least(calls: list[int], n: int) -> None:
-    assert sum(calls) >= n
 
 
 async def _restarted(module: Any, pid: int) -> None:
