@@ -34,7 +34,7 @@ def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     run.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
                      help="refuse larger requests with RESOURCE_EXHAUSTED (default 64 MiB)")
     run.add_argument("--strict", action="store_true",
-                     help="exit 2 unless every module starts and every resource is added (default: start what can "
+                     help="exit 2 unless every module starts and every resource validates (default: start what can "
                           "start, report the rest, retry it on the next config edit, as viam-server does)")
     run.set_defaults(handler=_run)
 

@@ -19,7 +19,7 @@ import struct
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from grpclib import GRPCError, Status
 from grpclib.const import Cardinality, Handler
@@ -65,7 +65,7 @@ class _LimitedStream(Stream[Any, Any]):
 
 def _limited(func: Callable[[Stream[Any, Any]], Awaitable[None]], max_bytes: int, stream: Stream[Any, Any]) -> Awaitable[None]:
     stream.__class__ = _LimitedStream  # the stream grpclib made for this call, nothing else
-    stream.max_bytes = max_bytes  # type: ignore[attr-defined]
+    cast(_LimitedStream, stream).max_bytes = max_bytes
     return func(stream)
 
 

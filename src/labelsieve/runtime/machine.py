@@ -32,7 +32,7 @@ from viam.rpc.dial import Credentials, DialOptions
 from labelsieve.errors import InvalidMachineConfig, LabelsieveError, ModuleError
 from labelsieve.runtime import reload
 from labelsieve.paths import home
-from labelsieve.runtime.builtins import BuiltinHost, Machine
+from labelsieve.runtime.builtins import BuiltinHost, MachineContext
 from labelsieve.runtime.config import MachineConfig, dependency_order, load_config
 from labelsieve.runtime.listener import DEFAULT_MAX_REQUEST_BYTES, ApiKeyAuth, make_server, self_signed, server_context
 from labelsieve.runtime.modules import ModulePool, Owner, RestartPolicy
@@ -66,7 +66,7 @@ class RuntimeOptions:
     restart: RestartPolicy = field(default_factory=RestartPolicy)
     #: Larger requests are refused with RESOURCE_EXHAUSTED before they are buffered.
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
-    #: Refuse to start unless every module starts and every resource is added (viam-server's way is to start what can).
+    #: Refuse to start unless every module starts and every resource validates (viam-server starts what can).
     strict: bool = False
     #: False: a machine that never captures (`labelsieve eval`): its data manager runs with capture disabled.
     capture: bool = True
@@ -84,7 +84,7 @@ class Runtime:
         self._lock = asyncio.Lock()  # one config change or restart at a time
         self.pool = ModulePool(self.routes, self.forwarder, self._socket_dir, options.data_dir, options.config_path.parent,
                                options.call_timeout, options.restart, self._lock, self._restarted, options.max_request_bytes)
-        machine = Machine(options.config_path.parent, options.data_dir, options.capture)
+        machine = MachineContext(options.config_path.parent, options.data_dir, options.capture)
         self.builtins = BuiltinHost(self.routes, self.forwarder, self._socket_dir, machine, options.max_request_bytes)
         self.resources = Resources(self.routes, self._owners, self.builtins.expand, self.pool.failed)
         self._client_server: Server | None = None

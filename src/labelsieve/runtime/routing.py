@@ -283,8 +283,9 @@ class Forwarder:
                 raise GRPCError(exc.status, exc.message) from None  # details need a codec the parent doesn't share
             except (ConnectionError, OSError, StreamTerminatedError) as exc:
                 # The module died under the call: made again once it is back, as a call made during the restart would
-                # be, unless part of the answer has gone out or the request stream is spent.
-                if replied or client_streams or not await link.went_down(downs, _EXIT_NOTICE_S):
+                # be, unless part of the answer has gone out, the request stream is spent or time is up.
+                if replied or client_streams or isinstance(exc, TimeoutError) or \
+                        not await link.went_down(downs, _EXIT_NOTICE_S):
                     raise GRPCError(Status.UNAVAILABLE, f"module '{link.module}' did not answer {path}: {exc!r}") from exc
                 log.debug("module '%s' went down during %s; calling again once it is back", link.module, path)
 

@@ -35,7 +35,7 @@ from labelsieve.runtime.robot import RobotService
 from labelsieve.runtime.routing import Forwarder, Link, PassThroughCodec, Routes, resource_name
 from labelsieve.viam.errors import grpc_seam
 
-__all__ = ["BUILTIN", "Builtin", "BuiltinHost", "Machine", "register", "registered"]
+__all__ = ["BUILTIN", "Builtin", "BuiltinHost", "MachineContext", "register", "registered"]
 
 log = logging.getLogger("labelsieve.runtime")
 
@@ -44,7 +44,7 @@ BUILTIN = "builtin"
 
 
 @dataclass(frozen=True)
-class Machine:
+class MachineContext:
     """What a builtin knows of the machine it runs in. Builtins share the runtime's process, so they get this from their
     host, not from the environment a module process gets: two runtimes in one process keep their own."""
 
@@ -63,7 +63,7 @@ class Machine:
 class Builtin(Protocol):
     """A builtin model's class: a viam-sdk resource class, plus an optional `expand(resource, machine_config, machine)`
     hook for builtins that read the whole machine config (the data manager reads every resource's `service_configs`) or
-    resolve paths (`Machine.absolute`)."""
+    resolve paths (`MachineContext.absolute`)."""
 
     API: ClassVar[API]
     MODEL: ClassVar[Any]
@@ -96,7 +96,7 @@ class BuiltinHost:
 
     name = BUILTIN
 
-    def __init__(self, routes: Routes, forwarder: Forwarder, socket_dir: Path, machine: Machine,
+    def __init__(self, routes: Routes, forwarder: Forwarder, socket_dir: Path, machine: MachineContext,
                  max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> None:
         self.machine, self._max_request_bytes = machine, max_request_bytes
         self.link = Link(BUILTIN)

@@ -32,7 +32,7 @@ from viam.utils import dict_to_struct, struct_to_dict
 
 from labelsieve.capture.manager import CaptureMethod, DataManagerConfig
 from labelsieve.capture.manager import DataManager as Capture
-from labelsieve.runtime.builtins import Machine, register
+from labelsieve.runtime.builtins import MachineContext, register
 from labelsieve.runtime.config import MachineConfig, ResourceConfig
 from labelsieve.viam.convert import attributes_of
 from labelsieve.viam.errors import grpc_errors
@@ -106,7 +106,7 @@ class BuiltinDataManager(DataManager):
     _started: asyncio.Task[None]
 
     @classmethod
-    def expand(cls, resource: ResourceConfig, config: MachineConfig, machine: Machine) -> ResourceConfig:
+    def expand(cls, resource: ResourceConfig, config: MachineConfig, machine: MachineContext) -> ResourceConfig:
         """Its config plus the capture methods of every resource, which viam-server's data manager reads itself, with
         its folders made absolute (`capture_dir` by default the machine's data dir's `capture`, as $VIAM_HOME/capture)
         and capture disabled on a machine that must not capture."""

@@ -49,7 +49,7 @@ from viam.utils import ValueTypes, datetime_to_timestamp, struct_to_dict
 
 from labelsieve.attributes import Attributes, FieldProblem, did_you_mean, resolve_path
 from labelsieve.errors import ConfigError
-from labelsieve.runtime.builtins import Machine, register
+from labelsieve.runtime.builtins import MachineContext, register
 from labelsieve.runtime.config import MachineConfig, ResourceConfig
 
 __all__ = ["FakeArm", "FakeBase", "FakeCamera", "FakeEncoder", "FakeGeneric", "FakeMotor", "FakeMovementSensor", "FakeSensor",
@@ -437,7 +437,7 @@ class FakeArm(_Fake, Arm):
     ALIASES: ClassVar[dict[str, str]] = {"arm-model": "arm_model", "model-path": "model_path"}
 
     @classmethod
-    def expand(cls, resource: ResourceConfig, config: MachineConfig, machine: Machine) -> ResourceConfig:
+    def expand(cls, resource: ResourceConfig, config: MachineConfig, machine: MachineContext) -> ResourceConfig:
         """A relative kinematics file is the config folder's (the runtime's process has no LABELSIEVE_CONFIG_DIR)."""
         return machine.absolute(resource, "model_path", "model-path")
 
