@@ -16,25 +16,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self, Union, get_args, get_origin
 
-from labelsieve.errors import ConfigError
+from labelsieve.errors import ConfigError, FieldProblem
 
 __all__ = ["Attributes", "FieldProblem", "check_keys", "did_you_mean", "resolve_path"]
 
 
-def resolve_path(path: str) -> Path:
-    """A path attribute: relative to the machine config's folder when the runtime says where that is, as viam users
-    expect of paths in a config, else to the working directory."""
-    base = os.environ.get("LABELSIEVE_CONFIG_DIR")
+def resolve_path(path: str, base: Path | None = None) -> Path:
+    """A path attribute: relative to the machine config's folder, as viam users expect of paths in a config. The runtime
+    passes `base` to its builtins; a module process has it in `LABELSIEVE_CONFIG_DIR` (set for it alone, as viam-server
+    sets VIAM_HOME); without either, relative to the working directory."""
+    folder = base or os.environ.get("LABELSIEVE_CONFIG_DIR")
     p = Path(path).expanduser()
-    return p if p.is_absolute() or not base else Path(base) / p
-
-
-class FieldProblem(Exception):
-    """Raised by `Attributes.check` for one field; `parse` turns it into a `ConfigError` with the resource name."""
-
-    def __init__(self, field: str, problem: str, fix: str = "") -> None:
-        super().__init__(problem)
-        self.field, self.problem, self.fix = field, problem, fix
+    return p if p.is_absolute() or not folder else Path(folder) / p
 
 
 def did_you_mean(word: str, choices: typing.Iterable[str]) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from grpclib import GRPCError, Status
 from support import TEST_MODULES, camera, connect, frames_folder, module
 from viam.proto.app.robot import ComponentConfig
 from viam.proto.common import ResourceName
@@ -24,6 +25,7 @@ from viam.services.vision import VisionClient
 from labelsieve.errors import InvalidMachineConfig
 from labelsieve.runtime import Runtime, RuntimeOptions
 from labelsieve.runtime.builtins import register
+from labelsieve.runtime.builtins.data_manager import DataManager
 
 EVENTS: list[str] = []
 
@@ -113,3 +115,45 @@ def test_a_builtin_is_validated_before_anything_starts(tmp_path: Path) -> None:
     with pytest.raises(InvalidMachineConfig) as err:
         asyncio.run(Runtime(RuntimeOptions(path, port=0, data_dir=tmp_path / "data")).validate())
     assert "resource 'sizer': 'attributes.camera_name' is required" in str(err.value)
+
+
+@register
+class Buggy(FrameSize):
+    """A builtin whose validate_config has a bug (not a config problem)."""
+
+    MODEL: ClassVar = "rdk:builtin:test-buggy"
+
+    @classmethod
+    def validate_config(cls, config: ComponentConfig) -> tuple[list[str], list[str]]:
+        return {}["camera_name"], []
+
+
+def test_builtins_answer_through_the_modules_error_seam(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A config problem is INVALID_ARGUMENT whoever finds it (the data manager's missing sync_url too, not UNAVAILABLE);
+    a bug is INTERNAL with its traceback logged, not passed off as the user's config."""
+    cfg = {"services": [{"name": "data", "api": "rdk:service:data_manager", "model": "rdk:builtin:builtin"}]}
+    path = tmp_path / "machine.json"
+    path.write_text(json.dumps(cfg))
+
+    async def sync_status() -> tuple[Status, str]:
+        runtime = Runtime(RuntimeOptions(path, port=0, data_dir=tmp_path / "data", watch_config=False))
+        await runtime.start()
+        try:
+            robot = await connect(runtime.address)
+            try:
+                with pytest.raises(GRPCError) as err:
+                    await DataManager.from_robot(robot, "data").sync()
+                return err.value.status, str(err.value.message)
+            finally:
+                await robot.close()
+        finally:
+            await runtime.shutdown()
+
+    status, message = asyncio.run(sync_status())
+    assert status == Status.INVALID_ARGUMENT and "'attributes.sync_url' is not set" in message
+
+    path.write_text(json.dumps({"services": [{"name": "bug", "api": "rdk:service:vision", "model": "rdk:builtin:test-buggy"}]}))
+    with pytest.raises(InvalidMachineConfig) as err:
+        asyncio.run(Runtime(RuntimeOptions(path, port=0, data_dir=tmp_path / "data")).validate())
+    assert "Buggy.validate_config failed: KeyError: 'camera_name'" in str(err.value)
+    assert any(r.exc_info and "failed unexpectedly" in r.getMessage() for r in caplog.records)

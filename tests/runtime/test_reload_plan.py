@@ -115,3 +115,21 @@ def _raw(config: MachineConfig, exe: str) -> dict[str, Any]:
         return {"name": r.name, "api": r.api, "model": r.model, "attributes": dict(r.attributes)}
     return {"components": [resource(r) for r in config.resources if ":component:" in r.api],
             "services": [resource(r) for r in config.resources if ":service:" in r.api]}
+
+
+def test_starting_is_the_edit_from_an_empty_machine_and_dependents_of_a_failure_do_not_start(exe: str) -> None:
+    """A resource its owner rejects does not start, and neither does what needs it, directly or through another:
+    each failure names what it needs; the rest starts, in dependency order."""
+    new = machine(exe, cam("cam"), cam("bad"), vision("probe", camera_name="bad"),
+                  {**vision("late"), "depends_on": ["probe"]}, vision("fine", camera_name="cam"))
+    empty = machine(exe, modules=())
+    now = Running(frozenset(), {}, frozenset(), {})
+    p = plan(empty, new, now, owner)
+    assert {m.name for m in p.start_modules} == {"cams", "vision"} and p.fresh == {r.name for r in new.resources}
+    checked = {"cam": Dependencies(), "probe": Dependencies(("bad",)), "late": Dependencies(),
+               "fine": Dependencies(("cam",))}
+    settled = settle(p, now, checked, {"bad": ConfigError("resource 'bad'", "attributes.source", "does not exist")})
+    assert [(step, r.name) for step, r in settled.steps] == [("add", "cam"), ("add", "fine")]
+    assert set(settled.failed) == {"bad", "probe", "late"} and not settled.kept
+    assert "needs 'bad', which is not running" in str(settled.failed["probe"])
+    assert "'depends_on' needs 'probe'" in str(settled.failed["late"])

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 from grpclib import GRPCError, Status
-from support import ROOT, Machine, camera, connect, frames_folder, module, validate
+from support import ROOT, Machine, camera, connect, eventually, frames_folder, machine_status, module, validate
 from viam.components.camera import Camera
 
 from labelsieve.runtime import Runtime, RuntimeOptions
@@ -128,8 +128,9 @@ exec {ROOT / "modules/media_camera/run.sh"} "$@"
         runtime = Runtime(RuntimeOptions(path, port=0, data_dir=tmp_path / "data", watch_config=False, restart=policy))
         await runtime.start()
         try:
-            while not any("gave up" in r.getMessage() for r in caplog.records):
-                await asyncio.sleep(0.1)
+            async def gave_up() -> None:
+                assert "gave up" in (await machine_status(runtime.address))["cam"].error
+            await eventually(gave_up, timeout=50)
             robot = await connect(runtime.address)
             try:
                 with pytest.raises(GRPCError) as err:

@@ -26,17 +26,13 @@ from google.protobuf.internal.encoder import _VarintBytes  # type: ignore[attr-d
 from google.protobuf.message import DecodeError
 from viam.proto.app.datasync import DataCaptureMetadata, SensorData
 
-from labelsieve.errors import InputError
+from labelsieve.errors import CorruptCaptureError
 
 __all__ = ["CaptureFile", "CorruptCaptureError", "capture_dir_for", "capture_file_name", "decode_provenance",
            "encode_provenance", "read_capture", "write_capture"]
 
 CAPTURE_SUFFIX, PROGRESS_SUFFIX = ".capture", ".prog"
 _PROVENANCE_TAG = "ls1:"  # versioned, so an id written by anything else is never mistaken for ours
-
-
-class CorruptCaptureError(InputError):
-    """A capture file that is truncated or not Viam's format; readers report it and go on with the next file."""
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from fsspec.implementations.local import LocalFileSystem
 from tqdm import tqdm
 
 from labelsieve.capture.format import CAPTURE_SUFFIX
-from labelsieve.errors import BackendUnavailable, InputError, LabelsieveError
+from labelsieve.errors import BackendUnavailable, InputError, LabelsieveError, SyncBusy
 
 __all__ = ["SyncBusy", "SyncReport", "sync"]
 
@@ -44,11 +44,7 @@ LOCK_NAME = ".sync.lock"
 _GIVE_UP_AFTER = 3  # consecutive failures: the remote is likely down, so stop instead of failing every file slowly
 
 
-class SyncBusy(LabelsieveError):
-    """Another process is syncing this capture folder."""
-
-
-class _Conflict(Exception):
+class _Conflict(LabelsieveError):
     """The final remote name holds different content."""
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
+
+from labelsieve.paths import home
 
 __all__ = ["add_log_level", "add_machine_config", "verb"]
 
@@ -22,5 +23,5 @@ def add_log_level(p: argparse.ArgumentParser) -> None:
 
 def add_machine_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", type=Path, help="machine config JSON (viam-server's shape)")
-    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("LABELSIEVE_HOME", Path.home() / ".labelsieve")),
+    p.add_argument("--data-dir", type=Path, default=home(),
                    help="VIAM_HOME for modules; module data (weights caches) goes under it (default ~/.labelsieve)")

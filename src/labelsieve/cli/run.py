@@ -33,6 +33,9 @@ def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     run.add_argument("--no-watch", dest="watch_config", action="store_false", help="do not apply config file edits live")
     run.add_argument("--max-request-bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
                      help="refuse larger requests with RESOURCE_EXHAUSTED (default 64 MiB)")
+    run.add_argument("--strict", action="store_true",
+                     help="exit 2 unless every module starts and every resource validates (default: start what can "
+                          "start, report the rest, retry it on the next config edit, as viam-server does)")
     run.set_defaults(handler=_run)
 
 
@@ -57,7 +60,7 @@ def _run(args: argparse.Namespace) -> int:
         log.warning("listening on %s with no API key: anyone who can reach this port controls the machine", args.host)
     options = RuntimeOptions(args.config.resolve(), args.host, args.port, args.api_key, args.api_key_id,
                              args.tls_cert, args.tls_key, args.data_dir, args.watch_config,
-                             max_request_bytes=args.max_request_bytes)
+                             max_request_bytes=args.max_request_bytes, strict=args.strict)
     tls = bool(args.api_key or args.tls_cert)
     return Server(options, lambda runtime: print(_connect_hint(runtime.address, args.api_key_id, bool(args.api_key), tls),
                                                  flush=True)).run()

@@ -33,6 +33,7 @@ from labelsieve.dataset.frames import Frame, frames_of
 from labelsieve.dataset.sources import SourceFile, download_dataset, list_captures, read_source
 from labelsieve.dataset.split import group_frames, split_groups
 from labelsieve.errors import InputError
+from labelsieve.paths import home
 
 __all__ = ["BuildResult", "DatasetVersion", "build_dataset", "open_dataset", "revise_dataset", "versions"]
 
@@ -87,8 +88,7 @@ def open_dataset(path: str | Path) -> DatasetVersion:
     """A version folder as it is, or the latest version of a dataset root; a URL of either is downloaded first (into
     `$LABELSIEVE_HOME/datasets`)."""
     if "://" in str(path):
-        home = Path(os.environ.get("LABELSIEVE_HOME") or Path.home() / ".labelsieve")
-        path = download_dataset(str(path), home / "datasets")
+        path = download_dataset(str(path), home() / "datasets")
     path = Path(path)
     if (path / VERSION_FILE).is_file():
         return DatasetVersion(path, json.loads((path / VERSION_FILE).read_text()))

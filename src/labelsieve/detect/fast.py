@@ -26,6 +26,7 @@ from labelsieve import images
 from labelsieve.attributes import Attributes, FieldProblem, resolve_path
 from labelsieve.detections import Detections
 from labelsieve.errors import BackendUnavailable, ModelError
+from labelsieve.paths import module_data
 from labelsieve.train.fleet import POINTER, fetch_model, is_url, read_pointer
 
 __all__ = ["FastDetectorConfig", "FastModel", "ModelSource", "OnnxModel", "load_model", "pick_model_file"]
@@ -202,9 +203,8 @@ class ModelSource:
 
     def __init__(self, model_path: str, cache: Path | None = None) -> None:
         self.model_path = model_path
-        data = os.environ.get("VIAM_MODULE_DATA") or os.environ.get("LABELSIEVE_HOME") or str(Path.home() / ".labelsieve")
         fleet = hashlib.sha256(model_path.encode()).hexdigest()[:12]  # services following other fleets keep apart
-        self.cache = cache or Path(data) / "fast-detector" / fleet
+        self.cache = cache or module_data() / "fast-detector" / fleet
         self._remembered = self.cache / "current"
         self._fetching = threading.Lock()  # the first load and the watcher may ask for the same model at once
         self._offline = False

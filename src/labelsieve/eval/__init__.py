@@ -15,6 +15,7 @@ from typing import Any
 from labelsieve.eval.metrics import FrameRecord, Proposal, Score
 from labelsieve.eval.report import summarize, summary_table, write_report
 from labelsieve.eval.truth import Truth, TruthImage, load_coco
+from labelsieve.paths import home
 
 __all__ = ["FrameRecord", "Proposal", "Score", "Truth", "TruthImage", "evaluate", "load_coco", "summarize",
            "summary_table", "write_report"]
@@ -23,12 +24,12 @@ __all__ = ["FrameRecord", "Proposal", "Score", "Truth", "TruthImage", "evaluate"
 async def evaluate(config_path: Path, name: str, coco_path: Path, out: Path, *, images_dir: Path | None = None,
                    data_dir: Path | None = None) -> dict[str, Any]:
     """Run the machine's filter `name` over the truth images and write the report; returns what report.json holds.
-    `data_dir` is the runtime's (VIAM_HOME for modules), ~/.labelsieve by default."""
+    `data_dir` is the runtime's (VIAM_HOME for modules), `labelsieve.paths.home()` by default."""
     from labelsieve.eval.stages import filter_config, record_frames  # the viam-facing half, imported only to run
 
     truth = load_coco(coco_path, images_dir)
     config = filter_config(config_path, name)
-    records = await record_frames(config_path, name, truth, data_dir or Path.home() / ".labelsieve")
+    records = await record_frames(config_path, name, truth, data_dir or home())
     report = summarize(records, config, truth.classes)
     write_report(report, records, Path(out), f"labelsieve eval: {name} against {Path(coco_path).name}")
     return report

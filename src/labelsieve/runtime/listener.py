@@ -9,53 +9,76 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import hmac
 import ipaddress
 import logging
 import secrets
 import ssl
 import struct
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-import grpclib.server
 from grpclib import GRPCError, Status
+from grpclib.const import Cardinality, Handler
 from grpclib.events import RecvRequest, listen
 from grpclib.server import Server, Stream
 from viam.gen.proto.rpc.v1.auth_grpc import UnimplementedAuthServiceBase
 from viam.proto.rpc.auth import AuthenticateResponse
 
-from labelsieve.runtime.routing import Forwarder, PassThroughCodec
+from labelsieve.runtime.routing import Forwarder, PassThroughCodec, Raw
 
-__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "ApiKeyAuth", "limit_request_size", "make_server", "self_signed", "server_context"]
+__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "ApiKeyAuth", "make_server", "self_signed", "server_context"]
 
 log = logging.getLogger("labelsieve.runtime")
 
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
-_max_request_bytes = DEFAULT_MAX_REQUEST_BYTES
 
 
-def limit_request_size(limit: int) -> None:
-    """Refuse any request message over `limit` bytes with RESOURCE_EXHAUSTED, from its 5-byte length prefix, before its
-    body is buffered: grpclib has no such setting, and a 100 MB `extra` took the runtime to 475 MB."""
-    global _max_request_bytes
-    _max_request_bytes = limit
+class _LimitedStream(Stream[Any, Any]):
+    """A server stream that refuses a request message over `max_bytes` with RESOURCE_EXHAUSTED, from its 5-byte length
+    prefix, before its body is buffered: grpclib has no such setting, and a 100 MB `extra` took the runtime to 475 MB.
+    The rest is grpclib's own `Stream.recv_message`. Only the streams of servers made by `make_server` are of this class,
+    each with its own server's limit (two runtimes in one process keep theirs)."""
+
+    max_bytes: int
+
+    async def recv_message(self) -> Any:
+        meta = await self._stream.recv_data(5)
+        if not meta:
+            return None
+        if struct.unpack("?", meta[:1])[0]:
+            raise GRPCError(Status.UNIMPLEMENTED, "compressed requests are not supported")
+        size = struct.unpack(">I", meta[1:])[0]
+        if size > self.max_bytes:
+            raise GRPCError(Status.RESOURCE_EXHAUSTED, f"request of {size} bytes is over the runtime's limit of "
+                                                       f"{self.max_bytes} bytes (labelsieve run --max-request-bytes)")
+        message = self._codec.decode(await self._stream.recv_data(size), self._recv_type)
+        message, = await self._dispatch.recv_message(message)
+        self._messages_received += 1
+        self._stream.connection.messages_received += 1
+        self._stream.connection.last_message_received = time.monotonic()
+        return message
 
 
-async def _recv_message(stream: Any, codec: Any, message_type: Any) -> Any:
-    meta = await stream.recv_data(5)
-    if not meta:
-        return None
-    if struct.unpack("?", meta[:1])[0]:
-        raise NotImplementedError("Compression not implemented")
-    size = struct.unpack(">I", meta[1:])[0]
-    if size > _max_request_bytes:
-        raise GRPCError(Status.RESOURCE_EXHAUSTED, f"request of {size} bytes is over the runtime's limit of "
-                                                   f"{_max_request_bytes} bytes (labelsieve run --max-request-bytes)")
-    return codec.decode(await stream.recv_data(size), message_type)
+def _limited(func: Callable[[Stream[Any, Any]], Awaitable[None]], max_bytes: int, stream: Stream[Any, Any]) -> Awaitable[None]:
+    stream.__class__ = _LimitedStream  # the stream grpclib made for this call, nothing else
+    cast(_LimitedStream, stream).max_bytes = max_bytes
+    return func(stream)
 
 
-grpclib.server.recv_message = _recv_message  # what every server-side Stream.recv_message calls
+def _unknown(path: str) -> Handler:
+    """What viam-server answers for a method no API has. grpclib's own answer ('Method not found') carries no
+    content-type, which grpclib clients, viam-sdk's included, read as UNKNOWN 'Missing content-type header'; old clients
+    and modules branch on UNIMPLEMENTED (e.g. to fall back from the removed `CameraService/GetImage`)."""
+    service, _, method = path.lstrip("/").rpartition("/")
+
+    async def refuse(stream: Stream[Any, Any]) -> None:
+        raise GRPCError(Status.UNIMPLEMENTED, f"unknown method {method} for service {service}")
+
+    return Handler(refuse, Cardinality.UNARY_UNARY, Raw, Raw)
 
 
 class ApiKeyAuth(UnimplementedAuthServiceBase):
@@ -70,6 +93,7 @@ class ApiKeyAuth(UnimplementedAuthServiceBase):
 
     async def Authenticate(self, stream: Stream[Any, Any]) -> None:
         request = await stream.recv_message()
+        assert request is not None  # a unary method: grpclib has the message, or answers the client itself
         peer = _peer_host(stream)
         entity_ok = self._key_id is None or hmac.compare_digest(request.entity.encode(), self._key_id.encode())
         key_ok = hmac.compare_digest(request.credentials.payload.encode(), self._key.encode())  # bytes: any key text
@@ -97,22 +121,31 @@ def _peer_host(stream: Stream[Any, Any]) -> str:
     return str(address[0]) if address else "a local socket"
 
 
-class _LiveMapping(dict):  # type: ignore[type-arg]
-    """grpclib copies its handlers' mappings once, when the server is made; custom APIs' methods are learnt later, when
-    their module reports Ready, so a lookup falls back to what the forwarder has learnt since."""
+class _Handlers(dict[str, Handler]):
+    """The method table grpclib looks calls up in (it only calls `get`). grpclib copies its handlers' tables once, when
+    the server is made; custom APIs' methods are learnt later, when their module reports Ready, so a lookup falls back to
+    what the forwarder has learnt since, then to UNIMPLEMENTED. Every handler gets the size-limited stream."""
 
-    def __init__(self, static: dict[str, Any], forwarder: Forwarder) -> None:
-        super().__init__(static)
-        self._forwarder = forwarder
+    def __init__(self, static: Mapping[str, Handler], forwarder: Forwarder | None, max_bytes: int) -> None:
+        super().__init__({path: self._wrap(h, max_bytes) for path, h in static.items()})
+        self._forwarder, self._max_bytes = forwarder, max_bytes
+
+    @staticmethod
+    def _wrap(h: Handler, max_bytes: int) -> Handler:
+        return Handler(functools.partial(_limited, h.func, max_bytes), h.cardinality, h.request_type, h.reply_type)
 
     def get(self, key: str, default: Any = None) -> Any:
-        return super().get(key) or self._forwarder.learned.get(key, default)
+        if (found := super().get(key)) is not None:
+            return found
+        learned = self._forwarder.learned.get(key) if self._forwarder else None
+        return self._wrap(learned or _unknown(key), self._max_bytes)
 
 
-def make_server(handlers: list[Any], auth: ApiKeyAuth | None = None) -> Server:
+def make_server(handlers: list[Any], auth: ApiKeyAuth | None = None,
+                max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> Server:
     server = Server([*handlers, auth] if auth else handlers, codec=PassThroughCodec())
-    if forwarder := next((h for h in handlers if isinstance(h, Forwarder)), None):
-        server._mapping = _LiveMapping(server._mapping, forwarder)
+    forwarder = next((h for h in handlers if isinstance(h, Forwarder)), None)
+    server._mapping = _Handlers(server._mapping, forwarder, max_request_bytes)
     if auth:
         listen(server, RecvRequest, auth.check)
     return server

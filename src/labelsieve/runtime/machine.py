@@ -1,9 +1,17 @@
 """The Runtime: one machine config made real. It composes the module pool (`modules.py`), the builtin host
 (`builtins/`), the resource layer (`resources.py`), live reload (`reload.py`) and the client listener (`listener.py`).
 
-Lifecycle: `start()` (validate everything, open the client listener, add resources in dependency order) ->
+Lifecycle: `start()` (open the client listener, start the modules, add what validates, in dependency order) ->
 `run_until(stop)` (apply config edits; the pool restarts crashed modules) -> `shutdown()` (no orphan process, no stale
 socket). `validate()` runs only the checks. Signals belong to `server.Server`, which drives this.
+
+As viam-server, a machine starts what can start: a module that does not start, or a resource its owner rejects or cannot
+add, is one ERROR line and an unhealthy entry in the machine status, and what depends on it fails naming it; the next
+config edit retries them. `RuntimeOptions.strict` (`labelsieve run --strict`) and `validate()` refuse the whole config
+instead, with every problem listed.
+
+Nothing here is process-wide: the config and data folders and the request limit live in this object, so two runtimes
+share a process (tests, eval, a Ray actor). Module processes get them in their environment, as viam-server gives them.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import os
 import shutil
 import ssl
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from grpclib.server import Server
@@ -23,16 +31,10 @@ from viam.rpc.dial import Credentials, DialOptions
 
 from labelsieve.errors import InvalidMachineConfig, LabelsieveError, ModuleError
 from labelsieve.runtime import reload
-from labelsieve.runtime.builtins import BuiltinHost
+from labelsieve.paths import home
+from labelsieve.runtime.builtins import BuiltinHost, MachineContext
 from labelsieve.runtime.config import MachineConfig, dependency_order, load_config
-from labelsieve.runtime.listener import (
-    DEFAULT_MAX_REQUEST_BYTES,
-    ApiKeyAuth,
-    limit_request_size,
-    make_server,
-    self_signed,
-    server_context,
-)
+from labelsieve.runtime.listener import DEFAULT_MAX_REQUEST_BYTES, ApiKeyAuth, make_server, self_signed, server_context
 from labelsieve.runtime.modules import ModulePool, Owner, RestartPolicy
 from labelsieve.runtime.process import Dependencies
 from labelsieve.runtime.resources import Resources, present
@@ -56,7 +58,7 @@ class RuntimeOptions:
     #: TLS for the client listener; with an API key and no certificate, a self-signed one is made for the run.
     tls_cert: Path | None = None
     tls_key: Path | None = None
-    data_dir: Path = Path.home() / ".labelsieve"
+    data_dir: Path = field(default_factory=home)
     watch_config: bool = True
     #: For every module call and for a module to open its socket; viam-server gives AddResource two minutes, which
     #: loading large weights needs.
@@ -64,6 +66,10 @@ class RuntimeOptions:
     restart: RestartPolicy = field(default_factory=RestartPolicy)
     #: Larger requests are refused with RESOURCE_EXHAUSTED before they are buffered.
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    #: Refuse to start unless every module starts and every resource validates (viam-server starts what can).
+    strict: bool = False
+    #: False: a machine that never captures (`labelsieve eval`): its data manager runs with capture disabled.
+    capture: bool = True
 
 
 class Runtime:
@@ -72,19 +78,15 @@ class Runtime:
         self.address = ""
         self.routes = Routes()
         self.forwarder = Forwarder(self.routes)
-        limit_request_size(options.max_request_bytes)
-        # Builtins run in this process and read these as a module would: the data manager's default capture_dir is
-        # $VIAM_HOME/capture, and relative paths in attributes resolve against the config's folder.
-        os.environ["VIAM_HOME"] = str(options.data_dir)
-        os.environ["LABELSIEVE_CONFIG_DIR"] = str(options.config_path.parent)
         _sweep_stale_socket_dirs()
         self._socket_dir = Path(tempfile.mkdtemp(prefix=_SOCKET_PREFIX, dir="/tmp"))  # short: socket paths max ~103 chars
         (self._socket_dir / "runtime.pid").write_text(str(os.getpid()))
         self._lock = asyncio.Lock()  # one config change or restart at a time
         self.pool = ModulePool(self.routes, self.forwarder, self._socket_dir, options.data_dir, options.config_path.parent,
-                               options.call_timeout, options.restart, self._lock, self._restarted)
-        self.builtins = BuiltinHost(self.routes, self.forwarder, self._socket_dir)
-        self.resources = Resources(self.routes, self._owners, self.builtins.expand)
+                               options.call_timeout, options.restart, self._lock, self._restarted, options.max_request_bytes)
+        machine = MachineContext(options.config_path.parent, options.data_dir, options.capture)
+        self.builtins = BuiltinHost(self.routes, self.forwarder, self._socket_dir, machine, options.max_request_bytes)
+        self.resources = Resources(self.routes, self._owners, self.builtins.expand, self.pool.failed)
         self._client_server: Server | None = None
 
     @property
@@ -97,7 +99,8 @@ class Runtime:
     # -- lifecycle -------------------------------------------------------------------------------------------------
 
     async def validate(self) -> MachineConfig:
-        """Everything `start` checks, with no resource added and no listener opened."""
+        """Everything `start` checks, with no resource added and no listener opened; every problem raised together."""
+        self.pool.quiet = True
         try:
             config = load_config(self.options.config_path)
             await self._checked(config)
@@ -109,10 +112,14 @@ class Runtime:
         try:
             async with self._lock:  # a module crashing meanwhile is restarted after, not during, start-up
                 config = load_config(self.options.config_path)
+                await self._listen()  # first: a taken port should not cost minutes of weight loading
+                if not self.options.strict:
+                    await self.builtins.start()
+                    await self._apply(replace(config, modules=(), resources=()), config, starting=True)
+                    return
                 self.resources.deps = await self._checked(config)
                 self.resources.config = config
                 _note_ignored(config)
-                await self._listen()  # before adding: a taken port should not cost minutes of weight loading
                 for resource in self.resources.order():
                     await self.resources.add(resource)
         except BaseException:
@@ -120,13 +127,12 @@ class Runtime:
             raise
 
     async def _checked(self, config: MachineConfig) -> dict[str, Dependencies]:
-        """Start-up is all or nothing: every problem is raised together, and nothing is added."""
+        """All or nothing: every problem is raised together, and nothing is added."""
         await self.builtins.start()
-        if failures := await self.pool.start(config.modules):
-            raise InvalidMachineConfig(failures)
+        failures = await self.pool.start(config.modules)
         deps, errors = await self.resources.check(config, config.resources)
-        if errors:
-            raise InvalidMachineConfig(list(errors.values()))
+        if failures or errors:
+            raise InvalidMachineConfig([*failures, *errors.values()])
         dependency_order(config, present(deps, {r.name for r in config.resources}))
         return deps
 
@@ -140,7 +146,7 @@ class Runtime:
 
     async def _listen(self) -> None:
         auth = ApiKeyAuth(self.options.api_key, self.options.api_key_id) if self.options.api_key else None
-        server = make_server([RobotService(self.routes, self.forwarder), self.forwarder], auth)
+        server = make_server([RobotService(self.routes, self.forwarder), self.forwarder], auth, self.options.max_request_bytes)
         try:
             await server.start(self.options.host, self.options.port, ssl=self._tls())
         except OSError as exc:
@@ -208,9 +214,13 @@ class Runtime:
                     log.exception("applying the config change failed; the machine may be partly updated")
 
     async def reload(self) -> None:
-        """Apply the file's current content: `reload.plan`, check, then the steps `reload.settle` decides."""
-        old, new = self.config, load_config(self.options.config_path)
-        assert old is not None
+        """Apply the file's current content."""
+        assert self.config is not None
+        await self._apply(self.config, load_config(self.options.config_path))
+
+    async def _apply(self, old: MachineConfig, new: MachineConfig, *, starting: bool = False) -> None:
+        """Go from `old` to `new`: `reload.plan`, check, then the steps `reload.settle` decides. Start-up is the step
+        from an empty machine."""
         running = reload.Running(frozenset(self.pool.alive()), self.resources.owner_names(old),
                                  frozenset(self.routes.failed_names()), dict(self.resources.deps))
         p = reload.plan(old, new, running, lambda r: o.name if (o := self.resources.owner(r)) else None)
@@ -239,13 +249,23 @@ class Runtime:
         for name, error in settled.kept.items():
             log.error("config change for %s not applied, keeping its previous config: %s", name, error)
         for name, error in settled.failed.items():
-            log.error("config change for %s not applied, it is not running: %s", name, error)
+            if starting:
+                log.error("not started: %s", error)
+            else:
+                log.error("config change for %s not applied, it is not running: %s", name, error)
+            if name in old_res and name not in p.leaving and p.owner_of.get(name) not in p.stop_modules:
+                await self.resources.remove(old_res[name])  # running, but what it needs is gone
             self.routes.fail(new.resource(name).api, name, str(error))
         self.resources.config, self.resources.deps = settled.config, settled.deps
         _note_ignored(settled.config)
         for step, resource in settled.steps:
             await self.resources.add(resource, reconfigure=step == "reconfigure")
         started = len(p.start_modules) - len(start_failures)
+        if starting:
+            log.info("started: %d resource(s) added, %d module(s) running%s", len(settled.steps), started,
+                     f"; not running: {len(start_failures)} module(s), {len(settled.failed)} resource(s)"
+                     if start_failures or settled.failed else "")
+            return
         log.info("applied config change: %d resource(s) added or reconfigured, %d removed, %d module(s) (re)started%s",
                  len(settled.steps), len({r.name for r in old.resources} - {r.name for r in new.resources}), started,
                  f", {len(start_failures)} failed to start" if start_failures else "")

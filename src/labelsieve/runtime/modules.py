@@ -17,8 +17,9 @@ from typing import Protocol
 from grpclib.server import Server
 
 from labelsieve.errors import ConfigError, LabelsieveError
+from labelsieve.retry import backoff
 from labelsieve.runtime.config import ModuleConfig, ResourceConfig
-from labelsieve.runtime.listener import make_server
+from labelsieve.runtime.listener import DEFAULT_MAX_REQUEST_BYTES, make_server
 from labelsieve.runtime.process import Dependencies, ModuleProcess, socket_path
 from labelsieve.runtime.reaper import Reaper
 from labelsieve.runtime.reflection import service_methods
@@ -33,9 +34,11 @@ log = logging.getLogger("labelsieve.runtime")
 class Owner(Protocol):
     """What serves resources: a module process, or the runtime's builtin host. The resource layer needs only this."""
 
-    name: str
     link: Link
     served: dict[str, set[str]]
+
+    @property
+    def name(self) -> str: ...
 
     def is_alive(self) -> bool: ...
 
@@ -90,11 +93,16 @@ class _Module:
 class ModulePool:
     def __init__(self, routes: Routes, forwarder: Forwarder, socket_dir: Path, data_dir: Path, config_dir: Path,
                  call_timeout: float, policy: RestartPolicy, lock: asyncio.Lock,
-                 on_restart: Callable[[_Module], Awaitable[None]]) -> None:
+                 on_restart: Callable[[Owner], Awaitable[None]], max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> None:
         self.routes, self.forwarder = routes, forwarder
         self.socket_dir, self.data_dir, self.config_dir = socket_dir, data_dir, config_dir
         self.call_timeout, self.policy, self._lock, self._on_restart = call_timeout, policy, lock, on_restart
+        self.max_request_bytes = max_request_bytes
+        #: Only validating: modules' start-up output below WARNING is logged at DEBUG.
+        self.quiet = False
         self.modules: dict[str, _Module] = {}
+        #: Why each module that did not start did not, until it is started again or leaves the config.
+        self.failed: dict[str, str] = {}
         self._reaper: Reaper | None = None
 
     def __contains__(self, name: str) -> bool:
@@ -109,10 +117,11 @@ class ModulePool:
         results = await asyncio.gather(*(self._start(c) for c in configs), return_exceptions=True)
         failures: list[ConfigError] = []
         for config, result in zip(configs, results):
+            self.failed.pop(config.name, None)
             if isinstance(result, LabelsieveError):
                 failures.append(ConfigError("", "", str(result)))
-                if config.name in self.modules:
-                    await self.stop(config.name)
+                await self.stop(config.name)
+                self.failed[config.name] = str(result)
             elif isinstance(result, BaseException):
                 raise result
         return failures
@@ -121,10 +130,11 @@ class ModulePool:
         if self._reaper is None:
             self._reaper = Reaper()
         parent_socket = socket_path(self.socket_dir, f"{config.name}.parent.sock")
-        parent = make_server([RobotService(self.routes, self.forwarder, config.name), self.forwarder])
+        parent = make_server([RobotService(self.routes, self.forwarder, config.name), self.forwarder],
+                             max_request_bytes=self.max_request_bytes)
         await parent.start(path=str(parent_socket))
         process = ModuleProcess(config, self.socket_dir, self.data_dir, self.config_dir, self.call_timeout,
-                                on_spawn=self._reaper.track)
+                                on_spawn=self._reaper.track, quiet=self.quiet)
         module = self.modules[config.name] = _Module(process, Link(config.name), parent, parent_socket)
         await self._boot(module)
         module.link.set_up(True)
@@ -147,7 +157,10 @@ class ModulePool:
                  ", ".join(f"{m} ({api})" for api, models in module.served.items() for m in sorted(models)))
 
     async def stop(self, name: str) -> None:
-        module = self.modules[name]  # listed until it is gone, so a forced shutdown meanwhile can still kill it
+        """Stop a module (one that failed to start is not running: nothing to do but forget why)."""
+        self.failed.pop(name, None)
+        if (module := self.modules.get(name)) is None:  # listed until it is gone: a forced shutdown can still kill it
+            return
         if module.watcher is not None:
             module.watcher.cancel()
             await asyncio.gather(module.watcher, return_exceptions=True)
@@ -189,7 +202,7 @@ class ModulePool:
                 log.error("%s", reason)
                 module.link.give_up(reason)
                 return
-            delay = min(self.policy.max_backoff, 0.25 * 2 ** (module.crashes - 1))
+            delay = backoff(module.crashes - 1, self.policy.max_backoff)
             log.error("module '%s' exited with code %s; restarting in %.2f s (crash %d of at most %d in a row)",
                       module.name, code, delay, module.crashes, self.policy.max_restarts)
             await asyncio.sleep(delay)

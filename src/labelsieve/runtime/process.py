@@ -43,6 +43,7 @@ VALIDATE_TIMEOUT_S = 5.0
 _PRIVATE_ENV = ("LABELSIEVE_API_KEY", "LABELSIEVE_API_KEY_ID")
 T = TypeVar("T")
 
+_prctl: Callable[..., int] | None
 try:  # resolved here, not in the forked child, where loading a library can deadlock
     _prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
 except OSError:  # not glibc Linux: modules then rely on their own parent checks
@@ -82,11 +83,15 @@ class _OutputLog:
     """Turns a module's output into log records. stdout lines in the SDK's own format keep their level, other stdout is
     INFO; stderr is at least WARNING (Python's last-resort handler writes a module's warnings there, unprefixed), and a
     traceback becomes one ERROR record instead of one record per line, logged once however often a crash-looping module
-    repeats it (`seen` outlives the process, across restarts)."""
+    repeats it (`seen` outlives the process, across restarts). `quiet` (while only validating) logs what is below WARNING
+    at DEBUG: a module's start-up chatter ("Serving on <socket>") is not the user's business then."""
 
-    def __init__(self, log: logging.Logger, floor: int, seen: set[str]) -> None:
-        self.log, self.floor, self.seen = log, floor, seen
+    def __init__(self, log: logging.Logger, floor: int, seen: set[str], quiet: bool = False) -> None:
+        self.log, self.floor, self.seen, self.quiet = log, floor, seen, quiet
         self._traceback: list[str] = []
+
+    def _log(self, level: int, text: str) -> None:
+        self.log.log(logging.DEBUG if self.quiet and level < logging.WARNING else level, "%s", text)
 
     def line(self, raw: str) -> None:
         text = _ANSI.sub("", raw).rstrip()
@@ -100,9 +105,9 @@ class _OutputLog:
         if text.startswith("Traceback (most recent call last)"):
             self._traceback = [text]
         elif m := _SDK_LINE.match(text.strip()):
-            self.log.log(max(logging.getLevelName(m.group(1)), self.floor), "%s", m.group(2).replace("\t", " ").strip())
+            self._log(max(logging.getLevelNamesMapping()[m.group(1)], self.floor), m.group(2).replace("\t", " ").strip())
         else:
-            self.log.log(self.floor, "%s", text.strip())
+            self._log(self.floor, text.strip())
 
     def flush(self) -> None:
         if self._traceback:
@@ -118,8 +123,9 @@ class ModuleProcess:
     """start / wait / stop for one module, plus the ModuleService calls the runtime makes to it."""
 
     def __init__(self, config: ModuleConfig, socket_dir: Path, data_dir: Path, config_dir: Path, timeout: float,
-                 on_spawn: Callable[[int], None] = lambda pid: None) -> None:
+                 on_spawn: Callable[[int], None] = lambda pid: None, quiet: bool = False) -> None:
         self.config = config
+        self.quiet = quiet
         self.config_dir = config_dir
         self.socket = socket_path(socket_dir, f"{config.name}.sock")
         self.data_dir = data_dir / "module-data" / config.name
@@ -165,8 +171,8 @@ class ModuleProcess:
                 return await self._proc.wait()
             if fd is not None:
                 loop = asyncio.get_running_loop()
-                exited = loop.create_future()
-                loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
+                exited: asyncio.Future[None] = loop.create_future()
+                loop.add_reader(fd, lambda: None if exited.done() else exited.set_result(None))
                 try:
                     await exited
                 finally:
@@ -202,9 +208,8 @@ class ModuleProcess:
             raise ModuleError(f"module '{self.config.name}' could not be started ({exe}): {exc.strerror}; "
                               "is it a script with a #! line, or a binary for this machine?") from exc
         self.on_spawn(self._proc.pid)
-        self._pumps = [asyncio.create_task(self._pump(self._proc.stdout, _OutputLog(self.log, logging.INFO, self._tracebacks))),
-                       asyncio.create_task(self._pump(self._proc.stderr,
-                                                      _OutputLog(self.log, logging.WARNING, self._tracebacks)))]
+        self._pumps = [asyncio.create_task(self._pump(stream, _OutputLog(self.log, floor, self._tracebacks, self.quiet)))
+                       for stream, floor in ((self._proc.stdout, logging.INFO), (self._proc.stderr, logging.WARNING))]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         while not await self._accepts():  # the file appears at bind(), before listen(): probe with a real connect

@@ -38,11 +38,11 @@ async def service_methods(channel: Channel, service: str, module: str) -> list[M
     """The methods of `service` as the module describes it, with request classes built from its descriptors."""
     files: dict[str, FileDescriptorProto] = {}
     async with ServerReflectionStub(channel).ServerReflectionInfo.open() as stream:
-        async def ask(**request: Any) -> list[FileDescriptorProto]:
-            await stream.send_message(ServerReflectionRequest(**request))
+        async def ask(request: ServerReflectionRequest) -> list[FileDescriptorProto]:
+            await stream.send_message(request)
             response = await stream.recv_message()
             if response is None or response.HasField("error_response"):
-                raise ModuleError(f"module '{module}' does not describe {request} through gRPC reflection, so the "
+                raise ModuleError(f"module '{module}' does not describe {str(request).strip()} through gRPC reflection, so the "
                                   f"runtime cannot forward its API {service}")
             return [FileDescriptorProto.FromString(raw) for raw in response.file_descriptor_response.file_descriptor_proto]
 
@@ -53,9 +53,9 @@ async def service_methods(channel: Channel, service: str, module: str) -> list[M
                 files[proto.name] = proto
                 for dependency in proto.dependency:
                     if dependency not in files and not _known(dependency):
-                        await load(await ask(file_by_filename=dependency))
+                        await load(await ask(ServerReflectionRequest(file_by_filename=dependency)))
 
-        await load(await ask(file_containing_symbol=service))
+        await load(await ask(ServerReflectionRequest(file_containing_symbol=service)))
         await stream.end()
     for name in _in_dependency_order(files):
         if not _known(name):

@@ -73,6 +73,18 @@ def plan(old: MachineConfig, new: MachineConfig, running: Running, owner: Callab
                 leaving, fresh, changed, first, tuple(r for r in touched if r not in first), running.owner_of)
 
 
+def _fail_dependents(config: MachineConfig, required: Mapping[str, tuple[str, ...]], failed: dict[str, ConfigError],
+                     kept: dict[str, ConfigError]) -> None:
+    """What needs a resource that will not run does not run either, saying which (as viam-server: its dependents wait
+    for it until an edit brings it up)."""
+    while grown := [(r, dep) for r in config.resources if r.name not in failed
+                    for dep in sorted({*r.depends_on, *required.get(r.name, ())} & failed.keys())[:1]]:
+        for r, dep in grown:
+            kept.pop(r.name, None)
+            failed[r.name] = ConfigError(f"resource '{r.name}'", "depends_on" if dep in r.depends_on else "attributes",
+                                         f"needs '{dep}', which is not running", f"see the error of '{dep}'")
+
+
 @dataclass(frozen=True)
 class Settled:
     config: MachineConfig  # what runs after the edit: the new config, with rejected edits replaced by the old ones
@@ -88,6 +100,7 @@ def settle(p: Plan, running: Running, checked: Mapping[str, Dependencies], error
     old_res = {r.name: r for r in p.old.resources}
     kept = {n: e for n, e in errors.items() if p.keepable(n)}
     failed = {n: e for n, e in errors.items() if n not in kept}
+    _fail_dependents(p.new, {n: d.required for n, d in {**running.deps, **checked}.items()}, failed, kept)
     resources = tuple(old_res[r.name] if r.name in kept else r for r in p.new.resources if r.name not in failed)
     config = replace(p.new, resources=resources)
     names = {r.name for r in resources}

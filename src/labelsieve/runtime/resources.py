@@ -26,8 +26,11 @@ def present(deps: Mapping[str, Dependencies], names: set[str]) -> dict[str, list
 
 class Resources:
     def __init__(self, routes: Routes, owners: Callable[[], Iterable[Owner]],
-                 expand: Callable[[ResourceConfig, MachineConfig], ResourceConfig]) -> None:
+                 expand: Callable[[ResourceConfig, MachineConfig], ResourceConfig],
+                 failed_modules: Mapping[str, str] | None = None) -> None:
+        """`failed_modules`: why each module that did not start did not (a live mapping), named to what it may serve."""
         self.routes, self._owners, self._expand = routes, owners, expand
+        self._failed_modules = failed_modules if failed_modules is not None else {}
         self.config: MachineConfig | None = None
         self.deps: dict[str, Dependencies] = {}
 
@@ -60,8 +63,11 @@ class Resources:
             owner = self.owner(resource)
             if owner is None:
                 served = sorted(f"{m} ({api})" for o in self._owners() for api, ms in o.served.items() for m in ms)
+                fix = f"served here: {', '.join(served) or 'nothing'}; add the module that provides it"
+                if self._failed_modules:
+                    fix = "; ".join(f"module '{n}' did not start: {e}" for n, e in self._failed_modules.items())
                 errors[resource.name] = ConfigError(where, "model", f"no module serves {resource.model} for {resource.api}",
-                                                    f"served here: {', '.join(served) or 'nothing'}; add the module that provides it")
+                                                    fix)
                 continue
             try:
                 found = await owner.validate(self._expand(resource, config))
@@ -78,17 +84,24 @@ class Resources:
                 deps[resource.name] = found
         return deps, errors
 
+    def _needs(self, resource: ResourceConfig) -> list[str]:
+        return list(dict.fromkeys([*resource.depends_on, *self.implicit().get(resource.name, ())]))
+
     def dependencies(self, resource: ResourceConfig) -> list[str]:
         """Full names (`rdk:component:camera/cam`) of what the resource depends on, as AddResource passes them."""
         assert self.config is not None
-        names = [*resource.depends_on, *self.implicit().get(resource.name, ())]
-        return [self.config.resource(n).resource_name for n in dict.fromkeys(names)]
+        return [self.config.resource(n).resource_name for n in self._needs(resource)]
 
     async def add(self, resource: ResourceConfig, *, reconfigure: bool = False) -> None:
         """Add (or reconfigure) on its owner. While a reconfigure is in flight, calls to the resource wait for it."""
         assert self.config is not None
         owner = self.owner(resource)
         assert owner is not None
+        if down := next((n for n in self._needs(resource) if n in self.routes.failed_names()), None):
+            error = f"resource '{resource.name}': needs '{down}', which is not running"
+            log.error("%s", error)
+            self.routes.fail(resource.api, resource.name, error)
+            return
         expanded, dependencies = self._expand(resource, self.config), self.dependencies(resource)
         try:
             if reconfigure:

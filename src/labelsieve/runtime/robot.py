@@ -37,7 +37,7 @@ class RobotService(UnimplementedRobotServiceBase):
         await stream.send_message(ResourceNamesResponse(resources=self._routes.names()))
 
     async def Log(self, stream: Stream[Any, Any]) -> None:
-        request = await stream.recv_message()
+        request = await _request(stream)
         for entry in request.logs:
             level = _LEVELS.get(entry.level.lower(), logging.INFO)
             # The Python SDK always fills `stack` with "exc_info: None, ..."; only a real traceback is worth printing.
@@ -51,7 +51,7 @@ class RobotService(UnimplementedRobotServiceBase):
                                                            state=GetMachineStatusResponse.State.STATE_RUNNING))
 
     async def StopAll(self, stream: Stream[Any, Any]) -> None:
-        request = await stream.recv_message()
+        request = await _request(stream)
         extra = {(f"{p.name.namespace}:{p.name.type}:{p.name.subtype}", p.name.name): p.params for p in request.extra}
         await self._forwarder.stop_all(extra)
         await stream.send_message(StopAllResponse())
@@ -59,3 +59,10 @@ class RobotService(UnimplementedRobotServiceBase):
     async def GetVersion(self, stream: Stream[Any, Any]) -> None:
         await stream.recv_message()
         await stream.send_message(GetVersionResponse(platform="labelsieve", version=__version__, api_version="0.85"))
+
+
+async def _request(stream: Stream[Any, Any]) -> Any:
+    """A unary method's request (a client that sends none is answered by grpclib itself)."""
+    request = await stream.recv_message()
+    assert request is not None
+    return request

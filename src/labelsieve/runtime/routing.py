@@ -32,12 +32,19 @@ log = logging.getLogger("labelsieve.runtime")
 
 #: How long a call waits for a restarting module, or a resource being reconfigured, before answering UNAVAILABLE.
 RESTART_GRACE_S = 10.0
+#: How long a call that lost its module's connection waits for the module's watcher to see it exit (it sees it within
+#: milliseconds: a pidfd) before it tells the caller UNAVAILABLE instead of waiting for a restart.
+_EXIT_NOTICE_S = 1.0
 
 
 def _cheap_frame_repr() -> None:
     """h2 formats `repr(frame)` for a trace log on every frame it receives, even with logging off, and hyperframe hexlifies
     the whole payload to show its first 20 hex digits: for a frame-sized reply that was ~0.1 ms of each hop. Same text,
-    computed from the 10 bytes it shows."""
+    computed from the 10 bytes it shows.
+
+    Process-wide on purpose: h2 builds its frames inside hyperframe, with no hook to give one connection another repr,
+    and the text is the same for every input (tests/runtime/test_isolation.py compares both), so nothing else in the
+    process can tell."""
 
     def raw_data_repr(data: bytes | None) -> str:
         if not data:
@@ -72,6 +79,9 @@ class Link:
     module: str
     channel: Any = None
     given_up: str = ""
+    #: How often the owner went down: a call that lost its connection tells a crash (wait for the restart, call again)
+    #: from a failure to pass on.
+    downs: int = 0
     _up: bool = False
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -80,14 +90,29 @@ class Link:
         return self._up
 
     def set_up(self, up: bool) -> None:
+        if self._up and not up:
+            self.downs += 1
         self._up = up
         if up:
             self.given_up = ""
         self._wake()
 
     def give_up(self, reason: str) -> None:
+        if self._up:
+            self.downs += 1
         self._up, self.given_up = False, reason
         self._wake()
+
+    async def went_down(self, since: int, timeout: float) -> bool:
+        """Whether the owner has gone down since `downs` was `since`, waiting up to `timeout` for it to."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.downs == since:
+            try:
+                await asyncio.wait_for(self._changed.wait(), max(deadline - loop.time(), 0))
+            except TimeoutError:
+                return False
+        return True
 
     def _wake(self) -> None:
         self._changed.set()
@@ -196,6 +221,10 @@ class Routes:
             raise GRPCError(Status.NOT_FOUND, f"no {api} named '{name}'; known: {', '.join(known) or 'none'}") from None
 
 
+def _remaining(stream: Stream[Any, Any]) -> float | None:
+    return stream.deadline.time_remaining() if stream.deadline else None
+
+
 class Forwarder:
     """Serves every resource API the SDK knows by passing each call, unchanged, to the owner of the resource."""
 
@@ -230,27 +259,35 @@ class Forwarder:
 
     async def _forward(self, api: str, path: str, h: Handler, stream: Stream[Any, Any]) -> None:
         request = await stream.recv_message()
-        if not hasattr(request, "name"):
+        if request is None or not hasattr(request, "name"):
             raise GRPCError(Status.UNIMPLEMENTED, f"{path} has no resource name to route by")
-        link = await self._routes.lookup(api, request.name, stream.deadline.time_remaining() if stream.deadline else None)
-        timeout = stream.deadline.time_remaining() if stream.deadline else None
         client_streams = h.cardinality in (Cardinality.STREAM_UNARY, Cardinality.STREAM_STREAM)
-        try:
-            async with link.channel.request(path, h.cardinality, h.request_type, Raw, timeout=timeout) as out:
-                await out.send_message(request, end=not client_streams)
-                pump = asyncio.create_task(self._pump(stream, out)) if client_streams else None
-                try:
-                    while (reply := await out.recv_message()) is not None:
-                        await stream.send_message(reply)
-                        if h.cardinality in (Cardinality.UNARY_UNARY, Cardinality.STREAM_UNARY):
-                            break
-                finally:
-                    if pump:
-                        pump.cancel()
-        except GRPCError as exc:
-            raise GRPCError(exc.status, exc.message) from None  # details need a codec the parent doesn't share
-        except (ConnectionError, OSError, StreamTerminatedError) as exc:
-            raise GRPCError(Status.UNAVAILABLE, f"module '{link.module}' did not answer {path}: {exc!r}") from exc
+        while True:
+            link = await self._routes.lookup(api, request.name, _remaining(stream))
+            downs, replied = link.downs, False
+            try:
+                async with link.channel.request(path, h.cardinality, h.request_type, Raw, timeout=_remaining(stream)) as out:
+                    await out.send_message(request, end=not client_streams)
+                    pump = asyncio.create_task(self._pump(stream, out)) if client_streams else None
+                    try:
+                        while (reply := await out.recv_message()) is not None:
+                            await stream.send_message(reply)
+                            replied = True
+                            if h.cardinality in (Cardinality.UNARY_UNARY, Cardinality.STREAM_UNARY):
+                                break
+                    finally:
+                        if pump:
+                            pump.cancel()
+                return
+            except GRPCError as exc:
+                raise GRPCError(exc.status, exc.message) from None  # details need a codec the parent doesn't share
+            except (ConnectionError, OSError, StreamTerminatedError) as exc:
+                # The module died under the call: made again once it is back, as a call made during the restart would
+                # be, unless part of the answer has gone out, the request stream is spent or time is up.
+                if replied or client_streams or isinstance(exc, TimeoutError) or \
+                        not await link.went_down(downs, _EXIT_NOTICE_S):
+                    raise GRPCError(Status.UNAVAILABLE, f"module '{link.module}' did not answer {path}: {exc!r}") from exc
+                log.debug("module '%s' went down during %s; calling again once it is back", link.module, path)
 
     async def stop_all(self, extra: Mapping[tuple[str, str], Any]) -> None:
         """Stop every resource whose API has Stop (motors, arms, bases...), all of them even if some fail, as

@@ -35,6 +35,10 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in _SIGNALS:
             loop.add_signal_handler(sig, self._handle_signal)
+        grpclib_server = logging.getLogger("grpclib.server")
+        quieted = grpclib_server.level == logging.NOTSET and not grpclib_server.isEnabledFor(logging.DEBUG)
+        if quieted:  # 'Request was cancelled' at INFO each time a client hangs up mid-call: normal, not news
+            grpclib_server.setLevel(logging.WARNING)
         try:
             start = asyncio.create_task(self.runtime.start())
             await asyncio.wait([start, asyncio.create_task(self.should_exit.wait())], return_when=asyncio.FIRST_COMPLETED)
@@ -51,6 +55,8 @@ class Server:
             await self.runtime.shutdown()
             for sig in _SIGNALS:
                 loop.remove_signal_handler(sig)
+            if quieted:
+                grpclib_server.setLevel(logging.NOTSET)
 
     def _handle_signal(self) -> None:
         if self.should_exit.is_set():

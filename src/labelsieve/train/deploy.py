@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from labelsieve.dataset import open_dataset
-from labelsieve.errors import InputError, ModelError
+from labelsieve.errors import InputError, PromotionRefused
 from labelsieve.files import write_atomic
 from labelsieve.train.fleet import MODEL_INFO, fetch_model, is_url, publish, read_pointer
 from labelsieve.train.trainer import SCORE, held_out_score, load_model_info
@@ -21,10 +21,6 @@ from labelsieve.train.trainer import SCORE, held_out_score, load_model_info
 __all__ = ["FAST_DETECTOR", "PromotionRefused", "deploy_to_config", "deploy_to_fleet", "promotion_gate"]
 
 FAST_DETECTOR = "labelsieve:vision:fast-detector"
-
-
-class PromotionRefused(ModelError):
-    """The candidate has other classes than the deployed model, or scores worse; `force` deploys it anyway."""
 
 
 def promotion_gate(candidate: Path, deployed: Path | None, force: bool = False) -> str:

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from labelsieve.paths import module_data
+
 __all__ = ["default_config_dir", "ultralytics_offline", "yolo_class"]
 
 log = logging.getLogger(__name__)
@@ -22,8 +24,7 @@ log = logging.getLogger(__name__)
 
 def default_config_dir() -> Path:
     """Inside a module its own data folder; elsewhere `$LABELSIEVE_HOME` (default ~/.labelsieve)."""
-    base = os.environ.get("VIAM_MODULE_DATA") or os.environ.get("LABELSIEVE_HOME") or Path.home() / ".labelsieve"
-    return Path(base) / "ultralytics"
+    return module_data() / "ultralytics"
 
 
 def _bundled_font() -> Path | None:

@@ -19,6 +19,7 @@ from PIL import Image
 
 from labelsieve import images
 from labelsieve.errors import BackendTimeout, BackendUnavailable
+from labelsieve.retry import backoff
 from labelsieve.verify.answers import Verdict, answer_word, p_yes_from_logprobs, parse_answer
 from labelsieve.verify.config import VerifierConfig
 
@@ -100,7 +101,7 @@ class OpenAIBackend:
                 failure, wait, cause = f"{type(exc).__name__}: {exc}", None, exc  # dropped connection, malformed body
             if attempt >= cfg.max_retries:
                 raise BackendUnavailable(f"{where} failed after {attempt + 1} attempt(s): {failure}") from cause
-            delay = min(cfg.max_backoff, wait if wait is not None else 0.25 * 2**attempt)
+            delay = min(cfg.max_backoff, wait) if wait is not None else backoff(attempt, cfg.max_backoff)
             log.info("%s: %s; retry %d/%d in %.2f s", where, failure, attempt + 1, cfg.max_retries, delay)
             await self._sleep(delay)
             attempt += 1

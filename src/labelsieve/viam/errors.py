@@ -1,11 +1,14 @@
-"""The one seam where labelsieve errors become gRPC statuses, so clients see a clear code instead of UNKNOWN."""
+"""The one seam where labelsieve errors become gRPC statuses, so clients see a clear code instead of UNKNOWN. Modules'
+resource methods pass through it with `grpc_errors`, the runtime's builtins too (and with `grpc_seam` where no method
+wraps the call)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable
-from typing import ParamSpec, TypeVar
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any, ParamSpec, TypeVar
 
 from grpclib import GRPCError, Status
 from viam.errors import ViamGRPCError
@@ -19,10 +22,11 @@ from labelsieve.errors import (
     ModelError,
     ModuleError,
     SourceExhausted,
+    SyncBusy,
     UnsupportedError,
 )
 
-__all__ = ["grpc_errors", "grpc_status"]
+__all__ = ["grpc_errors", "grpc_seam", "grpc_status"]
 
 #: Most specific first: the first row an error is an instance of decides (the tree in `labelsieve.errors`).
 _STATUS: tuple[tuple[type[LabelsieveError], Status], ...] = (
@@ -34,6 +38,7 @@ _STATUS: tuple[tuple[type[LabelsieveError], Status], ...] = (
     (BackendTimeout, Status.DEADLINE_EXCEEDED),
     (BackendError, Status.UNAVAILABLE),
     (ModuleError, Status.UNAVAILABLE),
+    (SyncBusy, Status.ABORTED),
 )
 
 
@@ -41,29 +46,36 @@ def grpc_status(exc: LabelsieveError) -> Status:
     return next((status for kind, status in _STATUS if isinstance(exc, kind)), Status.INTERNAL)
 
 
+@contextlib.contextmanager
+def grpc_seam(where: str, log: logging.Logger, level: int = logging.WARNING) -> Iterator[None]:
+    """Whatever leaves this block leaves as what a gRPC caller should see: labelsieve errors -> their status (one log line
+    at `level`; the end of a non-looping source, which is expected, at DEBUG), anything unexpected -> INTERNAL with a
+    logged traceback. gRPC errors pass untouched, viam-sdk's own too (`NoCaptureToStoreError`: viam-server matches its
+    status and message to drop a frame)."""
+    try:
+        yield
+    except (GRPCError, ViamGRPCError):
+        raise
+    except LabelsieveError as exc:
+        log.log(logging.DEBUG if isinstance(exc, SourceExhausted) else level, "%s: %s", where, exc)
+        raise GRPCError(grpc_status(exc), str(exc)) from exc
+    except Exception as exc:
+        log.exception("%s failed unexpectedly", where)
+        raise GRPCError(Status.INTERNAL, f"{where} failed: {type(exc).__name__}: {exc}") from exc
+
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def grpc_errors(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    """Decorate a resource method: labelsieve errors -> their status, anything unexpected -> INTERNAL with a logged
-    traceback. gRPC errors pass untouched, viam-sdk's own too (`NoCaptureToStoreError`: viam-server matches its status
-    and message to drop a frame)."""
+def grpc_errors(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Decorate a resource method: every exception leaves it through `grpc_seam`."""
     log = logging.getLogger(method.__module__)
 
     @functools.wraps(method)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
+        with grpc_seam(method.__qualname__, log):
             return await method(*args, **kwargs)
-        except (GRPCError, ViamGRPCError):
-            raise
-        except LabelsieveError as exc:  # the end of a non-looping source is expected, not a warning
-            log.log(logging.DEBUG if isinstance(exc, SourceExhausted) else logging.WARNING, "%s: %s",
-                    method.__qualname__, exc)
-            raise GRPCError(grpc_status(exc), str(exc)) from exc
-        except Exception as exc:
-            log.exception("%s failed unexpectedly", method.__qualname__)
-            raise GRPCError(Status.INTERNAL, f"{method.__qualname__} failed: {type(exc).__name__}: {exc}") from exc
 
     wrapper.__labelsieve_grpc_errors__ = True  # type: ignore[attr-defined]
     return wrapper

@@ -5,6 +5,7 @@ import asyncio
 import io
 import os
 import time
+from pathlib import Path
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Self
 
@@ -21,6 +22,8 @@ from viam.resource.easy_resource import stub_model as stub
 from viam.services.vision import Vision
 from viam.utils import struct_to_dict
 
+from labelsieve.errors import ConfigError
+
 
 @stub
 class FrameProbe(Vision, EasyResource):
@@ -28,16 +31,19 @@ class FrameProbe(Vision, EasyResource):
 
     MODEL: ClassVar = "test:vision:frame-probe"
     camera: Camera
+    generation: float = 0
 
     @classmethod
     def validate_config(cls, config: ComponentConfig) -> tuple[Sequence[str], Sequence[str]]:
         attributes = struct_to_dict(config.attributes)
         if attributes.get("crash_in") == "validate":  # a module dying mid-call, e.g. killed for memory
             os._exit(7)
+        if attributes.get("validating_file"):  # tells a test that the slow check has begun
+            Path(attributes["validating_file"]).touch()
         time.sleep(attributes.get("validate_seconds", 0))  # a slow check, to interrupt start-up during it
         camera = attributes.get("camera_name")
         if not camera:
-            raise ValueError("'attributes.camera_name' is required")
+            raise ConfigError(config.name, "attributes.camera_name", "is required")
         return [camera], []
 
     @classmethod
@@ -45,6 +51,7 @@ class FrameProbe(Vision, EasyResource):
         if struct_to_dict(config.attributes).get("crash_in") == "new":
             os._exit(7)
         probe = cls(config.name)
+        probe.generation = struct_to_dict(config.attributes).get("generation", 0)
         probe.camera = next(d for d in dependencies.values() if isinstance(d, Camera))
         probe.logger.info("probe is watching camera %s", probe.camera.name)  # reaches the runtime through robot Log
         return probe
@@ -54,6 +61,11 @@ class FrameProbe(Vision, EasyResource):
         images, _ = await self.camera.get_images()
         width, height = Image.open(io.BytesIO(images[0].data)).size
         return [Classification(class_name=f"{width}x{height}", confidence=1.0)]
+
+    async def do_command(self, command: Mapping[str, Any], *, timeout: float | None = None,
+                         **kwargs: Any) -> Mapping[str, Any]:
+        """-> the `generation` attribute it was made with, so a test sees a reconfigure land."""
+        return {"generation": self.generation}
 
 
 @stub

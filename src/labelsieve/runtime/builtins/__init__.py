@@ -10,11 +10,12 @@ reach them through the same forwarder. Their dependencies are viam-sdk's own typ
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from grpclib import GRPCError, Status
 from grpclib.client import Channel
 from grpclib.server import Server
 from viam.proto.app.robot import ComponentConfig
@@ -25,22 +26,44 @@ from viam.resource.registry import Registry
 from viam.resource.rpc_service_base import ResourceRPCServiceBase
 from viam.resource.types import API
 
+from labelsieve.attributes import resolve_path
 from labelsieve.errors import ModuleError
 from labelsieve.runtime.config import MachineConfig, ResourceConfig
-from labelsieve.runtime.listener import make_server
+from labelsieve.runtime.listener import DEFAULT_MAX_REQUEST_BYTES, make_server
 from labelsieve.runtime.process import VALIDATE_TIMEOUT_S, Dependencies, component_config, socket_path
 from labelsieve.runtime.robot import RobotService
 from labelsieve.runtime.routing import Forwarder, Link, PassThroughCodec, Routes, resource_name
+from labelsieve.viam.errors import grpc_seam
 
-__all__ = ["BUILTIN", "Builtin", "BuiltinHost", "register", "registered"]
+__all__ = ["BUILTIN", "Builtin", "BuiltinHost", "MachineContext", "register", "registered"]
+
+log = logging.getLogger("labelsieve.runtime")
 
 #: The owner name of builtin resources in logs and statuses; reserved, so no module may take it.
 BUILTIN = "builtin"
 
 
+@dataclass(frozen=True)
+class MachineContext:
+    """What a builtin knows of the machine it runs in. Builtins share the runtime's process, so they get this from their
+    host, not from the environment a module process gets: two runtimes in one process keep their own."""
+
+    config_dir: Path
+    data_dir: Path
+    #: False for a machine that must never capture (`labelsieve eval`): the data manager runs with capture disabled.
+    capture: bool = True
+
+    def absolute(self, resource: ResourceConfig, *keys: str) -> ResourceConfig:
+        """`resource` with its path attributes `keys` made absolute against the config's folder, as a module resolves
+        them against LABELSIEVE_CONFIG_DIR."""
+        paths = {k: str(resolve_path(v, self.config_dir)) for k in keys if isinstance(v := resource.attributes.get(k), str) and v}
+        return replace(resource, attributes={**resource.attributes, **paths}) if paths else resource
+
+
 class Builtin(Protocol):
-    """A builtin model's class: a viam-sdk resource class, plus an optional `expand` hook for builtins that read the
-    whole machine config (the data manager reads every resource's `service_configs`)."""
+    """A builtin model's class: a viam-sdk resource class, plus an optional `expand(resource, machine_config, machine)`
+    hook for builtins that read the whole machine config (the data manager reads every resource's `service_configs`) or
+    resolve paths (`MachineContext.absolute`)."""
 
     API: ClassVar[API]
     MODEL: ClassVar[Any]
@@ -73,7 +96,9 @@ class BuiltinHost:
 
     name = BUILTIN
 
-    def __init__(self, routes: Routes, forwarder: Forwarder, socket_dir: Path) -> None:
+    def __init__(self, routes: Routes, forwarder: Forwarder, socket_dir: Path, machine: MachineContext,
+                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> None:
+        self.machine, self._max_request_bytes = machine, max_request_bytes
         self.link = Link(BUILTIN)
         self.served = registered()
         self._socket = socket_path(socket_dir, f"{BUILTIN}.sock")
@@ -84,7 +109,8 @@ class BuiltinHost:
         self._dependency_channel: Channel | None = None
 
     async def start(self) -> None:
-        parent = make_server([RobotService(self._routes, self._forwarder, BUILTIN), self._forwarder])
+        parent = make_server([RobotService(self._routes, self._forwarder, BUILTIN), self._forwarder],
+                             max_request_bytes=self._max_request_bytes)
         server = Server([registration.rpc_service(manager=self._manager)
                          for registration in Registry.REGISTERED_APIS().values()
                          if issubclass(registration.rpc_service, ResourceRPCServiceBase)])
@@ -98,11 +124,11 @@ class BuiltinHost:
     def is_alive(self) -> bool:
         return self.link.up
 
-    def expand(self, resource: ResourceConfig, machine: MachineConfig) -> ResourceConfig:
-        """The config a builtin sees: its own, or what its class's `expand(resource, machine)` derives from the machine."""
+    def expand(self, resource: ResourceConfig, config: MachineConfig) -> ResourceConfig:
+        """The config a builtin sees: its own, or what its class's `expand` derives from the machine."""
         cls = _REGISTRY.get((resource.api, resource.model))
         expand = getattr(cls, "expand", None)
-        return expand(resource, machine) if expand else resource
+        return expand(resource, config, self.machine) if expand else resource
 
     def _class(self, resource: ResourceConfig) -> type[Any]:
         try:
@@ -111,15 +137,18 @@ class BuiltinHost:
             raise ModuleError(f"no builtin {resource.model} for {resource.api}") from None
 
     async def validate(self, resource: ResourceConfig) -> Dependencies:
-        """As a module's ValidateConfig, with viam-server's 5 s; a rejected config is INVALID_ARGUMENT with its message."""
+        """As a module's ValidateConfig, with viam-server's 5 s; errors leave through the modules' seam (a ConfigError is
+        INVALID_ARGUMENT with its message, a bug INTERNAL with its traceback logged)."""
         cls = self._class(resource)
+
+        async def check() -> tuple[Any, Any]:
+            with grpc_seam(f"{cls.__name__}.validate_config", log, logging.DEBUG):  # the resource layer reports it
+                return await asyncio.to_thread(cls.validate_config, component_config(resource))
+
         try:
-            result = await asyncio.wait_for(asyncio.to_thread(cls.validate_config, component_config(resource)),
-                                            VALIDATE_TIMEOUT_S)
+            result = await asyncio.wait_for(check(), VALIDATE_TIMEOUT_S)
         except TimeoutError:
             raise ModuleError(f"builtin {resource.model} did not validate {resource.name} in {VALIDATE_TIMEOUT_S:.0f} s") from None
-        except Exception as exc:  # the class's own validation message is the user's answer
-            raise GRPCError(Status.INVALID_ARGUMENT, str(exc)) from exc
         required, optional = result
         return Dependencies(tuple(required), tuple(optional))
 
@@ -152,12 +181,14 @@ class BuiltinHost:
         if not self.link.up:
             return
         self.link.set_up(False)
-        await self._manager.close()
+        close_all: Callable[[], Awaitable[None]] = self._manager.close  # unannotated in viam-sdk
+        await close_all()
         for server in self._servers:
             server.close()
             await server.wait_closed()
         for channel in (self.link.channel, self._dependency_channel):
-            channel.close()
+            if channel is not None:
+                channel.close()
 
 
 from labelsieve.runtime.builtins import data_manager, fakes  # noqa: E402, F401  (registers the builtins; they import this module)

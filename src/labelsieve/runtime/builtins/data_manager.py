@@ -14,9 +14,10 @@ import asyncio
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, cast
 
 from grpclib import GRPCError, Status
+from fsspec.core import split_protocol
 from grpclib.client import Channel
 from viam.proto.app.robot import ComponentConfig
 from viam.proto.common import DoCommandRequest, DoCommandResponse, ResourceName
@@ -31,10 +32,10 @@ from viam.utils import dict_to_struct, struct_to_dict
 
 from labelsieve.capture.manager import CaptureMethod, DataManagerConfig
 from labelsieve.capture.manager import DataManager as Capture
-from labelsieve.errors import LabelsieveError
-from labelsieve.runtime.builtins import register
+from labelsieve.runtime.builtins import MachineContext, register
 from labelsieve.runtime.config import MachineConfig, ResourceConfig
 from labelsieve.viam.convert import attributes_of
+from labelsieve.viam.errors import grpc_errors
 
 __all__ = ["DataManager", "DataManagerClient"]
 
@@ -50,8 +51,8 @@ class DataManager(ServiceBase):
         """Upload every closed capture file now."""
 
 
-class DataManagerRPCService(DataManagerServiceBase, ResourceRPCServiceBase):
-    RESOURCE_TYPE: ClassVar = DataManager
+class DataManagerRPCService(DataManagerServiceBase, ResourceRPCServiceBase[DataManager]):
+    RESOURCE_TYPE = DataManager  # type: ignore[assignment]  # viam-sdk declares it as `typing.Type` itself
 
     async def Sync(self, stream: Any) -> None:
         request = await stream.recv_message()
@@ -75,16 +76,21 @@ class DataManagerClient(DataManager, ReconfigurableResourceRPCClientBase):
         self.channel, self.client = channel, DataManagerServiceStub(channel)
         super().__init__(name)
 
+    @property
+    def _stub(self) -> DataManagerServiceStub:
+        return cast(DataManagerServiceStub, self.client)  # the base types it as any stub; reset_channel replaces it
+
     async def sync(self, *, extra: Mapping[str, Any] | None = None, timeout: float | None = None, **kwargs: Any) -> None:
-        await self.client.Sync(SyncRequest(name=self.name, extra=dict_to_struct(dict(extra or {}))), timeout=timeout)
+        await self._stub.Sync(SyncRequest(name=self.name, extra=dict_to_struct(dict(extra or {}))), timeout=timeout)
 
     async def do_command(self, command: Mapping[str, Any], *, timeout: float | None = None, **kwargs: Any) -> Mapping[str, Any]:
-        response = await self.client.DoCommand(DoCommandRequest(name=self.name, command=dict_to_struct(dict(command))),
+        response = await self._stub.DoCommand(DoCommandRequest(name=self.name, command=dict_to_struct(dict(command))),
                                                timeout=timeout)
         return struct_to_dict(response.result)
 
 
-Registry.register_api(ResourceRegistration(DataManager, DataManagerRPCService, DataManagerClient))
+Registry.register_api(ResourceRegistration(DataManager, DataManagerRPCService,  # type: ignore[type-abstract]
+                                           DataManagerClient))  # viam-sdk registers its abstract APIs just so
 
 
 def _methods(config: ComponentConfig) -> tuple[DataManagerConfig, list[CaptureMethod]]:
@@ -100,11 +106,19 @@ class BuiltinDataManager(DataManager):
     _started: asyncio.Task[None]
 
     @classmethod
-    def expand(cls, resource: ResourceConfig, machine: MachineConfig) -> ResourceConfig:
-        """Its config plus the capture methods of every resource, which viam-server's data manager reads itself."""
-        methods = [dataclasses.asdict(method) for r in machine.resources if r.service_configs
+    def expand(cls, resource: ResourceConfig, config: MachineConfig, machine: MachineContext) -> ResourceConfig:
+        """Its config plus the capture methods of every resource, which viam-server's data manager reads itself, with
+        its folders made absolute (`capture_dir` by default the machine's data dir's `capture`, as $VIAM_HOME/capture)
+        and capture disabled on a machine that must not capture."""
+        methods = [dataclasses.asdict(method) for r in config.resources if r.service_configs
                    for method in CaptureMethod.from_service_configs(r.name, r.api, r.service_configs)]
-        return replace(resource, attributes={**resource.attributes, _CAPTURES: methods})
+        local_sync = isinstance(url := resource.attributes.get("sync_url"), str) and not split_protocol(url)[0]
+        resource = machine.absolute(resource, "capture_dir", *(("sync_url",) if local_sync else ()))
+        attributes = {**resource.attributes, _CAPTURES: methods,
+                      "capture_dir": resource.attributes.get("capture_dir") or str(machine.data_dir / "capture")}
+        if not machine.capture:
+            attributes["capture_disabled"] = True
+        return replace(resource, attributes=attributes)
 
     @classmethod
     def validate_config(cls, config: ComponentConfig) -> tuple[Sequence[str], Sequence[str]]:
@@ -119,12 +133,11 @@ class BuiltinDataManager(DataManager):
         service._started = asyncio.get_running_loop().create_task(service.capture.start())  # new() itself is sync
         return service
 
+    @grpc_errors
     async def sync(self, *, extra: Mapping[str, Any] | None = None, timeout: float | None = None, **kwargs: Any) -> None:
-        try:
-            await self.capture.sync()
-        except LabelsieveError as exc:
-            raise GRPCError(Status.UNAVAILABLE, str(exc)) from exc
+        await self.capture.sync()
 
+    @grpc_errors
     async def do_command(self, command: Mapping[str, Any], *, timeout: float | None = None, **kwargs: Any) -> Mapping[str, Any]:
         if "stats" in command:
             return self.capture.stats()

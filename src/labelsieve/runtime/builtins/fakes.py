@@ -21,7 +21,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, cast
 
 import numpy as np
 from grpclib import GRPCError, Status
@@ -44,12 +44,13 @@ from viam.proto.component.camera import IntrinsicParameters
 from viam.proto.component.encoder import PositionType
 from viam.proto.component.movementsensor import GetAccuracyResponse
 from viam.resource.base import ResourceBase
-from viam.resource.types import API, Model
+from viam.resource.types import Model
 from viam.utils import ValueTypes, datetime_to_timestamp, struct_to_dict
 
 from labelsieve.attributes import Attributes, FieldProblem, did_you_mean, resolve_path
 from labelsieve.errors import ConfigError
-from labelsieve.runtime.builtins import register
+from labelsieve.runtime.builtins import MachineContext, register
+from labelsieve.runtime.config import MachineConfig, ResourceConfig
 
 __all__ = ["FakeArm", "FakeBase", "FakeCamera", "FakeEncoder", "FakeGeneric", "FakeMotor", "FakeMovementSensor", "FakeSensor",
            "FakeServo"]
@@ -63,12 +64,6 @@ FAKE = Model.from_string("rdk:builtin:fake")
 @dataclass(frozen=True)
 class NoAttributes(Attributes):
     """A fake that reads no attributes (the sensor, generic, servo and movement sensor)."""
-
-
-def _api(cls: type) -> API:
-    """The resource API of a fake class (its Viam base class declares it; the mixin cannot, as the bases mark it final)."""
-    api: API = getattr(cls, "API")  # noqa: B009 - the mixin has no such attribute for the type checker
-    return api
 
 
 class _Fake:
@@ -88,12 +83,17 @@ class _Fake:
         for key in sorted(given.keys() - known) if warn else ():
             hint = did_you_mean(key, known) or f"it reads {', '.join(sorted(known)) or 'none'}"
             log.warning("%s: ignoring attribute '%s', which the fake %s does not read (%s)", config.name, key,
-                        _api(cls).resource_subtype, hint)
+                        cls.subtype(), hint)
         try:
             return cls.Config.parse(config.name, {key: value for key, value in given.items() if key in known})
         except ConfigError as exc:  # name the field as the user spelt it
             spelt = {f"attributes.{ours}": f"attributes.{theirs}" for theirs, ours in cls.ALIASES.items()}
             raise ConfigError(exc.resource, spelt.get(exc.field, exc.field), exc.problem, exc.fix) from None
+
+    @classmethod
+    def subtype(cls) -> str:
+        """"motor", "arm"...: from the viam class beside this mixin, whose `API` is Final (declaring it here clashes)."""
+        return str(cast(Any, cls).API.resource_subtype)
 
     @classmethod
     def validate_config(cls, config: ComponentConfig) -> tuple[Sequence[str], Sequence[str]]:
@@ -113,11 +113,11 @@ class _Fake:
         """Take the parsed attributes (and dependency clients by name)."""
 
     def unimplemented(self, what: str, instead: str = "") -> GRPCError:
-        return GRPCError(Status.UNIMPLEMENTED, f"the fake {_api(type(self)).resource_subtype} '{self.name}' has no {what}"
+        return GRPCError(Status.UNIMPLEMENTED, f"the fake {self.subtype()} '{self.name}' has no {what}"
                          + (f"; {instead}" if instead else ""))
 
     def invalid(self, problem: str) -> GRPCError:
-        return GRPCError(Status.INVALID_ARGUMENT, f"{_api(type(self)).resource_subtype} '{self.name}': {problem}")
+        return GRPCError(Status.INVALID_ARGUMENT, f"{self.subtype()} '{self.name}': {problem}")
 
 
 class Track:
@@ -436,6 +436,11 @@ class FakeArm(_Fake, Arm):
     Config = ArmConfig
     ALIASES: ClassVar[dict[str, str]] = {"arm-model": "arm_model", "model-path": "model_path"}
 
+    @classmethod
+    def expand(cls, resource: ResourceConfig, config: MachineConfig, machine: MachineContext) -> ResourceConfig:
+        """A relative kinematics file is the config folder's (the runtime's process has no LABELSIEVE_CONFIG_DIR)."""
+        return machine.absolute(resource, "model_path", "model-path")
+
     def setup(self, attributes: ArmConfig, dependencies: Mapping[str, ResourceBase]) -> None:
         self.config, self.joints = attributes, JointPositions(values=[0.0] * attributes.joints())
         self.pose = Pose(o_z=1.0)
@@ -450,7 +455,7 @@ class FakeArm(_Fake, Arm):
                                       **kwargs: Any) -> None:
         await self.move_through_joint_positions([positions])
 
-    async def move_through_joint_positions(self, positions: list[JointPositions], options: Any = None, *,
+    async def move_through_joint_positions(self, positions: Sequence[JointPositions], options: Any = None, *,
                                            extra: Any = None, timeout: float | None = None, **kwargs: Any) -> None:
         expected = len(self.joints.values)
         for step in positions:
