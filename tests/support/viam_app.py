@@ -4,8 +4,9 @@ pages from it. `ViamClient` reaches it exactly as it reaches app.viam.com (label
 `LABELSIEVE_VIAM_APP`), so the code under test takes no test-only argument.
 
 It runs on its own thread and event loop, so a test can drive it while the code under test runs in the test's thread or
-in a subprocess. `hold_uploads_after(n)` makes the (n+1)th upload wait, uncommitted, until released: a client killed
-while it waits has sent a request the app never stored, as when a connection drops mid-upload.
+in a subprocess. `hold_uploads_after(n)` makes the (n+1)th upload wait until released, before or after storing it: a
+client killed meanwhile has sent a request the app never stored (a connection dropped mid-upload), or one it stored
+without the client hearing so (the window no idempotency key closes).
 """
 
 from __future__ import annotations
@@ -70,10 +71,16 @@ class ViamApp:
     port: int = 0
     _token: str = "token-" + uuid.uuid4().hex
     _hold_after: int | None = None
+    _store_first: bool = False
     held: threading.Event = field(default_factory=threading.Event)  # set when an upload is being held
+    settled: threading.Event = field(default_factory=threading.Event)  # set when the held upload was stored or dropped
 
-    def hold_uploads_after(self, n: int) -> None:
-        self._hold_after = n
+    def hold_uploads_after(self, n: int, *, stored: bool = False) -> None:
+        """Hold the (n+1)th upload before it is stored, or (`stored`) after storing it, before answering."""
+        self._hold_after, self._store_first = n, stored
+
+    def release(self) -> None:
+        self._hold_after = None
 
     def env(self) -> dict[str, str]:
         return {"LABELSIEVE_VIAM_APP": f"127.0.0.1:{self.port}", "VIAM_API_KEY": KEY, "VIAM_API_KEY_ID": KEY_ID,
@@ -278,20 +285,26 @@ class _Sync(UnimplementedDataSyncServiceBase):
     def __init__(self, app: ViamApp) -> None:
         self.app = app
 
-    async def _admit(self) -> None:
-        """Hold an upload past the set count, uncommitted, until the test lets it go (or kills its client)."""
-        if self.app._hold_after is not None and len(self.app.uploads) >= self.app._hold_after:
+    async def _admit(self, stored: bool) -> None:
+        """Hold an upload past the set count until the test lets it go (or kills its client)."""
+        if self.app._hold_after is not None and stored == self.app._store_first and \
+                len(self.app.uploads) - stored >= self.app._hold_after:
             self.app.held.set()
-            while self.app._hold_after is not None:
-                await asyncio.sleep(0.01)
+            try:
+                while self.app._hold_after is not None:  # released from the test's thread
+                    await asyncio.sleep(0.01)
+            finally:
+                self.app.settled.set()
 
     async def DataCaptureUpload(self, stream: Stream[Any, Any]) -> None:
         self.app._check(stream)
         request = await stream.recv_message()
         assert request is not None
-        await self._admit()
+        await self._admit(stored=False)
         ids = [self.app._store(request.metadata, reading) for reading in request.sensor_contents]
         self.app.uploads.append(request.metadata)
+        await self._admit(stored=True)
+        self.app.settled.set()
         await stream.send_message(DataCaptureUploadResponse(binary_data_id=ids[0] if ids else ""))
 
     async def StreamingDataCaptureUpload(self, stream: Stream[Any, Any]) -> None:
@@ -299,9 +312,10 @@ class _Sync(UnimplementedDataSyncServiceBase):
         first = await stream.recv_message()
         assert first is not None
         payload = b"".join([message.data async for message in stream])
-        await self._admit()
+        await self._admit(stored=False)
         reading = SensorData(metadata=first.metadata.sensor_metadata, binary=payload)
         binary_id = self.app._store(first.metadata.upload_metadata, reading)
         self.app.uploads.append(first.metadata.upload_metadata)
         self.app.streamed += 1
+        await self._admit(stored=True)
         await stream.send_message(StreamingDataCaptureUploadResponse(binary_data_id=binary_id))

@@ -186,6 +186,11 @@ def sync(capture_dir: Path, url: str, *, progress: bool = False, workers: int = 
     flight are done. Raises InputError for a missing folder or an unusable URL, SyncBusy when another process syncs it."""
     if not capture_dir.is_dir():
         raise InputError(f"{capture_dir} is not a folder")
+    if url.startswith("viam://"):  # Viam's app: uploaded as viam-server's data manager does (labelsieve.cloud.sync)
+        from labelsieve.cloud.sync import sync_to_viam
+
+        with _exclusive(capture_dir):
+            return sync_to_viam(capture_dir, url, progress=progress, stop=stop)
     report = SyncReport(url)
     try:
         fs, root = url_to_fs(url)
