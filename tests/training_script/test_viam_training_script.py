@@ -36,7 +36,6 @@ def _python310() -> str | None:
 
 
 def _export(tmp: Path, scenes: int) -> Path:
-    os.environ["LABELSIEVE_HOME"] = str(tmp / "home")
     write_scenes(tmp / "capture", range(scenes))
     version = build_dataset([str(tmp / "capture")], tmp / "ds", progress=False).version
     return export_viam(version, tmp / "export", progress=False)
@@ -82,11 +81,11 @@ def test_trained_in_viams_way_served_from_a_registry_package(tmp_path: Path, mon
     from labelsieve.train.offline import ultralytics_offline
 
     monkeypatch.setenv("LABELSIEVE_HOME", str(tmp_path / "home"))
-    jsonl = _export(tmp_path, 12)
+    jsonl = _export(tmp_path, 8)
     ultralytics_offline(tmp_path / "ultralytics")  # fonts in place, nothing downloaded (Viam's container may download)
     package = tmp_path / "packages" / "data" / "ml_model" / "org-1-glasses-2"
     env = {**os.environ, "PYTHONPATH": str(SCRIPT)}
-    run = _train(sys.executable, jsonl, package, "--model=yolo11n.yaml", "--epochs=2", "--imgsz=64", "--batch=8",
+    run = _train(sys.executable, jsonl, package, "--model=yolo11n.yaml", "--epochs=1", "--imgsz=64", "--batch=8",
                  "--workers=0", "--device=cpu", env=env)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert (package / "labels.txt").read_text().split() == json.loads((package / "model.json").read_text())["classes"]
