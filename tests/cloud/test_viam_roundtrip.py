@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from support.media import encode
+from support.media import encode, noise
 from support.scenes import scene_frames, write_scenes
 from support.viam_app import KEY, ViamApp
 
+from labelsieve.cli import main
 from labelsieve.dataset import build_dataset
 
 
@@ -45,7 +46,8 @@ def test_pull_by_filter_pages_and_resumes(app: ViamApp, tmp_path: Path) -> None:
     assert len(changed) == 1
 
 
-def test_pull_a_dataset_by_name_and_push_labels_back(app: ViamApp, tmp_path: Path) -> None:
+def test_pull_a_dataset_by_name_and_push_labels_back(app: ViamApp, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
     ids = _seed(app, range(4))
     app.add_dataset("field", ids[:6])
     pulled = build_dataset(["viam://dataset/field"], tmp_path / "ds", progress=False).version
@@ -65,9 +67,20 @@ def test_pull_a_dataset_by_name_and_push_labels_back(app: ViamApp, tmp_path: Pat
     assert first.boxes_present == sum(len(app.boxes(i)) for i in ids[:2])  # the hand boxes were not added again
     assert all(conf is not None and 0 < conf <= 1 for i in members for *_, conf in app.boxes(i) if i not in ids[:2])
     assert all(not app.binaries[i].metadata.capture_metadata.tags for i in members)  # no tags: they'd become classes
-    second = push(version, "viam://dataset/labelsieve-out", progress=False)
-    assert second.boxes_added == 0 and second.uploaded == 0 and len(app.uploads) == uploads
+    assert main(["push", str(version.path), "viam://dataset/labelsieve-out", "--no-progress"]) == 0
+    assert "0 boxes added" in capsys.readouterr().out and len(app.uploads) == uploads
     assert {i: app.boxes(i) for i in members} == boxes and len(app.datasets) == 2
+
+
+def test_an_image_too_large_for_a_call_is_left_out_and_said(app: ViamApp, tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    ids = _seed(app, range(3))
+    huge = app.add_image(encode(noise(800, 600), quality=100))
+    app.max_reply_bytes = max(len(app.binaries[i].binary) for i in ids) + 1  # one small image per call, not the huge one
+    result = build_dataset(["viam://data"], tmp_path / "ds", progress=False)
+    assert result.summary["images"] == len(ids)
+    assert any(huge in r.getMessage() and "RESOURCE_EXHAUSTED" in r.getMessage() for r in caplog.records)
+    assert any("1 of 7 images could not be downloaded" in r.getMessage() for r in caplog.records)
 
 
 def test_wrong_key_is_one_line_without_the_key(app: ViamApp, tmp_path: Path) -> None:

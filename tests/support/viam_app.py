@@ -68,6 +68,7 @@ class ViamApp:
     datasets: dict[str, Dataset] = field(default_factory=dict)
     uploads: list[UploadMetadata] = field(default_factory=list)
     streamed: int = 0  # uploads that came as a stream of chunks
+    max_reply_bytes: int = 1 << 30  # a BinaryDataByIDs answer larger than this is refused, as the app refuses one
     port: int = 0
     _token: str = "token-" + uuid.uuid4().hex
     _hold_after: int | None = None
@@ -208,18 +209,19 @@ class _Auth(UnimplementedAuthServiceBase):
         await stream.send_message(AuthenticateResponse(access_token=self.app._token))
 
 
+async def _request(app: ViamApp, stream: Stream[Any, Any]) -> Any:
+    app._check(stream)
+    request = await stream.recv_message()
+    assert request is not None
+    return request
+
+
 class _Data(UnimplementedDataServiceBase):
     def __init__(self, app: ViamApp) -> None:
         self.app = app
 
-    async def _request(self, stream: Stream[Any, Any]) -> Any:
-        self.app._check(stream)
-        request = await stream.recv_message()
-        assert request is not None
-        return request
-
     async def BinaryDataByFilter(self, stream: Stream[Any, Any]) -> None:
-        request = await self._request(stream)
+        request = await _request(self.app, stream)
         dr = request.data_request
         ids = [i for i, item in self.app.binaries.items() if self.app._matches(dr.filter, item.metadata)]
         start = ids.index(dr.last) + 1 if dr.last in ids else 0
@@ -229,12 +231,15 @@ class _Data(UnimplementedDataServiceBase):
             last=page[-1] if page else ""))
 
     async def BinaryDataByIDs(self, stream: Stream[Any, Any]) -> None:
-        request = await self._request(stream)
+        request = await _request(self.app, stream)
+        found = [i for i in request.binary_data_ids if i in self.app.binaries]
+        if request.include_binary and sum(len(self.app.binaries[i].binary) for i in found) > self.app.max_reply_bytes:
+            raise GRPCError(Status.RESOURCE_EXHAUSTED, "INCLUDE_BINARY_TOO_LARGE")
         await stream.send_message(BinaryDataByIDsResponse(data=[
             self.app._view(i, request.include_binary) for i in request.binary_data_ids if i in self.app.binaries]))
 
     async def AddBoundingBoxToImageByID(self, stream: Stream[Any, Any]) -> None:
-        r = await self._request(stream)
+        r = await _request(self.app, stream)
         values = (r.x_min_normalized, r.y_min_normalized, r.x_max_normalized, r.y_max_normalized)
         if r.binary_data_id not in self.app.binaries:
             raise GRPCError(Status.NOT_FOUND, f"no binary data {r.binary_data_id}")
@@ -248,7 +253,7 @@ class _Data(UnimplementedDataServiceBase):
         await stream.send_message(AddBoundingBoxToImageByIDResponse(bbox_id=box.id))
 
     async def AddBinaryDataToDatasetByIDs(self, stream: Stream[Any, Any]) -> None:
-        r = await self._request(stream)
+        r = await _request(self.app, stream)
         if r.dataset_id not in self.app.datasets:
             raise GRPCError(Status.NOT_FOUND, f"no dataset {r.dataset_id}")
         for binary_id in r.binary_data_ids:
@@ -263,7 +268,7 @@ class _Dataset(UnimplementedDatasetServiceBase):
         self.app = app
 
     async def CreateDataset(self, stream: Stream[Any, Any]) -> None:
-        r = await _Data._request(self, stream)  # type: ignore[arg-type]
+        r = await _request(self.app, stream)
         if any(d.name == r.name and d.organization_id == r.organization_id for d in self.app.datasets.values()):
             raise GRPCError(Status.ALREADY_EXISTS, f"a dataset named {r.name} exists")
         dataset_id = uuid.uuid4().hex[:24]
@@ -271,12 +276,12 @@ class _Dataset(UnimplementedDatasetServiceBase):
         await stream.send_message(CreateDatasetResponse(id=dataset_id))
 
     async def ListDatasetsByIDs(self, stream: Stream[Any, Any]) -> None:
-        r = await _Data._request(self, stream)  # type: ignore[arg-type]
+        r = await _request(self.app, stream)
         await stream.send_message(ListDatasetsByIDsResponse(
             datasets=[self.app.datasets[i] for i in r.ids if i in self.app.datasets]))
 
     async def ListDatasetsByOrganizationID(self, stream: Stream[Any, Any]) -> None:
-        r = await _Data._request(self, stream)  # type: ignore[arg-type]
+        r = await _request(self.app, stream)
         await stream.send_message(ListDatasetsByOrganizationIDResponse(
             datasets=[d for d in self.app.datasets.values() if d.organization_id == r.organization_id]))
 
@@ -297,9 +302,7 @@ class _Sync(UnimplementedDataSyncServiceBase):
                 self.app.settled.set()
 
     async def DataCaptureUpload(self, stream: Stream[Any, Any]) -> None:
-        self.app._check(stream)
-        request = await stream.recv_message()
-        assert request is not None
+        request = await _request(self.app, stream)
         await self._admit(stored=False)
         ids = [self.app._store(request.metadata, reading) for reading in request.sensor_contents]
         self.app.uploads.append(request.metadata)

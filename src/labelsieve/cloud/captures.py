@@ -25,8 +25,8 @@ from viam.proto.app.data import BinaryData, BinaryMetadata
 from viam.proto.app.datasync import DataCaptureMetadata, DataType, SensorData, SensorMetadata
 
 from labelsieve.capture.format import CAPTURE_SUFFIX, CorruptCaptureError, read_capture, write_capture
-from labelsieve.cloud.viam import app_address, connect, parse_url
-from labelsieve.errors import BackendError
+from labelsieve.cloud.viam import Cloud, app_address, connect, parse_url
+from labelsieve.errors import BackendError, BackendTimeout, BackendUnavailable
 from labelsieve.files import write_atomic
 
 __all__ = ["Origin", "cache_root", "image_key", "lookup_origin", "pull", "remember_origin"]
@@ -93,12 +93,30 @@ def _write(folder: Path, meta: BinaryMetadata, data: bytes) -> Path:
     return path
 
 
+async def _download(cloud: Cloud, ids: list[str]) -> Sequence[BinaryData]:
+    """The images of `ids` in one call; when the batch fails (one image too large for a call: the app answers
+    RESOURCE_EXHAUSTED), one by one, leaving out (and logging) those that still fail."""
+    try:
+        return await cloud.call(cloud.data.binary_data_by_ids(ids, include_binary_data=True))
+    except (BackendUnavailable, BackendTimeout):
+        raise
+    except BackendError as exc:
+        if len(ids) == 1:
+            log.warning("%s: not downloaded: %s", ids[0], exc)
+            return []
+    return [item for i in ids for item in await _download(cloud, [i])]
+
+
 async def _pull(url: str, progress: bool) -> list[Path]:
     parsed = parse_url(url)
     folder = cache_root() / "captures"
     async with connect() as cloud:
         dataset = await cloud.dataset_id(parsed.dataset, parsed.org) if parsed.kind == "dataset" else ""
-        metas = [item.metadata async for item in cloud.metadata(parsed.filter(dataset))]
+        with tqdm(desc=f"listing {url}", unit="image", disable=not progress) as listing:
+            metas = []
+            async for item in cloud.metadata(parsed.filter(dataset)):
+                metas.append(item.metadata)
+                listing.update()
         paths, missing = [], []
         for meta in metas:
             path = folder / (quote(meta.binary_data_id, safe="") + CAPTURE_SUFFIX)
@@ -111,15 +129,14 @@ async def _pull(url: str, progress: bool) -> list[Path]:
         with tqdm(total=len(metas), initial=len(metas) - len(missing), desc=f"pulling {url}", unit="image",
                   disable=not progress) as bar:
             for start in range(0, len(missing), _BATCH):
-                batch = missing[start:start + _BATCH]
-                found: Sequence[BinaryData] = await cloud.call(cloud.data.binary_data_by_ids(
-                    [m.binary_data_id for m in batch], include_binary_data=True))
-                for item in found:
+                batch = [m.binary_data_id for m in missing[start:start + _BATCH]]
+                for item in await _download(cloud, batch):
                     await asyncio.to_thread(_write, folder, item.metadata, item.binary)
                 bar.update(len(batch))
     kept = [p for p in paths if p.is_file()]
     if len(kept) < len(paths):
-        log.warning("%s: %d of %d images could not be downloaded (too large for one call, or deleted meanwhile)",
+        log.warning("%s: %d of %d images could not be downloaded (too large for one call, or deleted meanwhile); "
+                    "they are left out of this build",
                     url, len(paths) - len(kept), len(paths))
     return kept
 
