@@ -77,6 +77,15 @@ def test_unreachable_app_keeps_every_file(tmp_path: Path, monkeypatch: pytest.Mo
         assert sync_to_viam(capture, "viam://").uploaded == 2 and len(back.uploads) == 2
 
 
+def test_a_sync_url_without_a_part_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VIAM_MACHINE_PART_ID", raising=False)
+    with pytest.raises(ConfigError, match="sync_url.*part id"):
+        DataManagerConfig.parse("dm", {"sync_url": "viam://"})
+    monkeypatch.setenv("VIAM_API_KEY", "k")
+    monkeypatch.setenv("VIAM_API_KEY_ID", "i")
+    assert DataManagerConfig.parse("dm", {"sync_url": "viam://?part=p1"}).sync_url == "viam://?part=p1"
+
+
 def test_wrong_key_stops_the_sync(app: ViamApp, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     files = write_scenes(tmp_path / "capture", range(1), frames=1)
     monkeypatch.setenv("VIAM_API_KEY", "not-the-key")

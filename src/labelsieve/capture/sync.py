@@ -1,5 +1,5 @@
 """Sync closed capture files to any storage fsspec names (a folder, `s3://`, `gs://`, ...), keeping the capture folder's
-layout (`<api>/<name>/<Method>/<file>.capture`).
+layout (`<api>/<name>/<Method>/<file>.capture`); `viam://` goes to Viam's app instead (`labelsieve.cloud.sync`).
 
 Each file goes through a crash-safe state machine; a process killed between any two steps loses and duplicates nothing,
 because every step is redone or skipped on the next run by looking at what is there:
