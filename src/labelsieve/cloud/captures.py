@@ -93,6 +93,21 @@ def _write(folder: Path, meta: BinaryMetadata, data: bytes) -> Path:
     return path
 
 
+def _refresh(folder: Path, metas: Sequence[BinaryMetadata]) -> tuple[list[Path], list[BinaryMetadata]]:
+    """Each datum's cache file, and the data not cached yet; a cached file whose boxes changed in the app is rewritten
+    (its image cannot have changed)."""
+    paths, missing = [], []
+    for meta in metas:
+        path = folder / (quote(meta.binary_data_id, safe="") + CAPTURE_SUFFIX)
+        paths.append(path)
+        cached = _cached(path)
+        if cached is None:
+            missing.append(meta)
+        elif cached.metadata.annotations != meta.annotations:
+            _write(folder, meta, cached.binary)
+    return paths, missing
+
+
 async def _download(cloud: Cloud, ids: list[str]) -> Sequence[BinaryData]:
     """The images of `ids` in one call; when the batch fails (one image too large for a call: the app answers
     RESOURCE_EXHAUSTED), one by one, leaving out (and logging) those that still fail."""
@@ -117,15 +132,7 @@ async def _pull(url: str, progress: bool) -> list[Path]:
             async for item in cloud.metadata(parsed.filter(dataset)):
                 metas.append(item.metadata)
                 listing.update()
-        paths, missing = [], []
-        for meta in metas:
-            path = folder / (quote(meta.binary_data_id, safe="") + CAPTURE_SUFFIX)
-            paths.append(path)
-            cached = _cached(path)
-            if cached is None:
-                missing.append(meta)
-            elif cached.metadata.annotations != meta.annotations:  # boxes changed in the app: the image has not
-                await asyncio.to_thread(_write, folder, meta, cached.binary)
+        paths, missing = await asyncio.to_thread(_refresh, folder, metas)
         with tqdm(total=len(metas), initial=len(metas) - len(missing), desc=f"pulling {url}", unit="image",
                   disable=not progress) as bar:
             for start in range(0, len(missing), _BATCH):

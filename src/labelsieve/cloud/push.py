@@ -67,7 +67,7 @@ def _capture_header(image: VersionImage) -> DataCaptureMetadata | None:
 
 
 async def _upload(cloud: Cloud, image: VersionImage, data: bytes, part: str, dataset_id: str) -> str:
-    header = _capture_header(image)
+    header = await asyncio.to_thread(_capture_header, image)
     mime = MIME_TYPES.get(image.path.suffix.lower(), "")
     metadata = UploadMetadata(
         part_id=part, type=DataType.DATA_TYPE_BINARY_SENSOR, dataset_ids=[dataset_id], mime_type=mime,
