@@ -11,11 +11,13 @@ binary datum an image is, so `push` labels that datum instead of uploading the i
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -29,7 +31,7 @@ from labelsieve.cloud.viam import Cloud, app_address, connect, parse_url
 from labelsieve.errors import BackendError, BackendTimeout, BackendUnavailable
 from labelsieve.files import write_atomic
 
-__all__ = ["Origin", "cache_root", "image_key", "lookup_origin", "pull", "remember_origin"]
+__all__ = ["Origin", "cache_lock", "cache_root", "image_key", "lookup_origin", "pull", "remember_origin"]
 
 log = logging.getLogger(__name__)
 _BATCH = 20  # images per BinaryDataByIDs: a page of full-size images stays well under message limits
@@ -38,6 +40,16 @@ _BATCH = 20  # images per BinaryDataByIDs: a page of full-size images stays well
 def cache_root() -> Path:
     home = Path(os.environ.get("LABELSIEVE_HOME") or Path.home() / ".labelsieve")
     return home / "viam" / quote(app_address(), safe="")
+
+
+@contextlib.contextmanager
+def cache_lock() -> Iterator[None]:
+    """One writer of the cache at a time across processes: files are written under fixed names (`<id>.prog`)."""
+    root = cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def image_key(data: bytes) -> str:
@@ -152,6 +164,7 @@ def pull(url: str, *, progress: bool = True) -> list[Path]:
     """The capture files of every image a `viam://` URL names, downloading what the cache lacks. Safe to interrupt:
     each file is complete or absent, and the next run goes on from there."""
     try:
-        return asyncio.run(_pull(url, progress))
+        with cache_lock():
+            return asyncio.run(_pull(url, progress))
     except BackendError as exc:
         raise type(exc)(f"{url}: {exc}") from exc

@@ -29,6 +29,7 @@ from viam.proto.app.data import BoundingBox
 from viam.proto.app.datasync import DataCaptureMetadata, DataType, SensorData
 
 from labelsieve.capture.format import CAPTURE_SUFFIX, write_capture
+from labelsieve.cloud.captures import Origin, cache_lock, cache_root, image_key, lookup_origin, remember_origin
 from labelsieve.dataset import DatasetVersion
 from labelsieve.errors import InputError
 from labelsieve.files import write_atomic
@@ -96,12 +97,14 @@ def read_viam_dataset(path: Path) -> list[Path]:
     """A `viam dataset export` folder (or its dataset.jsonl) as capture files in the cache, one per line; the cache key
     is the line and the image, so an unchanged line is not written again. Images with a binary data id are remembered,
     so `push` labels them in place."""
-    from labelsieve.cloud.captures import Origin, cache_root, image_key, remember_origin
-
     jsonl = find_jsonl(path)
     if jsonl is None:
         raise InputError(f"{path}: no {JSONL} here (export one with `viam dataset export --destination=DIR ...`)")
-    folder = cache_root() / "exports"
+    with cache_lock():
+        return _read_lines(jsonl, cache_root() / "exports")
+
+
+def _read_lines(jsonl: Path, folder: Path) -> list[Path]:
     found = []
     for number, text in enumerate(jsonl.read_text().splitlines(), start=1):
         if not text.strip():
@@ -158,8 +161,6 @@ def version_images(version: DatasetVersion) -> list[VersionImage]:
 def export_viam(version: DatasetVersion, out: Path, *, progress: bool = True) -> Path:
     """Write `version` as `viam dataset export` would: `out/dataset.jsonl` and `out/data/<image>`; `image_path` is
     `out/data/<image>` as `out` was given (relative stays relative, as Viam's CLI writes it). Returns the jsonl file."""
-    from labelsieve.cloud.captures import image_key, lookup_origin
-
     (out / "data").mkdir(parents=True, exist_ok=True)
     lines = []
     for image in tqdm(version_images(version), desc="exporting", unit="image", disable=not progress):
