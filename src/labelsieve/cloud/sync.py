@@ -172,6 +172,8 @@ def sync_to_viam(capture_dir: Path, url: str, *, progress: bool = False, stop: t
     for marker in capture_dir.rglob(f".*{CAPTURE_SUFFIX}{_MARK}"):  # its file was sent and deleted, then the run died
         if not marker.with_name(marker.name[1:-len(_MARK)]).exists():
             marker.unlink()
+    if not files:
+        return report  # nothing to send: no connection (the data manager asks every few seconds)
     syncer = _Syncer(capture_dir, target, report, stop, first_backoff_s, give_up_after_s)
     try:
         asyncio.run(syncer.run(files, progress))
