@@ -2,7 +2,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench setup module clean
+.PHONY: demo test bench setup module training-script clean
 demo: $(VENV)/.installed
 	$(BIN)/labelsieve demo
 
@@ -25,4 +25,10 @@ $(VENV)/.installed: pyproject.toml setup.sh
 	touch $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache module.tar.gz
+	rm -rf $(VENV) .pytest_cache module.tar.gz training-script.tar.gz
+
+# Viam custom training script (training_script/) as a source distribution: `viam training-script upload --path=training-script.tar.gz
+# --framework=onnx --type=object_detection --org-id=... --script-name=...`.
+training-script: training-script.tar.gz
+training-script.tar.gz: $(shell git ls-files training_script)
+	tar czf $@ --transform 's,^training_script,labelsieve-yolo-training-0.1.0,' $^

@@ -87,7 +87,8 @@ class DataManagerConfig(Attributes):
     sync_disabled: bool = False
     #: Bounds tabular files only; every method labelsieve captures is binary (one reading per file).
     maximum_capture_file_size_bytes: int = 262144
-    #: labelsieve only: any fsspec URL (a folder, `s3://bucket/prefix`, `gs://...`). Empty: no sync.
+    #: labelsieve only: any fsspec URL (a folder, `s3://bucket/prefix`, `gs://...`), or `viam://` (Viam's app, as
+    #: viam-server syncs; `viam://?part=<part id>` unless VIAM_MACHINE_PART_ID is set). Empty: no sync.
     sync_url: str = ""
 
     ignored_keys: ClassVar[frozenset[str]] = frozenset({
@@ -119,7 +120,14 @@ class DataManagerConfig(Attributes):
         if self.maximum_capture_file_size_bytes < 0:
             raise FieldProblem("maximum_capture_file_size_bytes",
                                f"can't be negative, got {self.maximum_capture_file_size_bytes}")
-        if self.sync_url:
+        if self.sync_url.startswith("viam://"):  # Viam's app, as viam-server syncs (labelsieve.cloud.sync)
+            from labelsieve.cloud.sync import viam_sync_target
+
+            try:
+                viam_sync_target(self.sync_url)
+            except InputError as exc:
+                raise FieldProblem("sync_url", str(exc)) from None
+        elif self.sync_url:
             protocol = split_protocol(self.sync_url)[0] or "file"
             try:
                 fsspec.get_filesystem_class(protocol)

@@ -1,5 +1,5 @@
 """Sync closed capture files to any storage fsspec names (a folder, `s3://`, `gs://`, ...), keeping the capture folder's
-layout (`<api>/<name>/<Method>/<file>.capture`).
+layout (`<api>/<name>/<Method>/<file>.capture`); `viam://` goes to Viam's app instead (`labelsieve.cloud.sync`).
 
 Each file goes through a crash-safe state machine; a process killed between any two steps loses and duplicates nothing,
 because every step is redone or skipped on the next run by looking at what is there:
@@ -182,6 +182,11 @@ def sync(capture_dir: Path, url: str, *, progress: bool = False, workers: int = 
     flight are done. Raises InputError for a missing folder or an unusable URL, SyncBusy when another process syncs it."""
     if not capture_dir.is_dir():
         raise InputError(f"{capture_dir} is not a folder")
+    if url.startswith("viam://"):  # Viam's app: uploaded as viam-server's data manager does (labelsieve.cloud.sync)
+        from labelsieve.cloud.sync import sync_to_viam
+
+        with _exclusive(capture_dir):
+            return sync_to_viam(capture_dir, url, progress=progress, stop=stop)
     report = SyncReport(url)
     try:
         fs, root = url_to_fs(url)

@@ -8,12 +8,12 @@ import logging
 import ssl
 import sys
 
-from labelsieve.cli import dataset, demo, deploy, eval, review, run, sync, train, validate
+from labelsieve.cli import dataset, demo, deploy, eval, export, push, review, run, sync, train, validate
 from labelsieve.errors import LabelsieveError
 
 __all__ = ["main"]
 
-VERBS = (run, validate, sync, dataset, eval, review, train, deploy, demo)
+VERBS = (run, validate, sync, dataset, export, push, eval, review, train, deploy, demo)
 
 EXAMPLES = """examples:
   labelsieve run configs/camera.json                      serve on 127.0.0.1:8080, reload on edits
@@ -22,6 +22,9 @@ EXAMPLES = """examples:
   labelsieve sync ~/.labelsieve/capture s3://bucket/robot1   upload closed capture files, verified, resumable
   labelsieve dataset build s3://bucket/robot1 datasets/glasses   the next dataset version (YOLO + COCO)
   labelsieve eval machine.json --filter labeler --truth sample/coco.json --out eval/v1   label quality vs hand labels
+  labelsieve dataset build viam://dataset/glasses?org=ORG datasets/glasses   from Viam's cloud (VIAM_API_KEY[_ID])
+  labelsieve push datasets/glasses viam://dataset/glasses   verified boxes back to Viam, into a Viam dataset
+  labelsieve export datasets/glasses --format viam out       Viam's dataset.jsonl + data/
   labelsieve review datasets/glasses                    accept, reject, relabel boxes in the browser -> next version
   labelsieve train datasets/glasses --epochs 50 --imgsz 640      a versioned model directory (weights, ONNX, metrics)
   labelsieve deploy models/v1 --config machine.json --service fast   hot-swap on one machine (--to URL: a fleet)

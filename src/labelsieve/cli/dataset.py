@@ -13,6 +13,8 @@ __all__ = ["add"]
 EXAMPLES = """examples:
   labelsieve dataset build ~/.viam/capture datasets/glasses          a local capture folder -> datasets/glasses/v1
   labelsieve dataset build s3://bucket/capture datasets/glasses      again, from the synced copy -> v2
+  labelsieve dataset build viam://dataset/glasses?org=ORG datasets/glasses   from Viam's app (VIAM_API_KEY, VIAM_API_KEY_ID)
+  labelsieve dataset build exported/ datasets/glasses               a `viam dataset export` folder (dataset.jsonl + data/)
   labelsieve dataset build cap1 cap2 datasets/glasses --val-fraction 0.25 --seed 3
 """
 
@@ -22,7 +24,8 @@ def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     verbs = top.add_subparsers(dest="dataset_command", required=True)
     p = verb(verbs, "build", "build the next version of a YOLO + COCO dataset from .capture files "
              "(folders or fsspec URLs); prints the version folder last", EXAMPLES)
-    p.add_argument("sources", nargs="+", metavar="SOURCE", help="capture folder or URL (s3://..., gs://...)")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="capture folder or URL (s3://..., gs://...), viam://dataset/<name or id>, "
+                   "viam://data?<filter>, or a viam dataset export folder")
     p.add_argument("out", type=Path, metavar="OUT", help="dataset folder; versions v1, v2, ... are made inside it")
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of frames held out for validation (0.2)")
     p.add_argument("--seed", type=int, default=0, help="split seed: the same seed and frames give the same split")

@@ -14,6 +14,7 @@ __all__ = ["add"]
 EXAMPLES = """examples:
   labelsieve sync ~/.viam/capture /mnt/nas/captures        to a folder
   labelsieve sync ~/.viam/capture s3://my-bucket/robot-1    to S3 (credentials from the AWS_* variables or ~/.aws)
+  labelsieve sync ~/.viam/capture viam://?part=PART_ID       to Viam's app, as viam-server syncs (VIAM_API_KEY[_ID])
 Safe to interrupt and re-run: nothing is uploaded twice, and a local file is deleted only once its copy is verified.
 """
 
@@ -22,7 +23,7 @@ def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = verb(sub, "sync", "upload closed .capture files, keeping their layout; each local file is deleted once verified",
              EXAMPLES)
     p.add_argument("capture_dir", type=Path, help="the data manager's capture_dir")
-    p.add_argument("url", help="destination: a folder or an fsspec URL (s3://bucket/prefix, gs://..., ...)")
+    p.add_argument("url", help="destination: a folder, an fsspec URL (s3://bucket/prefix, gs://..., ...), or viam:// (Viam's app)")
     p.add_argument("--workers", type=int, default=4, help="files uploaded at a time (default 4)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(handler=handle)

@@ -33,7 +33,12 @@ class SourceFile:
 
 
 def list_captures(source: str) -> list[SourceFile]:
-    """Every `.capture` file under `source` (a folder, a URL, or one file), sorted by path."""
+    """Every `.capture` file under `source` (a folder, a URL, or one file), sorted by path; a `viam://` URL or a
+    `viam dataset export` folder as the capture files `labelsieve.cloud` makes of it."""
+    from labelsieve.cloud import capture_sources, is_cloud_source
+
+    if is_cloud_source(source):
+        return [SourceFile(str(path), path.stat().st_size) for path in capture_sources(source)]
     fs, root = fsspec.core.url_to_fs(source)
     local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
     try:

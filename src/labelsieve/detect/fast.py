@@ -130,10 +130,14 @@ class OnnxModel:
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types, not exported
             raise ModelError(f"{path}: onnxruntime could not load it: {exc}") from exc
         meta = self.session.get_modelmeta().custom_metadata_map
-        if "names" not in meta:
-            raise ModelError(f"{path}: no class names in the ONNX metadata; export it with ultralytics "
-                             "(`labelsieve train` or `yolo export format=onnx`)")
-        self.names = _names(meta["names"])
+        labels = path.parent / "labels.txt"  # a Viam ML model package's class list, one per line in class-id order
+        if "names" in meta:
+            self.names = _names(meta["names"])
+        elif labels.is_file():
+            self.names = tuple(line.strip() for line in labels.read_text().splitlines() if line.strip())
+        else:
+            raise ModelError(f"{path}: no class names in the ONNX metadata and no labels.txt beside it; export it with "
+                             "ultralytics (`labelsieve train` or `yolo export format=onnx`)")
         shape = self.session.get_inputs()[0].shape
         size = ast.literal_eval(meta.get("imgsz", "[640, 640]"))
         self.input_size = (shape[2], shape[3]) if isinstance(shape[2], int) else (int(size[0]), int(size[1]))

@@ -28,14 +28,16 @@ _SHORT_MODEL = re.compile(r"^[A-Za-z0-9_-]+$")
 #: Owner names the runtime uses itself.
 _RESERVED_MODULE_NAMES = {"builtin"}
 _PLACEHOLDER = re.compile(r"\$\{environment\.([A-Za-z_][A-Za-z0-9_]*)\}")
+_PACKAGE_PLACEHOLDER = re.compile(r"\$\{packages(?:\.([^.}]+))?\.([\w:/-]+)\}")  # rdk's packagePlaceholderRegexp
+#: Where `${packages.<type>.<name>}` is looked up (`labelsieve run --packages-dir`); default viam-server's ~/.viam/packages.
+PACKAGES_DIR_ENV = "LABELSIEVE_PACKAGES_DIR"
 
-_TOP_KEYS = {"components", "services", "modules"}
+_TOP_KEYS = {"components", "services", "modules", "packages"}
 _IGNORED_TOP = {"network", "auth", "cloud", "agent", "debug", "disable_partial_start", "enable_web_profile", "revision"}
-_UNSUPPORTED_TOP = {"remotes", "processes", "packages", "fragments", "jobs", "overwrite_fragment_status", "maintenance"}
+_UNSUPPORTED_TOP = {"remotes", "processes", "fragments", "jobs", "overwrite_fragment_status", "maintenance"}
 _UNSUPPORTED_FIX = {
     "remotes": "another machine's resources need viam-server; run this config there, or run the remote's modules here",
     "processes": "start the process yourself, or run this config under viam-server, whose process manager runs them",
-    "packages": "registry packages are downloaded by viam-server; download the package and give its local path instead",
     "fragments": "paste the fragment's components, services and modules into this config, or run it under viam-server",
 }
 _RESOURCE_KEYS = {"name", "api", "type", "namespace", "model", "attributes", "depends_on", "service_configs", "frame",
@@ -83,19 +85,48 @@ class MachineConfig:
         return next(r for r in self.resources if r.name == name)
 
 
-def _substitute(value: Any, where: str) -> Any:
-    """Expand ${environment.X} everywhere, as viam-server does; a missing variable is an error, not an empty string."""
+def _package_folder(packages: list[Any], kind: str, name: str, where: str) -> str:
+    """The local folder of the config's package `name`, in viam-server's layout under the packages dir:
+    `data/<type>/<package id, '/' -> '-'>-<version>` (older viam-server: `.data/`), or a folder named after the package."""
+    config = next((p for p in packages if isinstance(p, dict) and p.get("name") == name), None)
+    if config is None:
+        raise ConfigError(where, "", f"uses ${{packages.{name}}} but the config's 'packages' has no package named {name!r}",
+                          "add it to 'packages' (name, package, type, version)")
+    kind, package_type = kind or "ml_model", str(config.get("type") or "ml_model")
+    if kind != package_type:
+        raise ConfigError(where, "", f"${{packages.{kind}.{name}}} names a {kind} but {name!r} is a {package_type}",
+                          f"use ${{packages.{package_type}.{name}}}")
+    root = Path(os.environ.get(PACKAGES_DIR_ENV) or Path.home() / ".viam" / "packages").expanduser()
+    stem = str(config.get("package", name)).replace("/", "-")
+    version = str(config.get("version") or "latest")
+    for data in (root / "data" / kind, root / ".data" / kind):
+        if (data / f"{stem}-{version}").is_dir():
+            return str(data / f"{stem}-{version}")
+        found = sorted((p for p in data.glob(f"{stem}-*") if p.is_dir()), key=lambda p: p.stat().st_mtime)
+        if found and version == "latest":
+            return str(found[-1])  # the newest one downloaded
+    if (root / name).is_dir():
+        return str(root / name)
+    raise ConfigError(where, "", f"package {name!r} ({config.get('package', name)} {version}) is not in {root}",
+                      f"download it into {root / 'data' / kind / f'{stem}-{version}'}, or point --packages-dir at "
+                      "viam-server's packages folder")
+
+
+def _substitute(value: Any, where: str, packages: list[Any]) -> Any:
+    """Expand ${environment.X} and ${packages.[type.]name} everywhere, as viam-server does; a missing variable or
+    package is an error, not an empty string."""
     if isinstance(value, str):
         def repl(m: re.Match[str]) -> str:
             if m.group(1) not in os.environ:
                 raise ConfigError(where, "", f"uses ${{environment.{m.group(1)}}} but {m.group(1)} is not set",
                                   f"export {m.group(1)}=... before starting, or remove the placeholder")
             return os.environ[m.group(1)]
-        return _PLACEHOLDER.sub(repl, value)
+        value = _PLACEHOLDER.sub(repl, value)
+        return _PACKAGE_PLACEHOLDER.sub(lambda m: _package_folder(packages, m.group(1) or "", m.group(2), where), value)
     if isinstance(value, list):
-        return [_substitute(v, where) for v in value]
+        return [_substitute(v, where, packages) for v in value]
     if isinstance(value, dict):
-        return {k: _substitute(v, f"{where}.{k}") for k, v in value.items()}
+        return {k: _substitute(v, f"{where}.{k}", packages) for k, v in value.items()}
     return value
 
 
@@ -175,7 +206,7 @@ def parse_config(raw: Any, path: Path, source: bytes = b"") -> MachineConfig:
             raise ConfigError(where, key, "is not supported by labelsieve's embedded runtime",
                               _UNSUPPORTED_FIX.get(key, "run this config under viam-server"))
     check_keys(where, "", (k for k in raw if k not in _IGNORED_TOP), _TOP_KEYS)
-    raw = _substitute(raw, where)
+    raw = _substitute(raw, where, _expect(raw.get("packages", []), list, where, "packages", "a list"))
     modules = tuple(_parse_module(m, i, path.parent) for i, m in enumerate(_expect(raw.get("modules", []), list, where, "modules", "a list")))
     resources = tuple(
         _parse_resource(r, section, i)
