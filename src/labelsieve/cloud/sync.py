@@ -35,7 +35,8 @@ from viam.utils import create_filter
 from labelsieve.capture.format import CAPTURE_SUFFIX, CorruptCaptureError, read_capture
 from labelsieve.capture.sync import SyncReport
 from labelsieve.cloud.viam import Cloud, ViamUrl, connect, parse_url
-from labelsieve.errors import BackendError, ConfigError, InputError
+from labelsieve.errors import BackendError, ConfigError, InputError, LabelsieveError
+from labelsieve.retry import backoff
 
 __all__ = ["FAILED_DIR", "sync_to_viam", "viam_sync_target"]
 
@@ -47,8 +48,8 @@ _EXTENSIONS = {"image/jpeg": ".jpeg", "image/png": ".png"}  # viam-server replac
 T = TypeVar("T")
 
 
-class _Stopped(Exception):
-    """`stop` was set while waiting to retry."""
+class _Stopped(LabelsieveError):
+    """`stop` was set while waiting to retry (never leaves this module)."""
 
 
 def viam_sync_target(url: str) -> ViamUrl:
@@ -98,8 +99,9 @@ class _Syncer:
 
     async def retrying(self, work: Callable[[], Awaitable[T]]) -> T:
         """`work()` until it succeeds; a BackendError (unreachable, timed out, failing) waits and tries again."""
-        delay, waited = self.first_backoff_s, 0.0
+        attempt, waited = 0, 0.0
         while True:
+            delay = backoff(attempt, _MAX_BACKOFF_S, self.first_backoff_s)
             try:
                 return await work()
             except BackendError as exc:
@@ -112,7 +114,7 @@ class _Syncer:
                 elif await asyncio.to_thread(self.stop.wait, delay):
                     raise _Stopped from None
                 waited += delay
-                delay = min(delay * 2, _MAX_BACKOFF_S)
+                attempt += 1
 
     def set_aside(self, path: Path, reason: str) -> None:
         rel = path.relative_to(self.capture_dir)
