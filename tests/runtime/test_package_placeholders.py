@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from labelsieve.errors import ConfigError
-from labelsieve.runtime.config import PACKAGES_DIR_ENV, load_config
+from labelsieve.runtime.config import load_config
 
 
 def _config(tmp: Path, placeholder: str, version: str = "3") -> Path:
@@ -19,14 +19,13 @@ def _config(tmp: Path, placeholder: str, version: str = "3") -> Path:
     return tmp / "machine.json"
 
 
-def test_packages_resolve_in_viam_servers_layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(PACKAGES_DIR_ENV, str(tmp_path / "packages"))
+def test_packages_resolve_in_viam_servers_layout(tmp_path: Path) -> None:
     folder = tmp_path / "packages" / "data" / "ml_model" / "org-1-det-3"
     folder.mkdir(parents=True)
     for placeholder in ("${packages.ml_model.det}", "${packages.det}"):
-        (resource,) = load_config(_config(tmp_path, placeholder)).resources
+        (resource,) = load_config(_config(tmp_path, placeholder), tmp_path / "packages").resources
         assert resource.attributes["model_path"] == f"{folder}/model.onnx" and resource.attributes["other"] == str(folder)
-    (resource,) = load_config(_config(tmp_path, "${packages.det}", version="latest")).resources
+    (resource,) = load_config(_config(tmp_path, "${packages.det}", version="latest"), tmp_path / "packages").resources
     assert resource.attributes["other"] == str(folder)
 
 
@@ -35,8 +34,6 @@ def test_packages_resolve_in_viam_servers_layout(tmp_path: Path, monkeypatch: py
     ("${packages.module.det}", "names a module but 'det' is a ml_model"),
     ("${packages.ml_model.other}", "no package named 'other'"),
 ])
-def test_a_missing_package_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, placeholder: str,
-                                             message: str) -> None:
-    monkeypatch.setenv(PACKAGES_DIR_ENV, str(tmp_path / "packages"))
+def test_a_missing_package_is_a_config_error(tmp_path: Path, placeholder: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        load_config(_config(tmp_path, placeholder))
+        load_config(_config(tmp_path, placeholder), tmp_path / "packages")

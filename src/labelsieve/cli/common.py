@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from labelsieve.paths import home
 
@@ -22,21 +21,11 @@ def add_log_level(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
-class _PackagesDir(argparse.Action):
-    """Exported as LABELSIEVE_PACKAGES_DIR, which every config load (a reload too) reads."""
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
-                 option_string: str | None = None) -> None:
-        from labelsieve.runtime.config import PACKAGES_DIR_ENV
-
-        os.environ[PACKAGES_DIR_ENV] = str(Path(values).expanduser().resolve())
-        setattr(namespace, self.dest, values)
-
-
 def add_machine_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", type=Path, help="machine config JSON (viam-server's shape)")
     p.add_argument("--data-dir", type=Path, default=home(),
                    help="VIAM_HOME for modules; module data (weights caches) goes under it (default ~/.labelsieve)")
-    p.add_argument("--packages-dir", action=_PackagesDir, metavar="DIR",
+    p.add_argument("--packages-dir", type=lambda v: Path(v).expanduser().resolve(), default=Path("~/.viam/packages"),
+                   metavar="DIR",
                    help="where ${packages.ml_model.NAME} placeholders are found, in viam-server's layout "
                         "(DIR/data/ml_model/<package>-<version>; default ~/.viam/packages)")

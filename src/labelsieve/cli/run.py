@@ -60,7 +60,8 @@ def _run(args: argparse.Namespace) -> int:
         log.warning("listening on %s with no API key: anyone who can reach this port controls the machine", args.host)
     options = RuntimeOptions(args.config.resolve(), args.host, args.port, args.api_key, args.api_key_id,
                              args.tls_cert, args.tls_key, args.data_dir, args.watch_config,
-                             max_request_bytes=args.max_request_bytes, strict=args.strict)
+                             max_request_bytes=args.max_request_bytes, strict=args.strict,
+                             packages_dir=args.packages_dir)
     tls = bool(args.api_key or args.tls_cert)
     return Server(options, lambda runtime: print(_connect_hint(runtime.address, args.api_key_id, bool(args.api_key), tls),
                                                  flush=True)).run()

@@ -20,7 +20,8 @@ def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def handle(args: argparse.Namespace) -> int:
     from labelsieve.runtime import Runtime, RuntimeOptions
 
-    options = RuntimeOptions(args.config.resolve(), data_dir=args.data_dir, watch_config=False)
+    options = RuntimeOptions(args.config.resolve(), data_dir=args.data_dir, watch_config=False,
+                             packages_dir=args.packages_dir)
     config = asyncio.run(Runtime(options).validate())
     print(f"{args.config}: valid ({len(config.modules)} modules, {len(config.resources)} resources)")
     for warning in config.warnings:

@@ -29,8 +29,8 @@ _SHORT_MODEL = re.compile(r"^[A-Za-z0-9_-]+$")
 _RESERVED_MODULE_NAMES = {"builtin"}
 _PLACEHOLDER = re.compile(r"\$\{environment\.([A-Za-z_][A-Za-z0-9_]*)\}")
 _PACKAGE_PLACEHOLDER = re.compile(r"\$\{packages(?:\.([^.}]+))?\.([\w:/-]+)\}")  # rdk's packagePlaceholderRegexp
-#: Where `${packages.<type>.<name>}` is looked up (`labelsieve run --packages-dir`); default viam-server's ~/.viam/packages.
-PACKAGES_DIR_ENV = "LABELSIEVE_PACKAGES_DIR"
+#: Where `${packages.<type>.<name>}` is looked up unless `load_config` is told (`labelsieve run --packages-dir`).
+DEFAULT_PACKAGES_DIR = Path("~/.viam/packages")
 
 _TOP_KEYS = {"components", "services", "modules", "packages"}
 _IGNORED_TOP = {"network", "auth", "cloud", "agent", "debug", "disable_partial_start", "enable_web_profile", "revision"}
@@ -85,7 +85,7 @@ class MachineConfig:
         return next(r for r in self.resources if r.name == name)
 
 
-def _package_folder(packages: list[Any], kind: str, name: str, where: str) -> str:
+def _package_folder(packages: list[Any], kind: str, name: str, where: str, root: Path) -> str:
     """The local folder of the config's package `name`, in viam-server's layout under the packages dir:
     `data/<type>/<package id, '/' -> '-'>-<version>` (older viam-server: `.data/`), or a folder named after the package."""
     config = next((p for p in packages if isinstance(p, dict) and p.get("name") == name), None)
@@ -96,7 +96,7 @@ def _package_folder(packages: list[Any], kind: str, name: str, where: str) -> st
     if kind != package_type:
         raise ConfigError(where, "", f"${{packages.{kind}.{name}}} names a {kind} but {name!r} is a {package_type}",
                           f"use ${{packages.{package_type}.{name}}}")
-    root = Path(os.environ.get(PACKAGES_DIR_ENV) or Path.home() / ".viam" / "packages").expanduser()
+    root = root.expanduser()
     stem = str(config.get("package", name)).replace("/", "-")
     version = str(config.get("version") or "latest")
     for data in (root / "data" / kind, root / ".data" / kind):
@@ -112,7 +112,7 @@ def _package_folder(packages: list[Any], kind: str, name: str, where: str) -> st
                       "viam-server's packages folder")
 
 
-def _substitute(value: Any, where: str, packages: list[Any]) -> Any:
+def _substitute(value: Any, where: str, packages: list[Any], root: Path) -> Any:
     """Expand ${environment.X} and ${packages.[type.]name} everywhere, as viam-server does; a missing variable or
     package is an error, not an empty string."""
     if isinstance(value, str):
@@ -122,11 +122,12 @@ def _substitute(value: Any, where: str, packages: list[Any]) -> Any:
                                   f"export {m.group(1)}=... before starting, or remove the placeholder")
             return os.environ[m.group(1)]
         value = _PLACEHOLDER.sub(repl, value)
-        return _PACKAGE_PLACEHOLDER.sub(lambda m: _package_folder(packages, m.group(1) or "", m.group(2), where), value)
+        return _PACKAGE_PLACEHOLDER.sub(lambda m: _package_folder(packages, m.group(1) or "", m.group(2), where, root),
+                                       value)
     if isinstance(value, list):
-        return [_substitute(v, where, packages) for v in value]
+        return [_substitute(v, where, packages, root) for v in value]
     if isinstance(value, dict):
-        return {k: _substitute(v, f"{where}.{k}", packages) for k, v in value.items()}
+        return {k: _substitute(v, f"{where}.{k}", packages, root) for k, v in value.items()}
     return value
 
 
@@ -198,7 +199,7 @@ def _parse_resource(raw: Any, section: str, index: int) -> ResourceConfig:
                           str(log.get("level", "")).lower())
 
 
-def parse_config(raw: Any, path: Path, source: bytes = b"") -> MachineConfig:
+def parse_config(raw: Any, path: Path, source: bytes = b"", packages_dir: Path = DEFAULT_PACKAGES_DIR) -> MachineConfig:
     where = path.name
     _expect(raw, dict, where, "", "a JSON object")
     for key in raw:
@@ -206,7 +207,7 @@ def parse_config(raw: Any, path: Path, source: bytes = b"") -> MachineConfig:
             raise ConfigError(where, key, "is not supported by labelsieve's embedded runtime",
                               _UNSUPPORTED_FIX.get(key, "run this config under viam-server"))
     check_keys(where, "", (k for k in raw if k not in _IGNORED_TOP), _TOP_KEYS)
-    raw = _substitute(raw, where, _expect(raw.get("packages", []), list, where, "packages", "a list"))
+    raw = _substitute(raw, where, _expect(raw.get("packages", []), list, where, "packages", "a list"), packages_dir)
     modules = tuple(_parse_module(m, i, path.parent) for i, m in enumerate(_expect(raw.get("modules", []), list, where, "modules", "a list")))
     resources = tuple(
         _parse_resource(r, section, i)
@@ -252,7 +253,7 @@ def _unique(labels: Iterable[str]) -> None:
         seen.add(label)
 
 
-def load_config(path: str | os.PathLike[str]) -> MachineConfig:
+def load_config(path: str | os.PathLike[str], packages_dir: Path = DEFAULT_PACKAGES_DIR) -> MachineConfig:
     path = Path(path).resolve()
     try:
         source = path.read_bytes()
@@ -268,7 +269,7 @@ def load_config(path: str | os.PathLike[str]) -> MachineConfig:
     if where := _non_finite(raw):
         raise ConfigError(path.name, where, "is NaN or Infinity, which JSON does not allow (Python's parser does)",
                           "use a finite number")
-    return parse_config(raw, path, source)
+    return parse_config(raw, path, source, packages_dir)
 
 
 def _non_finite(raw: Any) -> str:

@@ -33,7 +33,7 @@ from labelsieve.errors import InvalidMachineConfig, LabelsieveError, ModuleError
 from labelsieve.runtime import reload
 from labelsieve.paths import home
 from labelsieve.runtime.builtins import BuiltinHost, MachineContext
-from labelsieve.runtime.config import MachineConfig, dependency_order, load_config
+from labelsieve.runtime.config import DEFAULT_PACKAGES_DIR, MachineConfig, dependency_order, load_config
 from labelsieve.runtime.listener import DEFAULT_MAX_REQUEST_BYTES, ApiKeyAuth, make_server, self_signed, server_context
 from labelsieve.runtime.modules import ModulePool, Owner, RestartPolicy
 from labelsieve.runtime.process import Dependencies
@@ -70,6 +70,8 @@ class RuntimeOptions:
     strict: bool = False
     #: False: a machine that never captures (`labelsieve eval`): its data manager runs with capture disabled.
     capture: bool = True
+    #: Where `${packages.<type>.<name>}` placeholders are found, in viam-server's layout.
+    packages_dir: Path = DEFAULT_PACKAGES_DIR
 
 
 class Runtime:
@@ -102,7 +104,7 @@ class Runtime:
         """Everything `start` checks, with no resource added and no listener opened; every problem raised together."""
         self.pool.quiet = True
         try:
-            config = load_config(self.options.config_path)
+            config = load_config(self.options.config_path, self.options.packages_dir)
             await self._checked(config)
             return config
         finally:
@@ -111,7 +113,7 @@ class Runtime:
     async def start(self) -> None:
         try:
             async with self._lock:  # a module crashing meanwhile is restarted after, not during, start-up
-                config = load_config(self.options.config_path)
+                config = load_config(self.options.config_path, self.options.packages_dir)
                 await self._listen()  # first: a taken port should not cost minutes of weight loading
                 if not self.options.strict:
                     await self.builtins.start()
@@ -216,7 +218,7 @@ class Runtime:
     async def reload(self) -> None:
         """Apply the file's current content."""
         assert self.config is not None
-        await self._apply(self.config, load_config(self.options.config_path))
+        await self._apply(self.config, load_config(self.options.config_path, self.options.packages_dir))
 
     async def _apply(self, old: MachineConfig, new: MachineConfig, *, starting: bool = False) -> None:
         """Go from `old` to `new`: `reload.plan`, check, then the steps `reload.settle` decides. Start-up is the step
