@@ -65,7 +65,7 @@ class AutoLabelFilterService(Vision, EasyResource):
     async def _examine(self, image: ViamImage, gate: bool) -> tuple[list[Detection], list[dict[str, Any]]]:
         decoded = await asyncio.to_thread(images.decode, image.data, where=f"{self.name}: the image")
         decision = await self.filter.examine(Frame(decoded, image.data, image.mime_type), gate=gate)
-        return detections_to_viam(decision.detections, *decoded.size), [p.as_dict() for p in decision.provenance]
+        return detections_to_viam(decision.detections, *decoded.size), [p or {} for p in decision.detections.provenance]
 
     async def _camera_frame(self, camera_name: str) -> ViamImage:
         return await camera_frame(self.name, self.camera, self.config.camera_name, camera_name)

@@ -73,14 +73,14 @@ def test_yes_relabels_no_becomes_the_negative_label_and_unsure_is_dropped() -> N
     assert decision.detections.class_name.tolist() == ["no_glasses", "hat"]  # verified negatives are kept as training data
     assert decision.detections.xyxy.tolist() == [[10, 10, 50, 90]] * 2  # the proposer's box, not the padded crop
     assert decision.detections.confidence.tolist() == pytest.approx([0.8 * 0.9, 0.8 * 0.7])
-    assert [p.as_dict() for p in decision.provenance] == [
+    assert decision.detections.provenance == [
         {"rule": 0, "question": "Glasses?", "proposer": "gdino", "proposer_class": "person", "proposer_score": pytest.approx(0.8),
          "verifier": "vlm", "answer": "no", "verifier_confidence": 0.9, "agreement": pytest.approx(0.72), "crop": [6, 2, 54, 98]},
         {"rule": 1, "question": "Hat?", "proposer": "gdino", "proposer_class": "person", "proposer_score": pytest.approx(0.8),
          "verifier": "vlm", "answer": "yes", "verifier_confidence": 0.7, "agreement": pytest.approx(0.56), "crop": [6, 2, 54, 98]},
     ]
-    for p in decision.provenance:  # what the data manager stores in BoundingBox.id comes back whole
-        assert decode_provenance(encode_provenance(p.as_dict())) == p.as_dict()
+    for p in decision.detections.provenance:  # what the data manager stores in BoundingBox.id comes back whole
+        assert p is not None and decode_provenance(encode_provenance(p)) == p
     # one box per rule that asks about it; the dog has no rule; padding 0.1 each side of the person, none on the car
     assert sorted(stages.asked) == [((40, 40), "Red car?"), ((48, 96), "Glasses?"), ((48, 96), "Hat?")]
     assert sieve.stats.as_dict() == {
@@ -94,7 +94,7 @@ def test_no_without_a_negative_label_is_dropped_and_nothing_verified_keeps_nothi
     stages = Stages(boxes((10, 10, 50, 90, 0.8, "person")), {"Hat?": ("no", 0.95)})
     decision = examine(make(stages, HAT))
     assert not decision.kept and decision.outcome == "nothing_verified" and len(decision.detections) == 0
-    assert decision.provenance == ()
+    assert decision.detections.provenance == []
 
 
 def test_min_confidence_and_class_matching() -> None:

@@ -22,7 +22,7 @@ from viam.robot.client import RobotClient
 from viam.services.vision import VisionClient
 
 from labelsieve.capture.format import decode_provenance, read_capture
-from labelsieve.runtime.builtins.data_manager import DataManager
+from labelsieve.runtime.builtins.data_manager import DataManagerService
 
 GREY = (128, 128, 128)
 RED, BLUE, GREEN, YELLOW = (220, 30, 30), (30, 30, 220), (30, 200, 30), (220, 220, 30)
@@ -203,7 +203,7 @@ def test_data_capture_stores_only_verified_frames_with_provenance(machine: tuple
 
     async def check(robot: RobotClient) -> dict[str, Any]:
         async def captured() -> dict[str, Any]:
-            stats = await DataManager.from_robot(robot, "data_manager").do_command({"stats": {}})
+            stats = await DataManagerService.from_robot(robot, "data_manager").do_command({"stats": {}})
             counts = stats["methods"]["rdk:service:vision/labeler-dm/CaptureAllFromCamera"]
             assert counts["captured"] >= 2 and counts["filtered"] >= 3, stats  # the empty, still and failing frames
             return counts

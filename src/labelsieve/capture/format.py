@@ -23,13 +23,16 @@ from typing import Any, BinaryIO
 
 from google.protobuf.internal.decoder import _DecodeVarint  # type: ignore[attr-defined]
 from google.protobuf.internal.encoder import _VarintBytes  # type: ignore[attr-defined]
+import numpy as np
 from google.protobuf.message import DecodeError
+from viam.proto.app.data import Annotations
 from viam.proto.app.datasync import DataCaptureMetadata, SensorData
 
+from labelsieve.detections import Detections
 from labelsieve.errors import InputError
 
-__all__ = ["CaptureFile", "CorruptCaptureError", "capture_dir_for", "capture_file_name", "decode_provenance",
-           "encode_provenance", "read_capture", "write_capture"]
+__all__ = ["CaptureFile", "CorruptCaptureError", "as_annotations", "capture_dir_for", "capture_file_name",
+           "decode_provenance", "encode_provenance", "from_annotations", "read_capture", "write_capture"]
 
 CAPTURE_SUFFIX, PROGRESS_SUFFIX = ".capture", ".prog"
 _PROVENANCE_TAG = "ls1:"  # versioned, so an id written by anything else is never mistaken for ours
@@ -141,3 +144,24 @@ def decode_provenance(box_id: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def as_annotations(detections: Detections, width: int, height: int) -> Annotations:
+    """A reading's boxes: normalized corners, and each box's provenance (where it has one) in its `id`."""
+    annotations = Annotations()
+    for ((x0, y0, x1, y1), confidence, name), provenance in zip(detections, detections.provenance):
+        annotations.bboxes.add(label=name, confidence=confidence, id=encode_provenance(provenance) if provenance else "",
+                               x_min_normalized=float(x0) / width, y_min_normalized=float(y0) / height,
+                               x_max_normalized=float(x1) / width, y_max_normalized=float(y1) / height)
+    return annotations
+
+
+def from_annotations(annotations: Annotations, width: int, height: int) -> Detections:
+    """A reading's boxes in pixels, as written: not clipped or checked (a reader decides what an unusable box means). A
+    box without a confidence (a human label) has 1; one without our provenance (a file from viam-server) has None."""
+    boxes = annotations.bboxes
+    corners = [(b.x_min_normalized * width, b.y_min_normalized * height, b.x_max_normalized * width,
+                b.y_max_normalized * height) for b in boxes]
+    return Detections(np.array(corners, np.float32).reshape(-1, 4),
+                      np.array([float(b.confidence) if b.HasField("confidence") else 1.0 for b in boxes], np.float32),
+                      np.array([b.label for b in boxes], np.str_)).with_provenance([decode_provenance(b.id) for b in boxes])

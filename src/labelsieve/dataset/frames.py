@@ -1,44 +1,50 @@
-"""Frames out of capture files: the image, its boxes (normalized xyxy, label, confidence, provenance) and what the split
-needs to keep one scene on one side (the stream it came from, its time, a perceptual hash)."""
+"""Frames out of capture files: the image, its boxes (a `Detections` in pixels, each box's provenance inside it, the
+capture's source, time and stream in its metadata) and what the split needs to keep one scene on one side."""
 
 from __future__ import annotations
 
 import hashlib
-import io
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from labelsieve.capture.format import CaptureFile, decode_provenance
+from labelsieve.capture.format import CaptureFile, from_annotations
+from labelsieve.detections import Detections
 from labelsieve.errors import InputError
+from labelsieve.images import open_checked
 
-__all__ = ["Box", "Frame", "dhash", "frames_of"]
+__all__ = ["CapturedFrame", "dhash", "frames_of", "unusable"]
 
 _EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp"}
 
 
 @dataclass(frozen=True)
-class Box:
-    label: str
-    xyxy: tuple[float, float, float, float]  # normalized to the image, clipped to [0, 1]
-    confidence: float
-    provenance: dict[str, Any] | None
+class CapturedFrame:
+    """A dataset's frame: an image read from a capture file, by content."""
 
-
-@dataclass(frozen=True)
-class Frame:
     digest: str  # sha256 of the image bytes: the file name in the dataset, so a frame captured twice is one image
     suffix: str
     width: int
     height: int
-    time: float  # seconds since the epoch, when it was requested
-    stream: str  # the resource and method that captured it: consecutive frames of one stream may be one scene
-    source: str  # "<capture file>#<reading>"
-    boxes: tuple[Box, ...]
+    detections: Detections  # clipped to the image; metadata: source ("<capture file>#<reading>"), time, stream
     dhash: int
+
+    @property
+    def time(self) -> float:
+        """Seconds since the epoch, when it was requested."""
+        return float(self.detections.metadata.get("time", 0.0))
+
+    @property
+    def stream(self) -> str:
+        """The resource and method that captured it: consecutive frames of one stream may be one scene."""
+        return str(self.detections.metadata.get("stream", ""))
+
+    @property
+    def source(self) -> str:
+        return str(self.detections.metadata.get("source", ""))
 
 
 def dhash(image: Image.Image) -> int:
@@ -48,19 +54,42 @@ def dhash(image: Image.Image) -> int:
     return int(np.packbits(bits).view(">u8")[0])
 
 
-def _boxes(annotations: Any) -> tuple[Box, ...]:
-    boxes = []
-    for b in annotations.bboxes:
-        x0, y0, x1, y1 = (min(max(v, 0.0), 1.0) for v in
-                          (b.x_min_normalized, b.y_min_normalized, b.x_max_normalized, b.y_max_normalized))
-        if x1 > x0 and y1 > y0 and b.label:
-            boxes.append(Box(b.label, (x0, y0, x1, y1), float(b.confidence) if b.HasField("confidence") else 1.0,
-                             decode_provenance(b.id)))
-    return tuple(boxes)
+def unusable(detections: Detections, width: int, height: int) -> str | None:
+    """Why a box of this frame cannot be a label, or None. A box a little out of frame is clipped and kept; one with a
+    non-finite corner, no label, corners the wrong way round, or nothing inside the frame cannot be: leaving it out
+    would make its object background, so the caller skips the whole frame."""
+    for i, ((x0, y0, x1, y1), _, name) in enumerate(detections):
+        corners = [float(v) for v in (x0, y0, x1, y1)]
+        if not name.strip():
+            return f"box {i} has no label"
+        if not all(math.isfinite(v) for v in corners):
+            return f"box {i} ({name}) has a corner that is not a finite number: {corners}"
+        if x1 <= x0 or y1 <= y0:
+            return f"box {i} ({name}) is inverted or empty: {corners}"
+        if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
+            return f"box {i} ({name}) lies wholly outside the {width}x{height} image: {corners}"
+    return None
 
 
-def frames_of(capture: CaptureFile, source: str) -> Iterator[tuple[Frame, bytes] | InputError]:
-    """Each image reading with its bytes; an undecodable image comes out as an InputError for the report, not raised."""
+def _open(data: bytes, where: str) -> tuple[str, int, int, int]:
+    """(suffix, width, height, hash) of an image; unreadable, unsupported or over-limit images are an InputError."""
+    try:
+        image = open_checked(data, where=where)
+        suffix = _EXTENSIONS.get(image.format or "")
+        if suffix is None:
+            raise InputError(f"{where}: unsupported image format {image.format}")
+        width, height = image.size
+        image.draft("RGB", (64, 64))  # JPEG: decode at 1/8 scale, plenty for a 9x8 hash
+        return suffix, width, height, dhash(image)
+    except Image.DecompressionBombError as exc:  # PIL's own check, where its limit is lower than ours
+        raise InputError(f"{where}: over PIL's image size limit: {exc}") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise InputError(f"{where}: not a readable image: {exc}") from exc
+
+
+def frames_of(capture: CaptureFile, source: str) -> Iterator[tuple[CapturedFrame, bytes] | InputError]:
+    """Each image reading with its bytes. An unreadable or over-limit image, or a frame with a box that cannot be used,
+    comes out as an InputError for the report, not raised."""
     header = capture.header
     stream = f"{header.component_type}/{header.component_name}/{header.method_name}"
     for i, reading in enumerate(capture.readings):
@@ -69,21 +98,15 @@ def frames_of(capture: CaptureFile, source: str) -> Iterator[tuple[Frame, bytes]
             continue  # tabular readings carry no image
         data = reading.binary
         try:
-            image = Image.open(io.BytesIO(data))
-            suffix = _EXTENSIONS.get(image.format or "")
-            if suffix is None:
-                raise InputError(f"{where}: unsupported image format {image.format}")
-            width, height = image.size
-            image.draft("RGB", (64, 64))  # JPEG: decode at 1/8 scale, plenty for a 9x8 hash
-            fingerprint = dhash(image)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-            yield InputError(f"{where}: not a readable image: {exc}")
-            continue
+            suffix, width, height, fingerprint = _open(data, where)
         except InputError as exc:
             yield exc
             continue
         meta = reading.metadata
+        boxes = from_annotations(meta.annotations, width, height)
+        if (problem := unusable(boxes, width, height)) is not None:
+            yield InputError(f"{where}: {problem}; the frame is left out rather than kept with that object as background")
+            continue
         time = meta.time_requested.seconds + meta.time_requested.nanos / 1e9
-        frame = Frame(hashlib.sha256(data).hexdigest(), suffix, width, height, time, stream, where,
-                      _boxes(meta.annotations), fingerprint)
-        yield frame, data
+        detections = boxes.clip(width, height).with_metadata(source=where, time=time, stream=stream)
+        yield CapturedFrame(hashlib.sha256(data).hexdigest(), suffix, width, height, detections, fingerprint), data

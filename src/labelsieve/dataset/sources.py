@@ -18,6 +18,7 @@ import fsspec
 
 from labelsieve.capture.format import CAPTURE_SUFFIX
 from labelsieve.errors import InputError
+from labelsieve.files import write_bytes_atomic
 
 __all__ = ["SourceFile", "download_dataset", "list_captures", "read_source"]
 
@@ -56,9 +57,7 @@ def read_source(file: SourceFile, cache: Path) -> bytes:
     with fsspec.open(file.url, "rb") as remote:
         data = remote.read()
     cache.mkdir(parents=True, exist_ok=True)
-    partial = cached.with_suffix(f".{os.getpid()}.part")
-    partial.write_bytes(data)
-    os.replace(partial, cached)
+    write_bytes_atomic(cached, data)
     return data
 
 

@@ -36,13 +36,16 @@ from labelsieve.runtime.builtins import register
 from labelsieve.runtime.config import MachineConfig, ResourceConfig
 from labelsieve.viam.convert import attributes_of
 
-__all__ = ["DataManager", "DataManagerClient"]
+__all__ = ["DataManagerClient", "DataManagerService"]
 
 #: Where `expand` puts the capture methods it collected; never written to a file, and never seen by viam-server.
 _CAPTURES = "__labelsieve_capture_methods"
 
 
-class DataManager(ServiceBase):
+class DataManagerService(ServiceBase):
+    """The data manager's API as SDK clients see it (`DataManagerService.from_robot(robot, name)`); its capture and sync
+    core is `labelsieve.capture.manager.DataManager`."""
+
     API: Final = API("rdk", "service", "data_manager")  # type: ignore[misc]
 
     @abc.abstractmethod
@@ -51,7 +54,7 @@ class DataManager(ServiceBase):
 
 
 class DataManagerRPCService(DataManagerServiceBase, ResourceRPCServiceBase):
-    RESOURCE_TYPE: ClassVar = DataManager
+    RESOURCE_TYPE: ClassVar = DataManagerService
 
     async def Sync(self, stream: Any) -> None:
         request = await stream.recv_message()
@@ -70,7 +73,7 @@ class DataManagerRPCService(DataManagerServiceBase, ResourceRPCServiceBase):
         raise GRPCError(Status.UNIMPLEMENTED, "uploading to Viam cloud datasets needs viam-server; use sync_url instead")
 
 
-class DataManagerClient(DataManager, ReconfigurableResourceRPCClientBase):
+class DataManagerClient(DataManagerService, ReconfigurableResourceRPCClientBase):
     def __init__(self, name: str, channel: Channel) -> None:
         self.channel, self.client = channel, DataManagerServiceStub(channel)
         super().__init__(name)
@@ -84,7 +87,7 @@ class DataManagerClient(DataManager, ReconfigurableResourceRPCClientBase):
         return struct_to_dict(response.result)
 
 
-Registry.register_api(ResourceRegistration(DataManager, DataManagerRPCService, DataManagerClient))
+Registry.register_api(ResourceRegistration(DataManagerService, DataManagerRPCService, DataManagerClient))
 
 
 def _methods(config: ComponentConfig) -> tuple[DataManagerConfig, list[CaptureMethod]]:
@@ -94,7 +97,7 @@ def _methods(config: ComponentConfig) -> tuple[DataManagerConfig, list[CaptureMe
 
 
 @register
-class BuiltinDataManager(DataManager):
+class BuiltinDataManager(DataManagerService):
     MODEL: ClassVar = Model(ModelFamily("rdk", "builtin"), "builtin")
     capture: Capture
     _started: asyncio.Task[None]
