@@ -147,3 +147,17 @@ def test_a_truth_file_naming_absent_images_is_refused(scene: dict[str, Any], tmp
     with pytest.raises(InputError, match="1 image\\(s\\) not found .* 'gone.jpg'; pass --images DIR"):
         load_coco(tmp_path / "truth.json", scene["truth"].parent)
     assert len(load_coco(scene["truth"]).images) == FRAMES
+
+
+def test_eval_reads_the_filter_as_the_runtime_does(scene: dict[str, Any], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """`${environment.X}` is expanded as in a run (it was read raw), and a resource that is no filter is named as such."""
+    from labelsieve.eval.stages import filter_config
+
+    config = json.loads(scene["config"].read_text())
+    config["services"][2]["attributes"]["detector"] = "${environment.EVAL_DETECTOR}"
+    (tmp_path / "machine.json").write_text(json.dumps(config))
+    monkeypatch.setenv("EVAL_DETECTOR", "proposer")
+    assert filter_config(tmp_path / "machine.json", "labeler").detector == "proposer"
+    with pytest.raises(InputError, match="'proposer' is a test:vision:scripted-proposer, not an auto-label filter"):
+        filter_config(tmp_path / "machine.json", "proposer")

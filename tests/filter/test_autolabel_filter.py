@@ -215,3 +215,36 @@ def test_bad_attributes_name_the_field(attrs: dict[str, Any], field: str) -> Non
     with pytest.raises(ConfigError) as err:
         FilterConfig.parse("labeler", {"detector": "gdino", "verifier": "vlm", **attrs})
     assert err.value.resource == "labeler" and err.value.field == field
+
+
+def test_the_decision_traces_every_proposed_box_under_every_rule() -> None:
+    """What eval reads instead of re-deriving the filter: asked or why not, the verdict as answered and as read, the label."""
+    stages = Stages(boxes((0, 0, 20, 20, 0.9, "person"), (20, 0, 40, 20, 0.2, "person"), (40, 0, 60, 20, 0.8, "dog"),
+                          (60, 0, 80, 20, 0.7, "person"), (80, 0, 99, 20, 0.6, "person")),
+                    {"Glasses?": ("no", 0.8), "Hat?": ("yes", float("nan"))})
+    decision = examine(make(stages, GLASSES, HAT, max_crops_per_frame=4))
+    trace = {(t.box, t.rule): t for t in decision.trace}
+    assert len(decision.trace) == 9 and len(decision.proposals) == 5
+    assert {k: t.asked for k, t in trace.items()} == {
+        (0, 0): "asked", (0, 1): "asked", (3, 0): "asked", (3, 1): "asked", (1, 0): "under_min_confidence",
+        (1, 1): "under_min_confidence", (2, None): "no_rule", (4, 0): "over_max_crops_per_frame",
+        (4, 1): "over_max_crops_per_frame"}
+    asked = [t for t in decision.trace if t.asked == "asked"]
+    assert [(t.box, t.rule) for t in asked] == [(0, 0), (0, 1), (3, 0), (3, 1)]  # the order the crops went out
+    assert [(t.answer, t.confidence, t.label) for t in asked[:2]] == [("no", pytest.approx(0.8), "no_glasses"),
+                                                                      ("unsure", 0.0, None)]
+    assert asked[1].verdict is not None and asked[1].verdict.answer == "yes"  # as answered; read as unsure (NaN)
+    assert all(t.verdict is None and t.label is None for t in decision.trace if t.asked != "asked")
+    assert decision.detections.class_name.tolist() == [t.label for t in asked if t.label]
+    assert len(decision.reasons) == len(decision.trace)
+
+
+def test_a_failed_verifier_leaves_the_trace_unanswered_and_frame_metadata_rides_on_the_boxes() -> None:
+    stages = Stages(boxes((0, 0, 20, 20, 0.9, "person")), {"Hat?": ("yes", 0.9)})
+    sieve = make(stages, HAT)
+    kept = examine(sieve, Frame(Image.new("RGB", (100, 100)), metadata={"source": "a.jpg", "time": 5.0}))
+    assert kept.detections.metadata == {"source": "a.jpg", "time": 5.0}
+    stages.verify_error = RuntimeError("down")
+    failed = examine(sieve, gate=False)
+    assert failed.outcome == "verifier_failed" and len(failed.detections) == 0
+    assert [(t.asked, t.verdict) for t in failed.trace] == [("asked", None)] and len(failed.proposals) == 1
