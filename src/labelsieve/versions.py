@@ -25,14 +25,16 @@ def locked(root: Path) -> Iterator[None]:
         yield
 
 
+def _numbered(root: Path) -> list[tuple[int, Path]]:
+    return sorted((int(m.group(1)), child) for child in (root.iterdir() if root.is_dir() else ())
+                  if (m := _NAME.fullmatch(child.name)))
+
+
 def version_dirs(root: Path) -> list[Path]:
     """Every `vN` folder under `root`, oldest (lowest N) first."""
-    found = [(int(m.group(1)), child) for child in (root.iterdir() if root.is_dir() else ())
-             if (m := _NAME.fullmatch(child.name)) and child.is_dir()]
-    return [path for _, path in sorted(found)]
+    return [path for _, path in _numbered(root) if path.is_dir()]
 
 
 def next_version(root: Path) -> Path:
-    """The folder the next version takes; call under `locked(root)`."""
-    dirs = version_dirs(root)
-    return root / f"v{int(dirs[-1].name[1:]) + 1 if dirs else 1}"
+    """The folder the next version takes, past every `vN` name in use (a stray file too); call under `locked(root)`."""
+    return root / f"v{max((n for n, _ in _numbered(root)), default=0) + 1}"
