@@ -14,7 +14,7 @@ from support.scenes import write_scenes
 from viam.proto.app.data import Annotations, BoundingBox
 from viam.proto.app.datasync import DataCaptureMetadata, SensorData, SensorMetadata
 
-from labelsieve.capture.format import capture_dir_for, write_capture
+from labelsieve.capture.format import capture_dir_for, encode_provenance, write_capture
 from labelsieve.dataset import build_dataset
 
 PIL_DEFAULT = 89_478_485  # PIL's own MAX_IMAGE_PIXELS: an import that stops switching its check off restores it
@@ -70,3 +70,27 @@ def test_a_frame_with_an_unusable_box_is_skipped_and_listed_never_kept_as_backgr
     manifest = [json.loads(line) for line in (result.version.path / "manifest.jsonl").read_text().splitlines()]
     assert [row["box"] for row in manifest] == [[0.0, 0.1, 0.5, 1.0]]
     assert json.loads((result.version.path / "summary.json").read_text())["skipped"] == summary["skipped"]
+
+
+def test_frames_with_ignore_regions_are_skipped_or_filled(tmp_path: Path) -> None:
+    """Issue 19: an unresolved asked-about box never becomes background: skipped by default, painted over on request."""
+    rows = [{"box": [0.6, 0.6, 0.9, 0.9], "label": "red", "rule": 0, "why": "unsure"}]
+    ignored = BoundingBox(label="red", x_min_normalized=0.1, y_min_normalized=0.1, x_max_normalized=0.4,
+                          y_max_normalized=0.4, confidence=0.9, id=encode_provenance({"answer": "yes", "ignore": rows}))
+    overlapping = BoundingBox(label="red", x_min_normalized=0.5, y_min_normalized=0.5, x_max_normalized=0.7,
+                              y_max_normalized=0.7, confidence=0.9, id=encode_provenance({"ignore": rows}))
+    picture = Image.new("RGB", (64, 64), (250, 250, 250))
+    picture.paste((0, 0, 0), (40, 40, 56, 56))  # the unresolved object, inside the ignore region
+    white = encode(picture, "PNG")
+    capture(tmp_path / "capture", "ignore", [(white, [ignored]), (encode(noise(64, 64), "PNG"), [overlapping]),
+                                             (encode(noise(64, 64, seed=5), "PNG"), [box()])])
+    skipped = build_dataset([str(tmp_path / "capture")], tmp_path / "skip", progress=False).summary
+    assert skipped["images"] == 1 and [s["reason"].split(": ", 1)[1][:20] for s in skipped["skipped"]] == [
+        "1 ignore region(s) ("] * 2
+    filled = build_dataset([str(tmp_path / "capture")], tmp_path / "fill", progress=False, fill_ignore=True)
+    assert filled.summary["images"] == 2 and filled.summary["ignore_regions_filled"] == 1
+    assert ["overlaps a labeled box" in s["reason"] for s in filled.summary["skipped"]] == [True]
+    [image] = [p for p in (filled.version.path / "images").rglob("*.png") if Image.open(p).getpixel((2, 2)) == (250,) * 3]
+    painted = Image.open(image).convert("RGB")
+    assert painted.getpixel((48, 48)) == painted.getpixel((40, 40)) != (0, 0, 0)  # painted over in the mean colour
+    assert painted.getpixel((20, 20)) == (250, 250, 250)  # the labeled box untouched

@@ -66,3 +66,15 @@ def test_capture_annotations_round_trip() -> None:
     back = from_annotations(annotations, W, H)
     same(back, d)
     assert back.provenance == d.provenance and back.confidence.tolist() == pytest.approx([0.72, 0.5])
+
+
+def test_ignore_regions_ride_in_the_first_boxs_id_never_as_boxes() -> None:
+    ignore = Detections(np.array([[160, 0, 200, 60]], np.float32), np.ones(1, np.float32), np.array(["glasses"])
+                        ).with_provenance([{"rule": 0, "why": "unsure"}])
+    annotations = as_annotations(boxes().with_metadata(ignore=ignore), W, H)
+    assert len(annotations.bboxes) == 2  # no box of their own, so no Viam tool reads them as labels
+    back = from_annotations(annotations, W, H)
+    assert back.provenance == boxes().provenance  # the first box's own provenance, unchanged
+    np.testing.assert_allclose(back.metadata["ignore"].xyxy, ignore.xyxy, atol=1e-3)
+    assert back.metadata["ignore"].provenance == [{"rule": 0, "why": "unsure"}]
+    assert "ignore" not in from_annotations(as_annotations(boxes(), W, H), W, H).metadata

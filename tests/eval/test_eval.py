@@ -98,6 +98,10 @@ def check(report: dict[str, Any]) -> None:
         assert got["precision"] == pytest.approx(tp / (tp + fp)) and got["recall"] == pytest.approx(tp / want["truth"])
     assert report["verifier_confusion"] == want["confusion"]
     assert report["frames"] == FRAMES and report["outcomes"] == {"kept": FRAMES}
+    # every frame's green glasses are left unsure: an ignore region, apart from every kept box
+    assert report["ignore_regions"] == {"frames_kept": FRAMES, "frames_with_ignore_regions": FRAMES,
+                                        "dropped_by_default": FRAMES, "filled_with_fill_ignore": FRAMES,
+                                        "dropped_with_fill_ignore": 0}
     assert report["cost"]["proposer_calls_per_frame"] == 1.0
     assert report["cost"]["verifier_calls_per_frame"] == pytest.approx(len([s for i in range(FRAMES) for s in layout(i)
                                                                              if s[3]]) / FRAMES)

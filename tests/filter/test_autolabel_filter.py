@@ -85,7 +85,8 @@ def test_yes_relabels_no_becomes_the_negative_label_and_unsure_is_dropped() -> N
     assert sorted(stages.asked) == [((40, 40), "Red car?"), ((48, 96), "Glasses?"), ((48, 96), "Hat?")]
     assert sieve.stats.as_dict() == {
         "frames_seen": 1, "duplicates_skipped": 0, "boxes_proposed": 3, "crops_over_limit": 0, "verified_yes": 1,
-        "verified_no": 1, "verified_unsure": 1, "boxes_kept": 2, "frames_kept": 1, "detector_errors": 0, "verifier_errors": 0}
+        "verified_no": 1, "verified_unsure": 1, "boxes_kept": 2, "frames_kept": 1, "unresolved": 1, "detector_errors": 0,
+        "verifier_errors": 0}
     assert any("no rule detects 'dog'" in r for r in decision.reasons)
     assert any("unsure 0.55 -> dropped" in r for r in decision.reasons)
 
@@ -248,3 +249,23 @@ def test_a_failed_verifier_leaves_the_trace_unanswered_and_frame_metadata_rides_
     failed = examine(sieve, gate=False)
     assert failed.outcome == "verifier_failed" and len(failed.detections) == 0
     assert [(t.asked, t.verdict) for t in failed.trace] == [("asked", None)] and len(failed.proposals) == 1
+
+
+def test_asked_about_boxes_left_unresolved_are_ignore_regions_never_background() -> None:
+    """Issue 19: a kept frame must never teach that an unresolved object is background."""
+    stages = Stages(boxes((0, 0, 20, 20, 0.9, "person"), (20, 0, 40, 20, 0.8, "person"), (40, 0, 60, 20, 0.7, "person"),
+                          (60, 0, 80, 20, 0.6, "person"), (80, 0, 99, 20, 0.2, "person")))
+    answers = iter([("yes", 0.9), ("unsure", 0.6), ("no", 0.9)])  # in crop order: most confident first
+
+    async def verify(crops: Sequence[Image.Image], questions: Sequence[str]) -> list[Verdict]:
+        return [Verdict(*next(answers)) for _ in crops]  # type: ignore[misc]
+
+    config = FilterConfig.parse("labeler", {"detector": "gdino", "verifier": "vlm", "rules": [GLASSES],
+                                            "max_crops_per_frame": 3})
+    sieve = AutoLabelFilter(config, stages.propose, verify)
+    decision = examine(sieve)
+    assert decision.kept and decision.detections.class_name.tolist() == ["glasses", "no_glasses"]
+    # box 1 unsure, box 3 over max_crops_per_frame; box 4 under min_confidence was never asked about; "no" is resolved
+    assert decision.ignore.xyxy[:, 0].tolist() == [20, 60] and decision.ignore.class_name.tolist() == ["glasses"] * 2
+    assert [p and p["why"] for p in decision.ignore.provenance] == ["unsure", "over_max_crops_per_frame"]
+    assert sieve.stats.unresolved == 1

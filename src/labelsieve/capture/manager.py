@@ -40,7 +40,7 @@ from viam.resource.base import ResourceBase
 from viam.utils import dict_to_struct
 
 from labelsieve.attributes import Attributes, FieldProblem, did_you_mean, resolve_path
-from labelsieve.capture.format import as_annotations, capture_dir_for, write_capture
+from labelsieve.capture.format import as_annotations, capture_dir_for, from_ignore_rows, write_capture
 from labelsieve.capture.sync import SyncBusy, SyncReport, sync
 from labelsieve.errors import ConfigError, InputError, LabelsieveError
 from labelsieve.viam.convert import detections_from_viam
@@ -317,6 +317,8 @@ async def _capture_all_from_camera(method: CaptureMethod, vision: Any) -> list[R
         if isinstance(provenance, list) else []
     found = detections_from_viam(result.detections or [], width=width, height=height)
     found = found.with_provenance([provenance[i] if i < len(provenance) else None for i in range(len(found))])
+    if (ignore := (result.extra or {}).get("ignore")) is not None:  # the filter's unresolved asked-about boxes
+        found = found.with_metadata(ignore=from_ignore_rows(ignore, width, height))
     annotations = as_annotations(found[found.confidence >= min_score], width, height)
     for c in result.classifications or []:
         if c.confidence >= min_score:

@@ -94,7 +94,7 @@ def open_dataset(path: str | Path) -> DatasetVersion:
 
 
 def _read_frames(files: Sequence[SourceFile], staging: Path, cache: Path, progress: bool,
-                 skipped: list[dict[str, str]]) -> tuple[list[CapturedFrame], int]:
+                 skipped: list[dict[str, str]], fill_ignore: bool) -> tuple[list[CapturedFrame], int]:
     """Frames in source order, each image written to `staging/images/all` as it is read (memory holds no pixels)."""
     frames: dict[str, CapturedFrame] = {}
     duplicates = 0
@@ -107,7 +107,7 @@ def _read_frames(files: Sequence[SourceFile], staging: Path, cache: Path, progre
             skipped.append({"source": file.url, "reason": str(exc)})
             log.warning("skipped %s", exc if isinstance(exc, CorruptCaptureError) else f"{file.url}: {exc}")
             continue
-        for item in frames_of(capture, file.url):
+        for item in frames_of(capture, file.url, fill_ignore=fill_ignore):
             if isinstance(item, InputError):
                 skipped.append({"source": file.url, "reason": str(item)})
                 log.warning("skipped %s", item)
@@ -132,11 +132,13 @@ def _frozen_classes(previous: DatasetVersion | None, frames: Sequence[CapturedFr
 
 
 def build_dataset(sources: Sequence[str], out: Path, *, seed: int = 0, val_fraction: float = 0.2, gap_s: float = 10.0,
-                  progress: bool = True) -> BuildResult:
+                  progress: bool = True, fill_ignore: bool = False) -> BuildResult:
     """Build the next version of the dataset at `out` from every `.capture` file under `sources` (folders or URLs).
 
-    Unreadable capture files and images are reported in the summary and skipped. When the result equals the latest
-    version (same content hash), no new version is made and that one is returned with `created=False`.
+    Unreadable capture files and images, frames with an unusable box and frames with ignore regions (asked-about boxes
+    the filter left unresolved) are reported in the summary and skipped; with `fill_ignore`, ignore regions are painted
+    over instead (unless one overlaps a labeled box). When the result equals the latest version (same content hash), no
+    new version is made and that one is returned with `created=False`.
     """
     if not 0.0 <= val_fraction < 1.0:
         raise InputError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -149,17 +151,18 @@ def build_dataset(sources: Sequence[str], out: Path, *, seed: int = 0, val_fract
             shutil.rmtree(stale, ignore_errors=True)
         staging = out / f".building-{os.getpid()}"
         try:
-            return _build(files, out, staging, seed=seed, val_fraction=val_fraction, gap_s=gap_s, progress=progress)
+            return _build(files, out, staging, seed=seed, val_fraction=val_fraction, gap_s=gap_s, progress=progress,
+                          fill_ignore=fill_ignore)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
 
 def _build(files: Sequence[SourceFile], out: Path, staging: Path, *, seed: int, val_fraction: float, gap_s: float,
-           progress: bool) -> BuildResult:
+           progress: bool, fill_ignore: bool) -> BuildResult:
     existing = versions(out)
     previous = existing[-1] if existing else None
     skipped: list[dict[str, str]] = []
-    frames, duplicates = _read_frames(files, staging, out / ".cache", progress, skipped)
+    frames, duplicates = _read_frames(files, staging, out / ".cache", progress, skipped, fill_ignore)
     if not frames:
         raise InputError(f"no readable images in {len(files)} capture files ({len(skipped)} skipped): "
                          + "; ".join(s["reason"] for s in skipped[:3]))
@@ -188,12 +191,13 @@ def _build(files: Sequence[SourceFile], out: Path, staging: Path, *, seed: int, 
         "boxes": sum(per_class.values()), "boxes_per_class": {c: per_class.get(c, 0) for c in classes},
         "split": {s: sides.count(s) for s in SPLITS}, "groups": len(groups),
         "duplicate_frames": duplicates, "capture_files": len(files), "skipped": skipped,
+        "ignore_regions_filled": sum(int(f.detections.metadata.get("filled_regions", 0)) for f in frames),
     }
     info = {
         "name": name, "id": digest, "parent": previous.id if previous else None, "classes": list(classes),
         "negative_classes": sorted(negatives | set(previous.info.get("negative_classes", ()) if previous else ())),
         "created": datetime.now(UTC).isoformat(timespec="seconds"), "sources": sorted({f.url for f in files}),
-        "seed": seed, "val_fraction": val_fraction, "gap_s": gap_s,
+        "seed": seed, "val_fraction": val_fraction, "gap_s": gap_s, "fill_ignore": fill_ignore,
     }
     return BuildResult(_commit(staging, out, info, summary, manifest), True, summary)
 

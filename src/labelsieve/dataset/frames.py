@@ -9,16 +9,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageStat
 
 from labelsieve.capture.format import CaptureFile, from_annotations
-from labelsieve.detections import Detections
+from labelsieve.detections import Detections, box_iou
 from labelsieve.errors import InputError
-from labelsieve.images import open_checked
+from labelsieve.images import decode, encode, open_checked
 
-__all__ = ["CapturedFrame", "dhash", "frames_of", "unusable"]
+__all__ = ["CapturedFrame", "dhash", "fill_regions", "fillable", "frames_of", "unusable"]
 
 _EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp"}
+_FILLED_AS = {".png": "image/png"}  # a filled frame is re-encoded: PNG stays PNG, every other format becomes JPEG
 
 
 @dataclass(frozen=True)
@@ -87,9 +88,46 @@ def _open(data: bytes, where: str) -> tuple[str, int, int, int]:
         raise InputError(f"{where}: not a readable image: {exc}") from exc
 
 
-def frames_of(capture: CaptureFile, source: str) -> Iterator[tuple[CapturedFrame, bytes] | InputError]:
-    """Each image reading with its bytes. An unreadable or over-limit image, or a frame with a box that cannot be used,
-    comes out as an InputError for the report, not raised."""
+def fill_regions(data: bytes, regions: Detections, suffix: str, where: str) -> tuple[bytes, str]:
+    """The image with each region painted in the image's mean colour (the way detection datasets blank crowd and ignore
+    regions, so the model sees no object there), re-encoded; and its new suffix."""
+    image = decode(data, where=where)
+    colour = tuple(round(v) for v in ImageStat.Stat(image).mean)
+    draw = ImageDraw.Draw(image)
+    for (x0, y0, x1, y1), _, _ in regions:
+        draw.rectangle((float(x0), float(y0), float(x1), float(y1)), fill=colour)
+    mime = _FILLED_AS.get(suffix, "image/jpeg")
+    return encode(image, mime, quality=95), ".png" if mime == "image/png" else ".jpg"
+
+
+def fillable(ignore: Detections, boxes: Detections) -> bool:
+    """Whether a frame's ignore regions can be painted over: not where one overlaps a labeled box (the paint would cover
+    part of a labeled object)."""
+    return not (len(ignore) and len(boxes) and (box_iou(ignore.xyxy, boxes.xyxy) > 0).any())
+
+
+def _ignore(boxes: Detections) -> Detections | None:
+    ignore = boxes.metadata.get("ignore")
+    return ignore if isinstance(ignore, Detections) and len(ignore) else None
+
+
+def _unresolved(boxes: Detections, fill_ignore: bool) -> str | None:
+    """Why a frame with ignore regions cannot be used as it is, or None (none, or they may be filled)."""
+    if (ignore := _ignore(boxes)) is None:
+        return None
+    if not fill_ignore:
+        return (f"{len(ignore)} ignore region(s) (asked-about boxes the verifier left unresolved); left out so that no "
+                "unverified object becomes background (--fill-ignore paints them over instead)")
+    if not fillable(ignore, boxes):
+        return "an ignore region overlaps a labeled box, so it cannot be painted over; left out"
+    return None
+
+
+def frames_of(capture: CaptureFile, source: str, *, fill_ignore: bool = False
+              ) -> Iterator[tuple[CapturedFrame, bytes] | InputError]:
+    """Each image reading with its bytes. An unreadable or over-limit image, a frame with a box that cannot be used, or
+    one with ignore regions (unless `fill_ignore` paints them over) comes out as an InputError for the report, not
+    raised."""
     header = capture.header
     stream = f"{header.component_type}/{header.component_name}/{header.method_name}"
     for i, reading in enumerate(capture.readings):
@@ -99,14 +137,25 @@ def frames_of(capture: CaptureFile, source: str) -> Iterator[tuple[CapturedFrame
         data = reading.binary
         try:
             suffix, width, height, fingerprint = _open(data, where)
+            boxes = from_annotations(reading.metadata.annotations, width, height)
         except InputError as exc:
             yield exc
             continue
         meta = reading.metadata
-        boxes = from_annotations(meta.annotations, width, height)
         if (problem := unusable(boxes, width, height)) is not None:
             yield InputError(f"{where}: {problem}; the frame is left out rather than kept with that object as background")
             continue
+        if (problem := _unresolved(boxes, fill_ignore)) is not None:
+            yield InputError(f"{where}: {problem}")
+            continue
+        if (ignore := _ignore(boxes)) is not None:
+            try:
+                data, suffix = fill_regions(data, ignore, suffix, where)
+            except InputError as exc:
+                yield exc
+                continue
+        boxes = Detections(boxes.xyxy, boxes.confidence, boxes.class_name, boxes.data, boxes.classes,
+                           {"filled_regions": len(ignore)} if ignore is not None else {})
         time = meta.time_requested.seconds + meta.time_requested.nanos / 1e9
         detections = boxes.clip(width, height).with_metadata(source=where, time=time, stream=stream)
         yield CapturedFrame(hashlib.sha256(data).hexdigest(), suffix, width, height, detections, fingerprint), data

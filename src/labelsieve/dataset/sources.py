@@ -55,7 +55,7 @@ def read_source(file: SourceFile, cache: Path) -> bytes:
     if cached.exists():
         return cached.read_bytes()
     with fsspec.open(file.url, "rb") as remote:
-        data = remote.read()
+        data: bytes = remote.read()
     cache.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(cached, data)
     return data
@@ -72,7 +72,7 @@ def download_dataset(url: str, cache: Path) -> Path:
             if not found:
                 raise InputError(f"{url}: no dataset version here (no version.json, no v1, v2, ...)")
             root = max(found, key=lambda p: int(p.rstrip("/").rsplit("/", 1)[-1][1:]))
-        version_id = json.loads(fs.cat_file(f"{root}/version.json"))["id"]
+        version_id = str(json.loads(fs.cat_file(f"{root}/version.json"))["id"])
         local = cache / version_id[:16]
         if not (local / "version.json").is_file():
             partial = cache / f".{version_id[:16]}-{os.getpid()}"

@@ -6,7 +6,9 @@
 A frame goes through the near-duplicate gate, then the proposer; each proposed box that a rule asks about (its class is
 the rule's `detect`, its score at least the rule's `min_confidence`) is cropped with the rule's padding, and the crops
 go to the verifier together. "yes" relabels a box with the rule's `label`, "no" with its `negative_label` or drops it,
-"unsure" (or any other answer) drops it. A stage that fails or runs past its timeout labels nothing: the whole frame is
+"unsure" (or any other answer) drops it. An asked-about box left unresolved (unsure, or over `max_crops_per_frame`) becomes
+an ignore region of a kept frame (`Decision.ignore`), never background and never a label: a dataset skips such frames or
+fills the regions. A stage that fails or runs past its timeout labels nothing: the whole frame is
 skipped and counted, because a frame stored with some of its objects unverified would teach a model that they are
 background.
 """
@@ -99,14 +101,16 @@ class BoxTrace:
 @dataclasses.dataclass(frozen=True)
 class Decision:
     """What the filter made of one frame: the verified boxes (confidence = agreement, `data["provenance"]` how each was
-    labeled), the proposals it examined (clipped to the frame), a trace of every proposed box under every rule, and one
-    reason per trace entry or failure, for `do_command({"stats": {}})` and the logs."""
+    labeled), the proposals it examined (clipped to the frame), a trace of every proposed box under every rule, one
+    reason per trace entry or failure (for `do_command({"stats": {}})` and the logs), and the ignore regions: each
+    asked-about box left unresolved, named with the label it might have (`data["provenance"]`: rule and why)."""
 
     outcome: Outcome
     detections: Detections
     reasons: tuple[str, ...]
     proposals: Detections = dataclasses.field(default_factory=Detections.empty)
     trace: tuple[BoxTrace, ...] = ()
+    ignore: Detections = dataclasses.field(default_factory=Detections.empty)
 
     @classmethod
     def skipped(cls, outcome: Outcome, reason: str, proposals: Detections | None = None,
@@ -132,6 +136,7 @@ class FilterStats:
     verified_unsure: int = 0
     boxes_kept: int = 0
     frames_kept: int = 0
+    unresolved: int = 0  # kept frames with ignore regions
     detector_errors: int = 0
     verifier_errors: int = 0
 
@@ -166,6 +171,7 @@ class AutoLabelFilter:
         if decision.kept:
             self.stats.frames_kept += 1
             self.stats.boxes_kept += len(decision.detections)
+            self.stats.unresolved += bool(len(decision.ignore))
         return decision
 
     async def _decide(self, frame: Frame, gate: bool) -> Decision:
@@ -251,4 +257,16 @@ class AutoLabelFilter:
         ).with_provenance([p.as_dict() for _, _, p in kept])
         outcome: Outcome = "kept" if kept else "nothing_verified"
         return Decision(outcome, detections, tuple(t.reason(proposals, self.config) for t in answered), proposals,
-                        tuple(answered))
+                        tuple(answered), self._unresolved(proposals, answered))
+
+    def _unresolved(self, proposals: Detections, trace: Sequence[BoxTrace]) -> Detections:
+        """Asked-about boxes no answer settled: unsure (as read), or never asked for being over max_crops_per_frame. A
+        verified "no" is settled (the object is not the label), and a box under min_confidence was never asked about."""
+        open_ = [t for t in trace if t.rule is not None and (
+            t.asked == "over_max_crops_per_frame" or (t.asked == "asked" and t.answer == "unsure"))]
+        return Detections(proposals.xyxy[[t.box for t in open_]].reshape(-1, 4),
+                          proposals.confidence[[t.box for t in open_]],
+                          np.array([self.config.rules[t.rule or 0].label for t in open_], np.str_),
+                          metadata=proposals.metadata,
+                          ).with_provenance([{"rule": t.rule, "why": "unsure" if t.asked == "asked" else t.asked}
+                                             for t in open_])
