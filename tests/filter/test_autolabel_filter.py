@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from labelsieve.capture.format import decode_provenance, encode_provenance
+from labelsieve.capture.format import as_annotations, decode_provenance, encode_provenance, from_annotations
 from labelsieve.detections import Detections
 from labelsieve.errors import ConfigError
 from labelsieve.filter import AutoLabelFilter, FilterConfig, Frame
@@ -269,3 +269,7 @@ def test_asked_about_boxes_left_unresolved_are_ignore_regions_never_background()
     assert decision.ignore.xyxy[:, 0].tolist() == [20, 60] and decision.ignore.class_name.tolist() == ["glasses"] * 2
     assert [p and p["why"] for p in decision.ignore.provenance] == ["unsure", "over_max_crops_per_frame"]
     assert sieve.stats.unresolved == 1
+    # the decision's detections are the whole labeled frame: stored as they are, the ignore regions come back beside them
+    stored = from_annotations(as_annotations(decision.detections, 200, 100), 200, 100)
+    assert stored.class_name.tolist() == ["glasses", "no_glasses"]
+    assert stored.metadata["ignore"].xyxy[:, 0].tolist() == pytest.approx([20, 60])

@@ -101,16 +101,23 @@ class BoxTrace:
 @dataclasses.dataclass(frozen=True)
 class Decision:
     """What the filter made of one frame: the verified boxes (confidence = agreement, `data["provenance"]` how each was
-    labeled), the proposals it examined (clipped to the frame), a trace of every proposed box under every rule, one
-    reason per trace entry or failure (for `do_command({"stats": {}})` and the logs), and the ignore regions: each
-    asked-about box left unresolved, named with the label it might have (`data["provenance"]`: rule and why)."""
+    labeled, `metadata` the frame's source and, where it has some, its ignore regions), the proposals it examined
+    (clipped to the frame), a trace of every proposed box under every rule, and one reason per trace entry or failure
+    (for `do_command({"stats": {}})` and the logs). `detections` is the whole labeled frame: `as_annotations` stores it
+    as it is."""
 
     outcome: Outcome
     detections: Detections
     reasons: tuple[str, ...]
     proposals: Detections = dataclasses.field(default_factory=Detections.empty)
     trace: tuple[BoxTrace, ...] = ()
-    ignore: Detections = dataclasses.field(default_factory=Detections.empty)
+
+    @property
+    def ignore(self) -> Detections:
+        """Each asked-about box left unresolved, named with the label it might have (`data["provenance"]`: rule, why):
+        a region of the frame that is neither a label nor background."""
+        ignore = self.detections.metadata.get("ignore")
+        return ignore if isinstance(ignore, Detections) else Detections.empty()
 
     @classmethod
     def skipped(cls, outcome: Outcome, reason: str, proposals: Detections | None = None,
@@ -248,16 +255,17 @@ class AutoLabelFilter:
                     proposer_class=str(proposals.class_name[entry.box]), proposer_score=score,
                     verifier=self.verifier_name, answer=answer, verifier_confidence=confidence,  # type: ignore[arg-type]
                     crop=crop_box)))
+        ignore = self._unresolved(proposals, answered)
         detections = Detections(
             proposals.xyxy[[box for box, _, _ in kept]].reshape(-1, 4),
             np.array([p.agreement for _, _, p in kept], np.float32),
             np.array([label for _, label, _ in kept], np.str_),
             classes=self.config.labels,
-            metadata=proposals.metadata,
+            metadata={**proposals.metadata, **({"ignore": ignore} if len(ignore) else {})},
         ).with_provenance([p.as_dict() for _, _, p in kept])
         outcome: Outcome = "kept" if kept else "nothing_verified"
         return Decision(outcome, detections, tuple(t.reason(proposals, self.config) for t in answered), proposals,
-                        tuple(answered), self._unresolved(proposals, answered))
+                        tuple(answered))
 
     def _unresolved(self, proposals: Detections, trace: Sequence[BoxTrace]) -> Detections:
         """Asked-about boxes no answer settled: unsure (as read), or never asked for being over max_crops_per_frame. A
@@ -267,6 +275,5 @@ class AutoLabelFilter:
         return Detections(proposals.xyxy[[t.box for t in open_]].reshape(-1, 4),
                           proposals.confidence[[t.box for t in open_]],
                           np.array([self.config.rules[t.rule or 0].label for t in open_], np.str_),
-                          metadata=proposals.metadata,
                           ).with_provenance([{"rule": t.rule, "why": "unsure" if t.asked == "asked" else t.asked}
                                              for t in open_])
