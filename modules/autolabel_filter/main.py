@@ -28,6 +28,7 @@ from viam.services.vision import CaptureAllResult, Vision
 from viam.utils import from_dm_from_extra
 
 from labelsieve import images
+from labelsieve.capture.format import as_ignore_rows
 from labelsieve.filter import AutoLabelFilter, FilterConfig, Frame
 from labelsieve.viam.commands import command_of
 from labelsieve.viam.convert import attributes_of, camera_frame, detections_to_viam
@@ -62,10 +63,14 @@ class AutoLabelFilterService(Vision, EasyResource):
                                       verifier_name=parsed.verifier)
         return self
 
-    async def _examine(self, image: ViamImage, gate: bool) -> tuple[list[Detection], list[dict[str, Any]]]:
+    async def _examine(self, image: ViamImage, gate: bool) -> tuple[list[Detection], dict[str, Any]]:
+        """The verified boxes, and what capture stores beside them: each box's provenance and the frame's ignore
+        regions (asked-about boxes left unresolved)."""
         decoded = await asyncio.to_thread(images.decode, image.data, where=f"{self.name}: the image")
         decision = await self.filter.examine(Frame(decoded, image.data, image.mime_type), gate=gate)
-        return detections_to_viam(decision.detections, *decoded.size), [p.as_dict() for p in decision.provenance]
+        return detections_to_viam(decision.detections, *decoded.size), {
+            "provenance": [p or {} for p in decision.detections.provenance],
+            "ignore": as_ignore_rows(decision.ignore, *decoded.size)}
 
     async def _camera_frame(self, camera_name: str) -> ViamImage:
         return await camera_frame(self.name, self.camera, self.config.camera_name, camera_name)
@@ -86,15 +91,16 @@ class AutoLabelFilterService(Vision, EasyResource):
                                       return_object_point_clouds: bool = False, return_detections_3d: bool = False, *,
                                       extra: Mapping[str, Any] | None = None, timeout: float | None = None,
                                       **kwargs: Any) -> CaptureAllResult:
-        """Only verified boxes, each with its provenance in `extra["provenance"]` (same order)."""
+        """Only verified boxes, each with its provenance in `extra["provenance"]` (same order), and the frame's ignore
+        regions in `extra["ignore"]`."""
         image = await self._camera_frame(camera_name)
-        detections, provenance = await self._examine(image, gate=True)
+        detections, stored = await self._examine(image, gate=True)
         if not detections and from_dm_from_extra(dict(extra or {})):
             raise NoCaptureToStoreError()  # viam-server matches its status and message: nothing is stored
         return CaptureAllResult(image=image if return_image else None,
                                 classifications=[] if return_classifications else None,
                                 detections=detections if return_detections else None,
-                                extra={"provenance": provenance} if return_detections else {})
+                                extra=stored if return_detections else {})
 
     async def get_properties(self, *, extra: Mapping[str, Any] | None = None, timeout: float | None = None,
                              **kwargs: Any) -> Vision.Properties:

@@ -56,8 +56,7 @@ class GroundingDetectorService(CameraDetector, Vision, EasyResource):
 
     async def _detect(self, frames: Sequence[Image.Image], query: Any) -> list[Detections]:
         """`query` comes straight from a request's extra or command; the detector rejects a malformed one (InputError)."""
-        await self.detector.slot.get()  # wait for the first load here, not on a worker thread
-        return await asyncio.to_thread(self.detector.detect, frames, query)
+        return await self.detector.detect(frames, query)
 
     async def get_detections(self, image: ViamImage, *, extra: Mapping[str, Any] | None = None,
                              timeout: float | None = None, **kwargs: Any) -> list[Detection]:
@@ -73,7 +72,7 @@ class GroundingDetectorService(CameraDetector, Vision, EasyResource):
 
     async def close(self) -> None:
         """The SDK closes the object before every reconfigure; the slot keeps the model for the `new()` that follows."""
-        self.detector.close()
+        await self.detector.close()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,11 @@
-"""`Detections`: the one value every stage speaks (proposer, verifier, filter, dataset).
+"""`Detections`: the one labeled-box value every stage speaks, from the proposer through the filter, capture files and
+datasets to eval and review.
 
 Parallel arrays validated once on construction; filtering is indexing (`dets[dets.confidence > 0.5]`) and operations
-return new values. Conversions to Viam messages live at the edge, in `labelsieve.viam.convert`.
+return new values. How each box was labeled rides inside it (`data["provenance"]`, one dict or None per box) and where the
+frame came from in `metadata` (source file and reading, capture time, stream), so neither travels beside the boxes.
+Conversions sit at the edges as `from_*` / `as_*` pairs: Viam messages in `labelsieve.viam.convert`, capture annotations in
+`labelsieve.capture.format`, COCO and YOLO in `labelsieve.dataset.formats`.
 """
 
 from __future__ import annotations
@@ -22,11 +26,15 @@ def _column(values: Any) -> npt.NDArray[Any]:
     if isinstance(values, np.ndarray):
         return values
     values = list(values)
-    if any(isinstance(v, (dict, list, tuple)) for v in values):
-        column = np.empty(len(values), dtype=object)
-        column[:] = values
-        return column
+    if any(isinstance(v, (dict, list, tuple)) or v is None for v in values):
+        return _objects(values)
     return np.asarray(values)
+
+
+def _objects(values: Sequence[Any]) -> npt.NDArray[Any]:
+    column = np.empty(len(values), dtype=object)
+    column[:] = list(values)
+    return column
 
 
 def box_iou(a: npt.NDArray[np.floating], b: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
@@ -43,7 +51,8 @@ def box_iou(a: npt.NDArray[np.floating], b: npt.NDArray[np.floating]) -> npt.NDA
 
 @dataclass(frozen=True, eq=False)
 class Detections:
-    """N boxes in pixel xyxy, with confidence and class name per box, plus optional per-box `data` arrays.
+    """N boxes in pixel xyxy, with confidence and class name per box, plus optional per-box `data` arrays and frame-level
+    `metadata` (kept by indexing, clipping and NMS; on merge, the first part's value of a key wins).
 
     `classes` fixes the class ids: `class_id[i]` is the index of `class_name[i]` in `classes`. A name the given classes
     lack is appended, in order of first appearance, so ids stay deterministic and nothing is dropped; a caller that needs
@@ -55,6 +64,7 @@ class Detections:
     class_name: npt.NDArray[np.str_]
     data: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
     classes: tuple[str, ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         xyxy = np.asarray(self.xyxy, dtype=np.float32)
@@ -74,19 +84,22 @@ class Detections:
         object.__setattr__(self, "class_name", class_name)
         object.__setattr__(self, "data", data)
         object.__setattr__(self, "classes", tuple(dict.fromkeys([*map(str, self.classes), *class_name.tolist()])))
+        object.__setattr__(self, "metadata", dict(self.metadata))
 
     @classmethod
-    def empty(cls, classes: Sequence[str] = ()) -> Detections:
-        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.str_), classes=tuple(classes))
+    def empty(cls, classes: Sequence[str] = (), metadata: dict[str, Any] | None = None) -> Detections:
+        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.str_), classes=tuple(classes),
+                   metadata=metadata or {})
 
     @classmethod
     def merge(cls, parts: Sequence[Detections]) -> Detections:
         """All boxes in order; `classes` joined in order of first appearance; a `data` key some parts lack is filled
         with None there (its column becomes an object array), so no part's data is dropped."""
         classes = tuple(dict.fromkeys(c for p in parts for c in p.classes))
+        metadata = {k: v for p in reversed(parts) for k, v in p.metadata.items()}
         filled = [p for p in parts if len(p)]
         if not filled:
-            return cls.empty(classes)
+            return cls.empty(classes, metadata)
         keys = dict.fromkeys(k for p in filled for k in p.data)
         return cls(
             np.concatenate([p.xyxy for p in filled]),
@@ -95,7 +108,22 @@ class Detections:
             {k: np.concatenate([p.data[k] if k in p.data else np.full(len(p), None, object) for p in filled])
              for k in keys},
             classes,
+            metadata,
         )
+
+    @property
+    def provenance(self) -> list[dict[str, Any] | None]:
+        """How each box was labeled (the filter's record, a review's decision), None where nothing says."""
+        column = self.data.get("provenance")
+        return [None] * len(self) if column is None else [p if isinstance(p, dict) else None for p in column.tolist()]
+
+    def with_provenance(self, provenance: Sequence[dict[str, Any] | None]) -> Detections:
+        return Detections(self.xyxy, self.confidence, self.class_name, {**self.data, "provenance": _objects(provenance)},
+                          self.classes, self.metadata)
+
+    def with_metadata(self, **metadata: Any) -> Detections:
+        return Detections(self.xyxy, self.confidence, self.class_name, self.data, self.classes,
+                          {**self.metadata, **metadata})
 
     @property
     def class_id(self) -> npt.NDArray[np.int64]:
@@ -107,7 +135,7 @@ class Detections:
         unknown = sorted(set(self.class_name.tolist()) - set(classes))
         if strict and unknown:
             raise ValueError(f"class names {unknown} are not among the classes {list(classes)}")
-        return Detections(self.xyxy, self.confidence, self.class_name, self.data, tuple(classes))
+        return Detections(self.xyxy, self.confidence, self.class_name, self.data, tuple(classes), self.metadata)
 
     def __len__(self) -> int:
         return len(self.xyxy)
@@ -116,7 +144,7 @@ class Detections:
         if isinstance(index, (int, np.integer)):
             index = [int(index)]
         return Detections(self.xyxy[index], self.confidence[index], self.class_name[index],
-                          {k: v[index] for k, v in self.data.items()}, self.classes)
+                          {k: v[index] for k, v in self.data.items()}, self.classes, self.metadata)
 
     def __iter__(self) -> Iterator[tuple[npt.NDArray[np.float32], float, str]]:
         for i in range(len(self)):
@@ -127,7 +155,7 @@ class Detections:
         xyxy = self.xyxy.copy()
         xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, width)
         xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, height)
-        clipped = Detections(xyxy, self.confidence, self.class_name, self.data, self.classes)
+        clipped = Detections(xyxy, self.confidence, self.class_name, self.data, self.classes, self.metadata)
         return clipped[(xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])]
 
     def sorted(self) -> Detections:

@@ -11,7 +11,7 @@ from typing import Any
 from support import TEST_MODULES, Machine, camera, connect, eventually, frames_folder, module
 
 from labelsieve.capture.format import read_capture
-from labelsieve.runtime.builtins.data_manager import DataManager
+from labelsieve.runtime.builtins.data_manager import DataManagerService
 
 
 def config(tmp_path: Path, frames: Path, hz: float) -> dict[str, Any]:
@@ -34,7 +34,7 @@ def test_data_manager_captures_syncs_and_follows_edits(tmp_path: Path) -> None:
         async def run() -> dict[str, Any]:
             robot = await connect(machine.address)
             try:
-                manager = DataManager.from_robot(robot, "data_manager")
+                manager = DataManagerService.from_robot(robot, "data_manager")
 
                 async def captured() -> None:
                     stats = await manager.do_command({"stats": {}})

@@ -12,6 +12,7 @@ import importlib.util
 import io
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -131,11 +132,11 @@ SCORES = [[0.9, 0.1], [0.8, 0.1], [0.1, 0.6], [0.1, 0.4], [0.25, 0.05]]
 
 
 def test_per_class_thresholds_nms_clipping_and_order() -> None:
-    (dets,) = scripted(ScriptedBackend(BOXES, SCORES), box_threshold={"dog": 0.5}).detect([frame()])
+    (dets,) = scripted(ScriptedBackend(BOXES, SCORES), box_threshold={"dog": 0.5}).detect_sync([frame()])
     # box 1 is suppressed by box 0 (same class, IoU 0.82); box 3 is a dog under the dog threshold; box 4 is under 0.3.
     assert dets.class_name.tolist() == ["person", "dog"]
     assert dets.confidence.tolist() == pytest.approx([0.9, 0.6])
-    (loose,) = scripted(ScriptedBackend(BOXES, SCORES), box_threshold=0.0, text_threshold=0.0, nms_iou=1.0).detect(
+    (loose,) = scripted(ScriptedBackend(BOXES, SCORES), box_threshold=0.0, text_threshold=0.0, nms_iou=1.0).detect_sync(
         [frame()])
     assert len(loose) == 5
     assert loose.xyxy[:, [0, 2]].max() <= 640 and loose.xyxy[:, [1, 3]].max() <= 480  # box 3 clipped to the frame
@@ -144,29 +145,29 @@ def test_per_class_thresholds_nms_clipping_and_order() -> None:
 
 def test_nms_is_per_class() -> None:
     scores = [[0.9, 0.1], [0.1, 0.8]]  # the same place, two classes: both stay
-    (dets,) = scripted(ScriptedBackend(BOXES[:2], scores)).detect([frame()])
+    (dets,) = scripted(ScriptedBackend(BOXES[:2], scores)).detect_sync([frame()])
     assert sorted(dets.class_name.tolist()) == ["dog", "person"]
 
 
 def test_max_detections_keeps_the_most_confident() -> None:
     (dets,) = scripted(ScriptedBackend(BOXES, SCORES), box_threshold=0.0, text_threshold=0.0, nms_iou=1.0,
-                       max_detections=2).detect([frame()])
+                       max_detections=2).detect_sync([frame()])
     assert dets.confidence.tolist() == pytest.approx([0.9, 0.8])
 
 
 def test_text_is_encoded_once_per_distinct_query() -> None:
     backend = ScriptedBackend(BOXES, SCORES)
     det = scripted(backend)
-    det.detect([frame()]), det.detect([frame()], "person. dog."), det.detect([frame()], ["dog"]), det.detect([frame()])
+    det.detect_sync([frame()]), det.detect_sync([frame()], "person. dog."), det.detect_sync([frame()], ["dog"]), det.detect_sync([frame()])
     assert backend.encoded == [("person", "dog"), ("dog",)]
 
 
 def test_a_call_without_a_query_needs_configured_classes() -> None:
     det = scripted(ScriptedBackend(BOXES, SCORES), classes=[])
     with pytest.raises(InputError, match="no query given"):
-        det.detect([frame()])
+        det.detect_sync([frame()])
     with pytest.raises(InputError, match="bad query"):
-        det.detect([frame()], ["person.dog"])
+        det.detect_sync([frame()], ["person.dog"])
 
 
 # --- real (tiny) models, loaded from a local directory like a user's snapshot -------------------------------------
@@ -174,7 +175,7 @@ def test_a_call_without_a_query_needs_configured_classes() -> None:
 def test_class_names_are_exactly_the_requested_classes(model_dir: Path) -> None:
     det = detector(model_dir, box_threshold=0.0, text_threshold=0.0, nms_iou=1.0)
     images = [frame(), frame(320, 500, seed=1)]
-    results = det.detect(images)
+    results = det.detect_sync(images)
     assert all(len(dets) > 0 for dets in results)
     for dets, image in zip(results, images):
         assert set(dets.class_name.tolist()) <= set(CLASSES)
@@ -186,7 +187,7 @@ def test_query_override_and_batching(model_dir: Path) -> None:
     images = [frame(seed=s) for s in range(3)]
     one = detector(model_dir, box_threshold=0.0, text_threshold=0.0, batch_size=1, input_size=64)
     three = detector(model_dir, box_threshold=0.0, text_threshold=0.0, batch_size=3, input_size=64)
-    by_string, by_list = one.detect(images, "Dog. cat."), three.detect(images, ["Dog", "cat"])
+    by_string, by_list = one.detect_sync(images, "Dog. cat."), three.detect_sync(images, ["Dog", "cat"])
     for a, b in zip(by_string, by_list):
         assert set(a.class_name.tolist()) <= {"Dog", "cat"} and len(a) > 0
         assert a.class_name.tolist() == b.class_name.tolist()
@@ -194,15 +195,15 @@ def test_query_override_and_batching(model_dir: Path) -> None:
 
 
 def test_per_class_threshold_on_a_real_model(gdino_dir: Path) -> None:
-    open_ = detector(gdino_dir, box_threshold=0.0, text_threshold=0.0).detect([frame()])[0]
+    open_ = detector(gdino_dir, box_threshold=0.0, text_threshold=0.0).detect_sync([frame()])[0]
     assert "person" in open_.class_name.tolist()
     strict = detector(gdino_dir, box_threshold={"person": 1.0, "dog": 0.0, "traffic light": 0.0},
-                      text_threshold=0.0).detect([frame()])[0]
+                      text_threshold=0.0).detect_sync([frame()])[0]
     assert "person" not in strict.class_name.tolist() and len(strict) > 0
 
 
 def test_nms_and_max_detections_on_a_real_model(gdino_dir: Path) -> None:
-    dets = detector(gdino_dir, box_threshold=0.0, text_threshold=0.0, nms_iou=0.1, max_detections=3).detect(
+    dets = detector(gdino_dir, box_threshold=0.0, text_threshold=0.0, nms_iou=0.1, max_detections=3).detect_sync(
         [frame()])[0]
     assert 0 < len(dets) <= 3
     for name in set(dets.class_name.tolist()):
@@ -215,7 +216,7 @@ def test_missing_weights_name_the_model_and_the_fix(tmp_path: Path, monkeypatch:
     monkeypatch.setenv("VIAM_MODULE_DATA", str(tmp_path))
     det = detector("labelsieve-tests/no-such-detector")
     with pytest.raises(WeightsNotFoundError) as caught:
-        det.detect([frame()])
+        det.detect_sync([frame()])
     message = str(caught.value)
     assert "labelsieve-tests/no-such-detector" in message and str(tmp_path / "hf") in message
     assert "hf download labelsieve-tests/no-such-detector" in message and "local directory" in message
@@ -405,3 +406,37 @@ def test_run_sh_execs_main_with_the_project_interpreter(tmp_path: Path) -> None:
     pid, *argv = record.read_text().splitlines()
     assert argv == [str(run_sh.parent / "main.py"), "/tmp/x.sock", "--log-level=debug"]
     assert pid == result.stdout.strip()  # exec all the way down: viam-server's SIGTERM reaches the interpreter
+
+
+def test_a_grounding_detector_serves_as_the_filters_proposer_in_process() -> None:
+    """`await detect(...)` runs the model on a worker thread, so the detector plugs into `AutoLabelFilter` as it is."""
+    from labelsieve.filter import AutoLabelFilter, FilterConfig, Frame
+    from labelsieve.verify import Verdict
+
+    threads: list[str] = []
+
+    class Recording(ScriptedBackend):
+        def infer(self, images: list[Image.Image], text: Any, input_size: int) -> list[Any]:
+            threads.append(threading.current_thread().name)
+            return super().infer(images, text, input_size)
+
+    det = scripted(Recording(BOXES, SCORES))
+    config = FilterConfig.parse("labeler", {"detector": "det", "verifier": "vlm", "rules": [
+        {"detect": "dog", "question": "Brown?", "label": "brown_dog"}]})
+
+    async def propose(frame: Frame) -> Any:
+        (found,) = await det.detect([frame.image], config.detect_classes)
+        return found
+
+    async def verify(crops: Any, questions: Any) -> list[Verdict]:
+        return [Verdict("yes", 0.5) for _ in crops]
+
+    async def run() -> Any:
+        try:
+            return await AutoLabelFilter(config, propose, verify).examine(Frame(frame()), gate=False)
+        finally:
+            await det.close()
+
+    decision = asyncio.run(run())
+    assert decision.detections.class_name.tolist() == ["brown_dog"] and decision.trace[0].answer == "yes"
+    assert threads and threading.main_thread().name not in threads

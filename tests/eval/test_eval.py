@@ -98,6 +98,10 @@ def check(report: dict[str, Any]) -> None:
         assert got["precision"] == pytest.approx(tp / (tp + fp)) and got["recall"] == pytest.approx(tp / want["truth"])
     assert report["verifier_confusion"] == want["confusion"]
     assert report["frames"] == FRAMES and report["outcomes"] == {"kept": FRAMES}
+    # every frame's green glasses are left unsure: an ignore region, apart from every kept box
+    assert report["ignore_regions"] == {"frames_kept": FRAMES, "frames_with_ignore_regions": FRAMES,
+                                        "dropped_by_default": FRAMES, "filled_with_fill_ignore": FRAMES,
+                                        "dropped_with_fill_ignore": 0}
     assert report["cost"]["proposer_calls_per_frame"] == 1.0
     assert report["cost"]["verifier_calls_per_frame"] == pytest.approx(len([s for i in range(FRAMES) for s in layout(i)
                                                                              if s[3]]) / FRAMES)
@@ -147,3 +151,17 @@ def test_a_truth_file_naming_absent_images_is_refused(scene: dict[str, Any], tmp
     with pytest.raises(InputError, match="1 image\\(s\\) not found .* 'gone.jpg'; pass --images DIR"):
         load_coco(tmp_path / "truth.json", scene["truth"].parent)
     assert len(load_coco(scene["truth"]).images) == FRAMES
+
+
+def test_eval_reads_the_filter_as_the_runtime_does(scene: dict[str, Any], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """`${environment.X}` is expanded as in a run (it was read raw), and a resource that is no filter is named as such."""
+    from labelsieve.eval.stages import filter_config
+
+    config = json.loads(scene["config"].read_text())
+    config["services"][2]["attributes"]["detector"] = "${environment.EVAL_DETECTOR}"
+    (tmp_path / "machine.json").write_text(json.dumps(config))
+    monkeypatch.setenv("EVAL_DETECTOR", "proposer")
+    assert filter_config(tmp_path / "machine.json", "labeler").detector == "proposer"
+    with pytest.raises(InputError, match="'proposer' is a test:vision:scripted-proposer, not an auto-label filter"):
+        filter_config(tmp_path / "machine.json", "proposer")

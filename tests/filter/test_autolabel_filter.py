@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from labelsieve.capture.format import decode_provenance, encode_provenance
+from labelsieve.capture.format import as_annotations, decode_provenance, encode_provenance, from_annotations
 from labelsieve.detections import Detections
 from labelsieve.errors import ConfigError
 from labelsieve.filter import AutoLabelFilter, FilterConfig, Frame
@@ -73,19 +73,20 @@ def test_yes_relabels_no_becomes_the_negative_label_and_unsure_is_dropped() -> N
     assert decision.detections.class_name.tolist() == ["no_glasses", "hat"]  # verified negatives are kept as training data
     assert decision.detections.xyxy.tolist() == [[10, 10, 50, 90]] * 2  # the proposer's box, not the padded crop
     assert decision.detections.confidence.tolist() == pytest.approx([0.8 * 0.9, 0.8 * 0.7])
-    assert [p.as_dict() for p in decision.provenance] == [
+    assert decision.detections.provenance == [
         {"rule": 0, "question": "Glasses?", "proposer": "gdino", "proposer_class": "person", "proposer_score": pytest.approx(0.8),
          "verifier": "vlm", "answer": "no", "verifier_confidence": 0.9, "agreement": pytest.approx(0.72), "crop": [6, 2, 54, 98]},
         {"rule": 1, "question": "Hat?", "proposer": "gdino", "proposer_class": "person", "proposer_score": pytest.approx(0.8),
          "verifier": "vlm", "answer": "yes", "verifier_confidence": 0.7, "agreement": pytest.approx(0.56), "crop": [6, 2, 54, 98]},
     ]
-    for p in decision.provenance:  # what the data manager stores in BoundingBox.id comes back whole
-        assert decode_provenance(encode_provenance(p.as_dict())) == p.as_dict()
+    for p in decision.detections.provenance:  # what the data manager stores in BoundingBox.id comes back whole
+        assert p is not None and decode_provenance(encode_provenance(p)) == p
     # one box per rule that asks about it; the dog has no rule; padding 0.1 each side of the person, none on the car
     assert sorted(stages.asked) == [((40, 40), "Red car?"), ((48, 96), "Glasses?"), ((48, 96), "Hat?")]
     assert sieve.stats.as_dict() == {
         "frames_seen": 1, "duplicates_skipped": 0, "boxes_proposed": 3, "crops_over_limit": 0, "verified_yes": 1,
-        "verified_no": 1, "verified_unsure": 1, "boxes_kept": 2, "frames_kept": 1, "detector_errors": 0, "verifier_errors": 0}
+        "verified_no": 1, "verified_unsure": 1, "boxes_kept": 2, "frames_kept": 1, "unresolved": 1, "detector_errors": 0,
+        "verifier_errors": 0}
     assert any("no rule detects 'dog'" in r for r in decision.reasons)
     assert any("unsure 0.55 -> dropped" in r for r in decision.reasons)
 
@@ -94,7 +95,7 @@ def test_no_without_a_negative_label_is_dropped_and_nothing_verified_keeps_nothi
     stages = Stages(boxes((10, 10, 50, 90, 0.8, "person")), {"Hat?": ("no", 0.95)})
     decision = examine(make(stages, HAT))
     assert not decision.kept and decision.outcome == "nothing_verified" and len(decision.detections) == 0
-    assert decision.provenance == ()
+    assert decision.detections.provenance == []
 
 
 def test_min_confidence_and_class_matching() -> None:
@@ -215,3 +216,60 @@ def test_bad_attributes_name_the_field(attrs: dict[str, Any], field: str) -> Non
     with pytest.raises(ConfigError) as err:
         FilterConfig.parse("labeler", {"detector": "gdino", "verifier": "vlm", **attrs})
     assert err.value.resource == "labeler" and err.value.field == field
+
+
+def test_the_decision_traces_every_proposed_box_under_every_rule() -> None:
+    """What eval reads instead of re-deriving the filter: asked or why not, the verdict as answered and as read, the label."""
+    stages = Stages(boxes((0, 0, 20, 20, 0.9, "person"), (20, 0, 40, 20, 0.2, "person"), (40, 0, 60, 20, 0.8, "dog"),
+                          (60, 0, 80, 20, 0.7, "person"), (80, 0, 99, 20, 0.6, "person")),
+                    {"Glasses?": ("no", 0.8), "Hat?": ("yes", float("nan"))})
+    decision = examine(make(stages, GLASSES, HAT, max_crops_per_frame=4))
+    trace = {(t.box, t.rule): t for t in decision.trace}
+    assert len(decision.trace) == 9 and len(decision.proposals) == 5
+    assert {k: t.asked for k, t in trace.items()} == {
+        (0, 0): "asked", (0, 1): "asked", (3, 0): "asked", (3, 1): "asked", (1, 0): "under_min_confidence",
+        (1, 1): "under_min_confidence", (2, None): "no_rule", (4, 0): "over_max_crops_per_frame",
+        (4, 1): "over_max_crops_per_frame"}
+    asked = [t for t in decision.trace if t.asked == "asked"]
+    assert [(t.box, t.rule) for t in asked] == [(0, 0), (0, 1), (3, 0), (3, 1)]  # the order the crops went out
+    assert [(t.answer, t.confidence, t.label) for t in asked[:2]] == [("no", pytest.approx(0.8), "no_glasses"),
+                                                                      ("unsure", 0.0, None)]
+    assert asked[1].verdict is not None and asked[1].verdict.answer == "yes"  # as answered; read as unsure (NaN)
+    assert all(t.verdict is None and t.label is None for t in decision.trace if t.asked != "asked")
+    assert decision.detections.class_name.tolist() == [t.label for t in asked if t.label]
+    assert len(decision.reasons) == len(decision.trace)
+
+
+def test_a_failed_verifier_leaves_the_trace_unanswered_and_frame_metadata_rides_on_the_boxes() -> None:
+    stages = Stages(boxes((0, 0, 20, 20, 0.9, "person")), {"Hat?": ("yes", 0.9)})
+    sieve = make(stages, HAT)
+    kept = examine(sieve, Frame(Image.new("RGB", (100, 100)), metadata={"source": "a.jpg", "time": 5.0}))
+    assert kept.detections.metadata == {"source": "a.jpg", "time": 5.0}
+    stages.verify_error = RuntimeError("down")
+    failed = examine(sieve, gate=False)
+    assert failed.outcome == "verifier_failed" and len(failed.detections) == 0
+    assert [(t.asked, t.verdict) for t in failed.trace] == [("asked", None)] and len(failed.proposals) == 1
+
+
+def test_asked_about_boxes_left_unresolved_are_ignore_regions_never_background() -> None:
+    """Issue 19: a kept frame must never teach that an unresolved object is background."""
+    stages = Stages(boxes((0, 0, 20, 20, 0.9, "person"), (20, 0, 40, 20, 0.8, "person"), (40, 0, 60, 20, 0.7, "person"),
+                          (60, 0, 80, 20, 0.6, "person"), (80, 0, 99, 20, 0.2, "person")))
+    answers = iter([("yes", 0.9), ("unsure", 0.6), ("no", 0.9)])  # in crop order: most confident first
+
+    async def verify(crops: Sequence[Image.Image], questions: Sequence[str]) -> list[Verdict]:
+        return [Verdict(*next(answers)) for _ in crops]  # type: ignore[misc]
+
+    config = FilterConfig.parse("labeler", {"detector": "gdino", "verifier": "vlm", "rules": [GLASSES],
+                                            "max_crops_per_frame": 3})
+    sieve = AutoLabelFilter(config, stages.propose, verify)
+    decision = examine(sieve)
+    assert decision.kept and decision.detections.class_name.tolist() == ["glasses", "no_glasses"]
+    # box 1 unsure, box 3 over max_crops_per_frame; box 4 under min_confidence was never asked about; "no" is resolved
+    assert decision.ignore.xyxy[:, 0].tolist() == [20, 60] and decision.ignore.class_name.tolist() == ["glasses"] * 2
+    assert [p and p["why"] for p in decision.ignore.provenance] == ["unsure", "over_max_crops_per_frame"]
+    assert sieve.stats.unresolved == 1
+    # the decision's detections are the whole labeled frame: stored as they are, the ignore regions come back beside them
+    stored = from_annotations(as_annotations(decision.detections, 200, 100), 200, 100)
+    assert stored.class_name.tolist() == ["glasses", "no_glasses"]
+    assert stored.metadata["ignore"].xyxy[:, 0].tolist() == pytest.approx([20, 60])

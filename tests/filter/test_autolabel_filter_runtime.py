@@ -21,8 +21,8 @@ from viam.media.video import CameraMimeType, ViamImage
 from viam.robot.client import RobotClient
 from viam.services.vision import VisionClient
 
-from labelsieve.capture.format import decode_provenance, read_capture
-from labelsieve.runtime.builtins.data_manager import DataManager
+from labelsieve.capture.format import decode_provenance, from_annotations, read_capture
+from labelsieve.runtime.builtins.data_manager import DataManagerService
 
 GREY = (128, 128, 128)
 RED, BLUE, GREEN, YELLOW = (220, 30, 30), (30, 30, 220), (30, 200, 30), (220, 220, 30)
@@ -153,6 +153,10 @@ def test_the_chain_keeps_exactly_the_verified_boxes_and_filters_capture(machine:
              "verifier_confidence": pytest.approx(0.9), "agreement": pytest.approx(score * 0.9),
              "crop": [pytest.approx(v) for v in crop]}
             for (_, label, score, answer), crop in zip(EXPECTED, ([14, 12, 86, 108], [94, 12, 166, 108], [177, 136, 243, 224]))]
+        # the green and yellow persons were left unsure: ignore regions, stored beside the boxes, never as labels
+        assert kept.extra["ignore"] == [
+            {"box": [pytest.approx(v) for v in (x0 / 320, y0 / 240, x1 / 320, y1 / 240)], "label": "glasses", "rule": 0.0,
+             "why": "unsure"} for (x0, y0, x1, y1), colour, _, _ in SCENE if colour in (GREEN, YELLOW)]
         for frame in ("001 nothing proposed", "002 a near-duplicate of 001", "003 the proposer fails"):
             with pytest.raises(GRPCError) as err:
                 await capture(FROM_DM)
@@ -161,13 +165,13 @@ def test_the_chain_keeps_exactly_the_verified_boxes_and_filters_capture(machine:
         again = await capture({})  # 000 again: far from 003, the last frame looked at
         assert_expected(again.detections)
         empty = await capture({})  # 001 outside data capture: the image, and no boxes
-        assert empty.image is not None and empty.detections == [] and empty.extra["provenance"] == []
+        assert empty.image is not None and empty.detections == [] and empty.extra == {"provenance": [], "ignore": []}
 
         stats = await sieve.do_command({"stats": {}})
         assert stats["stats"] == {
             "frames_seen": 6, "duplicates_skipped": 1, "boxes_proposed": 16, "crops_over_limit": 0, "verified_yes": 4,
-            "verified_no": 4, "verified_unsure": 4, "boxes_kept": 6, "frames_kept": 2, "detector_errors": 1,
-            "verifier_errors": 0}
+            "verified_no": 4, "verified_unsure": 4, "boxes_kept": 6, "frames_kept": 2, "unresolved": 2,
+            "detector_errors": 1, "verifier_errors": 0}
         assert stats["last_decision"] == {"outcome": "nothing_verified", "boxes_kept": 0, "reasons": []}
         verifier = await VisionClient.from_robot(robot, "vlm").do_command({"calls": {}})
         assert verifier["classify_calls"] == 12  # 6 crops a scene (the dog has no rule, the 0.4 car is under 0.5)
@@ -203,7 +207,7 @@ def test_data_capture_stores_only_verified_frames_with_provenance(machine: tuple
 
     async def check(robot: RobotClient) -> dict[str, Any]:
         async def captured() -> dict[str, Any]:
-            stats = await DataManager.from_robot(robot, "data_manager").do_command({"stats": {}})
+            stats = await DataManagerService.from_robot(robot, "data_manager").do_command({"stats": {}})
             counts = stats["methods"]["rdk:service:vision/labeler-dm/CaptureAllFromCamera"]
             assert counts["captured"] >= 2 and counts["filtered"] >= 3, stats  # the empty, still and failing frames
             return counts
@@ -221,6 +225,9 @@ def test_data_capture_stores_only_verified_frames_with_provenance(machine: tuple
         assert [(p["answer"], p["proposer_class"], p["verifier"]) for p in provenance] == [
             ("yes", "person", "vlm-dm"), ("no", "person", "vlm-dm")]
         assert [p["agreement"] for p in provenance] == pytest.approx([b.confidence for b in bboxes])
+        ignore = from_annotations(reading.metadata.annotations, 320, 240).metadata["ignore"]
+        assert ignore.class_name.tolist() == ["glasses", "glasses"]  # the unsure green and yellow persons
+        assert ignore.xyxy[:, 0].tolist() == pytest.approx([180, 250], abs=0.01)
 
 
 def test_real_modules_on_tiny_models(machine: tuple[Machine, FakeOpenAI]) -> None:

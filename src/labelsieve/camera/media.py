@@ -27,7 +27,7 @@ from labelsieve import images
 from labelsieve.attributes import Attributes, FieldProblem, resolve_path
 from labelsieve.errors import InputError, SourceExhausted
 
-__all__ = ["Frame", "FrameCache", "MediaConfig", "MediaSource"]
+__all__ = ["FrameCache", "MediaConfig", "MediaFrame", "MediaSource"]
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
@@ -85,7 +85,9 @@ class MediaConfig(Attributes):
 
 
 @dataclass(frozen=True)
-class Frame:
+class MediaFrame:
+    """The media camera's output: one encoded image, ready to serve (the filter's input is `labelsieve.filter.Frame`)."""
+
     data: bytes
     mime_type: str
     name: str
@@ -98,9 +100,9 @@ class FrameCache:
 
     def __init__(self, budget: int) -> None:
         self.budget, self.size = budget, 0
-        self._frames: OrderedDict[Path, Frame] = OrderedDict()
+        self._frames: OrderedDict[Path, MediaFrame] = OrderedDict()
 
-    def get(self, path: Path, make: Callable[[Path], Frame]) -> Frame:
+    def get(self, path: Path, make: Callable[[Path], MediaFrame]) -> MediaFrame:
         if (frame := self._frames.get(path)) is not None:
             self._frames.move_to_end(path)
             return frame
@@ -129,7 +131,7 @@ class MediaSource:
         self._index = 0
         self._started = clock()
         self.cache = FrameCache(config.cache_bytes)
-        self.last: Frame | None = None
+        self.last: MediaFrame | None = None
         if self.kind != "images":
             import cv2  # only video and webcam sources pay for OpenCV
 
@@ -145,7 +147,7 @@ class MediaSource:
 
         return float(self._capture.get(cv2.CAP_PROP_FPS) or 0.0)
 
-    def read(self) -> Frame:
+    def read(self) -> MediaFrame:
         with self._lock:
             self.last = self._read_images() if self.kind == "images" else self._read_capture()
             return self.last
@@ -168,11 +170,11 @@ class MediaSource:
             index %= count
         return index
 
-    def _read_images(self) -> Frame:
+    def _read_images(self) -> MediaFrame:
         path = self._files[self._position(len(self._files))]
         return self.cache.get(path, self._encode_path)
 
-    def _encode_path(self, path: Path) -> Frame:
+    def _encode_path(self, path: Path) -> MediaFrame:
         """Pass the file's bytes through untouched when it is already what was asked for: no decode, no re-encode."""
         try:
             data = path.read_bytes()
@@ -181,10 +183,10 @@ class MediaSource:
         where, limit = str(path), self.config.max_pixels
         header = images.open_checked(data, where=where, max_pixels=limit)
         if header.format == images.MIME_FORMAT[self.config.mime_type] and self._fits(header.size):
-            return Frame(data, self.config.mime_type, path.name, *header.size)
+            return MediaFrame(data, self.config.mime_type, path.name, *header.size)
         return self._encode(images.decode(data, where=where, max_pixels=limit), path.name)
 
-    def _read_capture(self) -> Frame:
+    def _read_capture(self) -> MediaFrame:
         import cv2
 
         if self.config.fps and self.kind == "video":  # frame index = elapsed seconds x fps
@@ -204,7 +206,7 @@ class MediaSource:
     def _fits(self, size: tuple[int, int]) -> bool:
         return not self.config.max_side or max(size) <= self.config.max_side
 
-    def _encode(self, image: Image.Image, name: str) -> Frame:
+    def _encode(self, image: Image.Image, name: str) -> MediaFrame:
         image = images.fit(image, self.config.max_side)
         data = images.encode(image, self.config.mime_type, self.config.jpeg_quality)
-        return Frame(data, self.config.mime_type, name, *image.size)
+        return MediaFrame(data, self.config.mime_type, name, *image.size)

@@ -9,6 +9,9 @@
 
 Provenance (which proposer and verifier agreed on a box, and how strongly) rides in `BoundingBox.id` as compact JSON: a
 field viam-server leaves empty, so files stay readable by any Viam tool and files written by viam-server simply carry none.
+A frame's ignore regions (asked-about boxes the verifier left unresolved) ride in the first box's id, under `"ignore"`:
+never a box of their own, so no Viam tool reads them as labels. Only frames with a verified box are stored, so there is
+always a first box.
 """
 
 from __future__ import annotations
@@ -23,13 +26,17 @@ from typing import Any, BinaryIO
 
 from google.protobuf.internal.decoder import _DecodeVarint  # type: ignore[attr-defined]
 from google.protobuf.internal.encoder import _VarintBytes  # type: ignore[attr-defined]
+import numpy as np
 from google.protobuf.message import DecodeError
+from viam.proto.app.data import Annotations
 from viam.proto.app.datasync import DataCaptureMetadata, SensorData
 
-from labelsieve.errors import CorruptCaptureError
+from labelsieve.detections import Detections
+from labelsieve.errors import CorruptCaptureError, InputError
 
-__all__ = ["CaptureFile", "CorruptCaptureError", "capture_dir_for", "capture_file_name", "decode_provenance",
-           "encode_provenance", "read_capture", "write_capture"]
+__all__ = ["CaptureFile", "CorruptCaptureError", "as_annotations", "as_ignore_rows", "capture_dir_for", "capture_file_name",
+           "decode_provenance", "encode_provenance", "from_annotations", "from_ignore_rows", "read_capture",
+           "write_capture"]
 
 CAPTURE_SUFFIX, PROGRESS_SUFFIX = ".capture", ".prog"
 _PROVENANCE_TAG = "ls1:"  # versioned, so an id written by anything else is never mistaken for ours
@@ -137,3 +144,57 @@ def decode_provenance(box_id: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def as_ignore_rows(regions: Detections, width: int, height: int) -> list[dict[str, Any]]:
+    """Ignore regions as JSON rows: normalized `box`, the `label` they might have, and their provenance (rule, why)."""
+    return [{"box": [float(x0) / width, float(y0) / height, float(x1) / width, float(y1) / height], "label": name,
+             **(provenance or {})} for ((x0, y0, x1, y1), _, name), provenance in zip(regions, regions.provenance)]
+
+
+def from_ignore_rows(rows: Any, width: int, height: int) -> Detections:
+    """The inverse of `as_ignore_rows`, in pixels; anything that is not a list of such rows is an InputError."""
+    try:
+        boxes = [[float(v) for v in row["box"]] for row in rows]
+        if any(len(b) != 4 for b in boxes):
+            raise ValueError("a box is not 4 numbers")
+        labels = [str(row["label"]) for row in rows]
+        provenance = [{k: v for k, v in row.items() if k not in ("box", "label")} for row in rows]
+    except (TypeError, KeyError, ValueError, AttributeError) as exc:
+        raise InputError(f"ignore regions must be a list of {{'box': [x0, y0, x1, y1], 'label': ...}}: {exc}") from exc
+    scale = np.array([width, height, width, height], np.float32)
+    return Detections(np.array(boxes, np.float32).reshape(-1, 4) * scale, np.ones(len(boxes), np.float32),
+                      np.array(labels, np.str_)).with_provenance(provenance)
+
+
+def as_annotations(detections: Detections, width: int, height: int) -> Annotations:
+    """A reading's boxes: normalized corners, each box's provenance (where it has one) in its `id`, and the frame's
+    ignore regions (`metadata["ignore"]`, a `Detections`) in the first box's."""
+    provenance = detections.provenance
+    ignore = detections.metadata.get("ignore")
+    if isinstance(ignore, Detections) and len(ignore) and provenance:
+        provenance[0] = {**(provenance[0] or {}), "ignore": as_ignore_rows(ignore, width, height)}
+    annotations = Annotations()
+    for ((x0, y0, x1, y1), confidence, name), box_provenance in zip(detections, provenance):
+        annotations.bboxes.add(label=name, confidence=confidence,
+                               id=encode_provenance(box_provenance) if box_provenance else "",
+                               x_min_normalized=float(x0) / width, y_min_normalized=float(y0) / height,
+                               x_max_normalized=float(x1) / width, y_max_normalized=float(y1) / height)
+    return annotations
+
+
+def from_annotations(annotations: Annotations, width: int, height: int) -> Detections:
+    """A reading's boxes in pixels, as written: not clipped or checked (a reader decides what an unusable box means). A
+    box without a confidence (a human label) has 1; one without our provenance (a file from viam-server) has None.
+    Ignore regions come back in `metadata["ignore"]` (a `Detections`), present only where the frame has some."""
+    boxes = annotations.bboxes
+    corners = [(b.x_min_normalized * width, b.y_min_normalized * height, b.x_max_normalized * width,
+                b.y_max_normalized * height) for b in boxes]
+    provenance = [decode_provenance(b.id) for b in boxes]
+    metadata = {}
+    if provenance and provenance[0] is not None and "ignore" in provenance[0]:
+        provenance[0] = dict(provenance[0])
+        metadata["ignore"] = from_ignore_rows(provenance[0].pop("ignore"), width, height)
+    return Detections(np.array(corners, np.float32).reshape(-1, 4),
+                      np.array([float(b.confidence) if b.HasField("confidence") else 1.0 for b in boxes], np.float32),
+                      np.array([b.label for b in boxes], np.str_), metadata=metadata).with_provenance(provenance)

@@ -40,9 +40,10 @@ from viam.resource.base import ResourceBase
 from viam.utils import dict_to_struct
 
 from labelsieve.attributes import Attributes, FieldProblem, did_you_mean, resolve_path
-from labelsieve.capture.format import capture_dir_for, encode_provenance, write_capture
+from labelsieve.capture.format import as_annotations, capture_dir_for, from_ignore_rows, write_capture
 from labelsieve.capture.sync import SyncBusy, SyncReport, sync
 from labelsieve.errors import ConfigError, InputError, LabelsieveError
+from labelsieve.viam.convert import detections_from_viam
 
 __all__ = ["CaptureMethod", "DataManager", "DataManagerConfig"]
 
@@ -320,20 +321,13 @@ async def _capture_all_from_camera(method: CaptureMethod, vision: Any) -> list[R
     if not width or not height:
         raise InputError(f"cannot read the size of the {image.mime_type} image the vision service returned")
     provenance = (result.extra or {}).get("provenance")
-    provenance = provenance if isinstance(provenance, list) else []
-    annotations = Annotations()
-    for i, d in enumerate(result.detections or []):
-        if d.confidence < min_score:
-            continue
-        box = annotations.bboxes.add(label=d.class_name, confidence=d.confidence)
-        if d.HasField("x_min"):  # viam-server: pixel box / decoded image size
-            box.x_min_normalized, box.x_max_normalized = d.x_min / width, d.x_max / width
-            box.y_min_normalized, box.y_max_normalized = d.y_min / height, d.y_max / height
-        else:
-            box.x_min_normalized, box.y_min_normalized = d.x_min_normalized, d.y_min_normalized
-            box.x_max_normalized, box.y_max_normalized = d.x_max_normalized, d.y_max_normalized
-        if i < len(provenance) and isinstance(provenance[i], Mapping):
-            box.id = encode_provenance(dict(provenance[i]))
+    provenance = [dict(p) if isinstance(p, Mapping) and p else None for p in provenance] \
+        if isinstance(provenance, list) else []
+    found = detections_from_viam(result.detections or [], width=width, height=height)
+    found = found.with_provenance([provenance[i] if i < len(provenance) else None for i in range(len(found))])
+    if (ignore := (result.extra or {}).get("ignore")) is not None:  # the filter's unresolved asked-about boxes
+        found = found.with_metadata(ignore=from_ignore_rows(ignore, width, height))
+    annotations = as_annotations(found[found.confidence >= min_score], width, height)
     for c in result.classifications or []:
         if c.confidence >= min_score:
             annotations.classifications.add(label=c.class_name, confidence=c.confidence)

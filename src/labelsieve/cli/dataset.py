@@ -31,6 +31,9 @@ def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--seed", type=int, default=0, help="split seed: the same seed and frames give the same split")
     p.add_argument("--gap-s", type=float, default=10.0,
                    help="consecutive similar frames closer than this are one scene, kept on one side (10)")
+    p.add_argument("--fill-ignore", action="store_true",
+                   help="keep frames with ignore regions (boxes the verifier left unresolved), painted over, "
+                        "instead of skipping them")
     p.set_defaults(handler=handle)
 
 
@@ -38,7 +41,7 @@ def handle(args: argparse.Namespace) -> int:
     from labelsieve.dataset import build_dataset
 
     result = build_dataset(args.sources, args.out, seed=args.seed, val_fraction=args.val_fraction, gap_s=args.gap_s,
-                           progress=True)
+                           progress=True, fill_ignore=args.fill_ignore)
     print(_summary(result.summary, result.created))
     print(result.version.path)
     return 0

@@ -10,16 +10,13 @@ The class order is frozen: a version lists the previous version's classes first,
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,19 +25,19 @@ from typing import Any
 from tqdm import tqdm
 
 from labelsieve.capture.format import CorruptCaptureError, read_capture
-from labelsieve.dataset.formats import SPLITS, coco_json, data_yaml, yolo_label
-from labelsieve.dataset.frames import Frame, frames_of
+from labelsieve.dataset.formats import SPLITS, as_coco, as_manifest, as_yolo, data_yaml
+from labelsieve.dataset.frames import CapturedFrame, frames_of
 from labelsieve.dataset.sources import SourceFile, download_dataset, list_captures, read_source
 from labelsieve.dataset.split import group_frames, split_groups
 from labelsieve.errors import InputError
 from labelsieve.paths import home
+from labelsieve.versions import locked, next_version, version_dirs
 
 __all__ = ["BuildResult", "DatasetVersion", "build_dataset", "open_dataset", "revise_dataset", "versions"]
 
 log = logging.getLogger(__name__)
 
 VERSION_FILE = "version.json"
-_VERSION_NAME = re.compile(r"v(\d+)")
 
 
 @dataclass(frozen=True)
@@ -77,11 +74,8 @@ class BuildResult:
 
 def versions(root: Path) -> list[DatasetVersion]:
     """The complete versions under `root`, oldest first."""
-    found = []
-    for child in root.iterdir() if root.is_dir() else ():
-        if (m := _VERSION_NAME.fullmatch(child.name)) and (child / VERSION_FILE).is_file():
-            found.append((int(m.group(1)), child))
-    return [DatasetVersion(path, json.loads((path / VERSION_FILE).read_text())) for _, path in sorted(found)]
+    return [DatasetVersion(path, json.loads((path / VERSION_FILE).read_text())) for path in version_dirs(root)
+            if (path / VERSION_FILE).is_file()]
 
 
 def open_dataset(path: str | Path) -> DatasetVersion:
@@ -99,17 +93,10 @@ def open_dataset(path: str | Path) -> DatasetVersion:
     return found[-1]
 
 
-@contextlib.contextmanager
-def _locked(root: Path) -> Iterator[None]:
-    with open(root / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
 def _read_frames(files: Sequence[SourceFile], staging: Path, cache: Path, progress: bool,
-                 skipped: list[dict[str, str]]) -> tuple[list[Frame], int]:
+                 skipped: list[dict[str, str]], fill_ignore: bool) -> tuple[list[CapturedFrame], int]:
     """Frames in source order, each image written to `staging/images/all` as it is read (memory holds no pixels)."""
-    frames: dict[str, Frame] = {}
+    frames: dict[str, CapturedFrame] = {}
     duplicates = 0
     images = staging / "images" / "all"
     images.mkdir(parents=True)
@@ -120,7 +107,7 @@ def _read_frames(files: Sequence[SourceFile], staging: Path, cache: Path, progre
             skipped.append({"source": file.url, "reason": str(exc)})
             log.warning("skipped %s", exc if isinstance(exc, CorruptCaptureError) else f"{file.url}: {exc}")
             continue
-        for item in frames_of(capture, file.url):
+        for item in frames_of(capture, file.url, fill_ignore=fill_ignore):
             if isinstance(item, InputError):
                 skipped.append({"source": file.url, "reason": str(item)})
                 log.warning("skipped %s", item)
@@ -134,22 +121,24 @@ def _read_frames(files: Sequence[SourceFile], staging: Path, cache: Path, progre
     return list(frames.values()), duplicates
 
 
-def _image_name(frame: Frame) -> str:
+def _image_name(frame: CapturedFrame) -> str:
     return frame.digest[:24] + frame.suffix
 
 
-def _frozen_classes(previous: DatasetVersion | None, frames: Sequence[Frame]) -> tuple[str, ...]:
+def _frozen_classes(previous: DatasetVersion | None, frames: Sequence[CapturedFrame]) -> tuple[str, ...]:
     before = previous.classes if previous else ()
-    seen = {box.label for frame in frames for box in frame.boxes}
+    seen = {name for frame in frames for name in frame.detections.class_name.tolist()}
     return (*before, *sorted(seen - set(before)))
 
 
 def build_dataset(sources: Sequence[str], out: Path, *, seed: int = 0, val_fraction: float = 0.2, gap_s: float = 10.0,
-                  progress: bool = True) -> BuildResult:
+                  progress: bool = True, fill_ignore: bool = False) -> BuildResult:
     """Build the next version of the dataset at `out` from every `.capture` file under `sources` (folders or URLs).
 
-    Unreadable capture files and images are reported in the summary and skipped. When the result equals the latest
-    version (same content hash), no new version is made and that one is returned with `created=False`.
+    Unreadable capture files and images, frames with an unusable box and frames with ignore regions (asked-about boxes
+    the filter left unresolved) are reported in the summary and skipped; with `fill_ignore`, ignore regions are painted
+    over instead (unless one overlaps a labeled box). When the result equals the latest version (same content hash), no
+    new version is made and that one is returned with `created=False`.
     """
     if not 0.0 <= val_fraction < 1.0:
         raise InputError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -157,22 +146,23 @@ def build_dataset(sources: Sequence[str], out: Path, *, seed: int = 0, val_fract
     if not files:
         raise InputError(f"no .capture files under {', '.join(sources)}")
     out.mkdir(parents=True, exist_ok=True)
-    with _locked(out):
+    with locked(out):
         for stale in out.glob(".building-*"):  # left by a builder that died; the lock says none is running
             shutil.rmtree(stale, ignore_errors=True)
         staging = out / f".building-{os.getpid()}"
         try:
-            return _build(files, out, staging, seed=seed, val_fraction=val_fraction, gap_s=gap_s, progress=progress)
+            return _build(files, out, staging, seed=seed, val_fraction=val_fraction, gap_s=gap_s, progress=progress,
+                          fill_ignore=fill_ignore)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
 
 def _build(files: Sequence[SourceFile], out: Path, staging: Path, *, seed: int, val_fraction: float, gap_s: float,
-           progress: bool) -> BuildResult:
+           progress: bool, fill_ignore: bool) -> BuildResult:
     existing = versions(out)
     previous = existing[-1] if existing else None
     skipped: list[dict[str, str]] = []
-    frames, duplicates = _read_frames(files, staging, out / ".cache", progress, skipped)
+    frames, duplicates = _read_frames(files, staging, out / ".cache", progress, skipped, fill_ignore)
     if not frames:
         raise InputError(f"no readable images in {len(files)} capture files ({len(skipped)} skipped): "
                          + "; ".join(s["reason"] for s in skipped[:3]))
@@ -191,26 +181,33 @@ def _build(files: Sequence[SourceFile], out: Path, staging: Path, *, seed: int, 
         log.info("the sources hold exactly %s (%s); no new version", previous.name, digest[:12])
         return BuildResult(previous, False, json.loads((previous.path / "summary.json").read_text()))
 
-    name = f"v{int(previous.name[1:]) + 1 if previous else 1}"
-    negatives = {box.label for f in frames for box in f.boxes if (box.provenance or {}).get("answer") == "no"}
-    per_class = Counter(box.label for f in frames for box in f.boxes)
+    name = next_version(out).name
+    negatives = {name for f in frames for (_, _, name), p in zip(f.detections, f.detections.provenance)
+                 if (p or {}).get("answer") == "no"}
+    per_class = _per_class(frames)
     summary = {
         "version": name, "id": digest, "images": len(frames),
-        "background_images": sum(1 for f in frames if not f.boxes),
+        "background_images": sum(1 for f in frames if not len(f.detections)),
         "boxes": sum(per_class.values()), "boxes_per_class": {c: per_class.get(c, 0) for c in classes},
         "split": {s: sides.count(s) for s in SPLITS}, "groups": len(groups),
         "duplicate_frames": duplicates, "capture_files": len(files), "skipped": skipped,
+        "ignore_regions_filled": sum(int(f.detections.metadata.get("filled_regions", 0)) for f in frames),
     }
     info = {
         "name": name, "id": digest, "parent": previous.id if previous else None, "classes": list(classes),
         "negative_classes": sorted(negatives | set(previous.info.get("negative_classes", ()) if previous else ())),
         "created": datetime.now(UTC).isoformat(timespec="seconds"), "sources": sorted({f.url for f in files}),
-        "seed": seed, "val_fraction": val_fraction, "gap_s": gap_s,
+        "seed": seed, "val_fraction": val_fraction, "gap_s": gap_s, "fill_ignore": fill_ignore,
     }
     return BuildResult(_commit(staging, out, info, summary, manifest), True, summary)
 
 
-def _export(staging: Path, members: dict[str, list[Frame]], classes: Sequence[str]) -> tuple[str, list[dict[str, Any]]]:
+def _per_class(frames: Sequence[CapturedFrame]) -> Counter[str]:
+    return Counter(name for f in frames for name in f.detections.class_name.tolist())
+
+
+def _export(staging: Path, members: dict[str, list[CapturedFrame]], classes: Sequence[str]
+            ) -> tuple[str, list[dict[str, Any]]]:
     """YOLO labels, COCO and manifest rows for frames whose images are already in `staging/images/<split>`, and the
     content hash (classes, then every image name and label in a fixed order): the version's id."""
     class_ids = {name: i for i, name in enumerate(classes)}
@@ -220,16 +217,15 @@ def _export(staging: Path, members: dict[str, list[Frame]], classes: Sequence[st
         ordered = sorted(members[split], key=lambda f: f.digest)
         (staging / "labels" / split).mkdir(parents=True)
         for frame in ordered:
-            name, label = _image_name(frame), yolo_label(frame, class_ids)
+            name, label = _image_name(frame), as_yolo(frame.detections, frame.width, frame.height, class_ids)
             (staging / "labels" / split / f"{frame.digest[:24]}.txt").write_text(label)
             content.update(f"\0{split}/{name}\0{label}".encode())
-            manifest += [{"image": f"images/{split}/{name}", "split": split, "class": box.label,
-                          "class_id": class_ids[box.label], "box": [round(v, 6) for v in box.xyxy],
-                          "confidence": box.confidence, "source": frame.source, "time": frame.time,
-                          "provenance": box.provenance} for box in frame.boxes]
+            manifest += as_manifest(frame.detections, f"images/{split}/{name}", split, frame.width, frame.height,
+                                    class_ids)
+        coco = as_coco([f.detections.with_metadata(file_name=f"images/{split}/{_image_name(f)}", width=f.width,
+                                                   height=f.height) for f in ordered], classes)
         (staging / "annotations").mkdir(exist_ok=True)
-        (staging / "annotations" / f"instances_{split}.json").write_text(
-            coco_json(ordered, [_image_name(f) for f in ordered], classes, split))
+        (staging / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco, indent=1))
     (staging / "data.yaml").write_text(data_yaml(classes))
     return content.hexdigest(), manifest
 
@@ -244,13 +240,13 @@ def _commit(staging: Path, out: Path, info: dict[str, Any], summary: dict[str, A
     return DatasetVersion(out / info["name"], info)
 
 
-def revise_dataset(previous: DatasetVersion, members: dict[str, list[Frame]], note: dict[str, Any],
+def revise_dataset(previous: DatasetVersion, members: dict[str, list[CapturedFrame]], note: dict[str, Any],
                    extra_rows: Sequence[dict[str, Any]] = ()) -> DatasetVersion:
     """The next version after `previous` (which must be its dataset's latest) holding the same images with `members`'
     boxes (a human review's decisions), made as atomically as a build. Images are hard-linked where the filesystem
     allows; `note` goes into version.json and `extra_rows` (e.g. rejected boxes) to the end of the manifest."""
     out = previous.path.parent
-    with _locked(out):
+    with locked(out):
         latest = versions(out)
         if not latest or latest[-1].path != previous.path:
             raise InputError(f"{previous.path}: not the latest version of {out} any more "
@@ -268,10 +264,11 @@ def revise_dataset(previous: DatasetVersion, members: dict[str, list[Frame]], no
                         shutil.copyfile(previous.path / "images" / split / name, staging / "images" / split / name)
             digest, manifest = _export(staging, members, previous.classes)
             frames = [f for split in SPLITS for f in members[split]]
-            per_class = Counter(box.label for f in frames for box in f.boxes)
-            name = f"v{int(previous.name[1:]) + 1}"
+            per_class = _per_class(frames)
+            name = next_version(out).name
             summary = {**json.loads((previous.path / "summary.json").read_text()), "version": name, "id": digest,
-                       "background_images": sum(1 for f in frames if not f.boxes), "boxes": sum(per_class.values()),
+                       "background_images": sum(1 for f in frames if not len(f.detections)),
+                       "boxes": sum(per_class.values()),
                        "boxes_per_class": {c: per_class.get(c, 0) for c in previous.classes}}
             info = {**previous.info, "name": name, "id": digest, "parent": previous.id,
                     "created": datetime.now(UTC).isoformat(timespec="seconds"), "review": note}

@@ -18,6 +18,7 @@ import fsspec
 
 from labelsieve.capture.format import CAPTURE_SUFFIX
 from labelsieve.errors import InputError
+from labelsieve.files import write_bytes_atomic
 
 __all__ = ["SourceFile", "download_dataset", "list_captures", "read_source"]
 
@@ -59,11 +60,9 @@ def read_source(file: SourceFile, cache: Path) -> bytes:
     if cached.exists():
         return cached.read_bytes()
     with fsspec.open(file.url, "rb") as remote:
-        data = remote.read()
+        data: bytes = remote.read()
     cache.mkdir(parents=True, exist_ok=True)
-    partial = cached.with_suffix(f".{os.getpid()}.part")
-    partial.write_bytes(data)
-    os.replace(partial, cached)
+    write_bytes_atomic(cached, data)
     return data
 
 
@@ -78,7 +77,7 @@ def download_dataset(url: str, cache: Path) -> Path:
             if not found:
                 raise InputError(f"{url}: no dataset version here (no version.json, no v1, v2, ...)")
             root = max(found, key=lambda p: int(p.rstrip("/").rsplit("/", 1)[-1][1:]))
-        version_id = json.loads(fs.cat_file(f"{root}/version.json"))["id"]
+        version_id = str(json.loads(fs.cat_file(f"{root}/version.json"))["id"])
         local = cache / version_id[:16]
         if not (local / "version.json").is_file():
             partial = cache / f".{version_id[:16]}-{os.getpid()}"

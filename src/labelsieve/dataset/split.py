@@ -19,7 +19,7 @@ import itertools
 from collections import defaultdict
 from collections.abc import Sequence
 
-from labelsieve.dataset.frames import Frame
+from labelsieve.dataset.frames import CapturedFrame
 
 __all__ = ["DUPLICATE_BITS", "SCENE_BITS", "group_frames", "split_groups"]
 
@@ -46,7 +46,7 @@ def _distance(a: int, b: int) -> int:
     return (a ^ b).bit_count()
 
 
-def group_frames(frames: Sequence[Frame], gap_s: float) -> list[list[int]]:
+def group_frames(frames: Sequence[CapturedFrame], gap_s: float) -> list[list[int]]:
     """Indices of `frames`, joined into scenes and near-duplicates."""
     groups = _Groups(len(frames))
     by_stream: dict[str, list[int]] = defaultdict(list)
@@ -75,7 +75,7 @@ def group_frames(frames: Sequence[Frame], gap_s: float) -> list[list[int]]:
     return list(joined.values())
 
 
-def split_groups(frames: Sequence[Frame], groups: list[list[int]], val_fraction: float, seed: int) -> list[str]:
+def split_groups(frames: Sequence[CapturedFrame], groups: list[list[int]], val_fraction: float, seed: int) -> list[str]:
     """"train" or "val" for each frame. With two groups or more, each side gets at least one when val_fraction > 0."""
     def rank(group: list[int]) -> str:
         return hashlib.sha256(f"{seed}:{min(frames[i].digest for i in group)}".encode()).hexdigest()

@@ -137,14 +137,14 @@ async def _capture(config_path: Path, out: Path, timeout: float) -> tuple[Any, d
     from viam.services.vision import VisionClient
 
     from labelsieve.runtime import Runtime, RuntimeOptions
-    from labelsieve.runtime.builtins.data_manager import DataManager
+    from labelsieve.runtime.builtins.data_manager import DataManagerService
 
     runtime = Runtime(RuntimeOptions(config_path, port=0, data_dir=out / "home"))
     await runtime.start()
     watcher = asyncio.create_task(runtime.run_until(asyncio.Event()))
     robot = await runtime.connect()
     try:
-        manager = DataManager.from_robot(robot, "data_manager")
+        manager = DataManagerService.from_robot(robot, "data_manager")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             stats = (await manager.do_command({"stats": {}}))["methods"]["rdk:service:vision/labeler/CaptureAllFromCamera"]

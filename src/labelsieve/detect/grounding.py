@@ -7,6 +7,7 @@ per-class text support); thresholds, NMS, clipping and the `max_detections` cut 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections import OrderedDict
@@ -70,7 +71,9 @@ class LoadedModel:
 
 
 class GroundingDetector:
-    """Open-vocabulary box proposer. `start()` (or the first `detect()`) loads the weights; `detect()` from any thread.
+    """Open-vocabulary box proposer. `start()` (or the first `detect()`) loads the weights. `await detect(...)` runs the
+    model in a worker thread, as the verifier's `verify` does, so it serves a filter's `propose` in process;
+    `detect_sync(...)` is the same for scripts and benchmarks without an event loop.
 
     The model lives in a `ModelSlot`: a Viam shell passes the resource's process-wide slot, so a reconfigured object
     serves at once with the model already loaded; Python callers get a private one.
@@ -94,10 +97,17 @@ class GroundingDetector:
         """`start()` and wait. Raises `ModelError` / `WeightsNotFoundError` / `ConfigError` (unsupported model)."""
         self.start().result()
 
-    def close(self) -> None:
+    async def close(self) -> None:
         self.slot.release()
 
-    def detect(self, images: Sequence[Image.Image], query: str | Sequence[str] | None = None) -> list[Detections]:
+    async def detect(self, images: Sequence[Image.Image], query: str | Sequence[str] | None = None) -> list[Detections]:
+        """`detect_sync` off the event loop; the first load is awaited here, not on a worker thread."""
+        if self.slot.key is None:
+            self.start()
+        await self.slot.get()
+        return await asyncio.to_thread(self.detect_sync, images, query)
+
+    def detect_sync(self, images: Sequence[Image.Image], query: str | Sequence[str] | None = None) -> list[Detections]:
         """One `Detections` per image; `class_name` is always exactly one of the query's (or the config's) classes."""
         if self.slot.key is None:
             self.start()

@@ -12,13 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from labelsieve.eval.metrics import FrameRecord, Proposal, Score
+from labelsieve.eval.metrics import FrameRecord, Score
 from labelsieve.eval.report import summarize, summary_table, write_report
-from labelsieve.eval.truth import Truth, TruthImage, load_coco
+from labelsieve.eval.truth import Truth, load_coco
 from labelsieve.paths import home
 
-__all__ = ["FrameRecord", "Proposal", "Score", "Truth", "TruthImage", "evaluate", "load_coco", "summarize",
-           "summary_table", "write_report"]
+__all__ = ["FrameRecord", "Score", "Truth", "evaluate", "load_coco", "summarize", "summary_table", "write_report"]
 
 
 async def evaluate(config_path: Path, name: str, coco_path: Path, out: Path, *, images_dir: Path | None = None,

@@ -1,7 +1,10 @@
-"""Label quality from recorded stage answers: matching, precision and recall, the verifier's confusion, threshold sweeps.
+"""Label quality from recorded filter decisions: matching, precision and recall, the verifier's confusion, threshold
+sweeps.
 
-Everything here is computed offline from `FrameRecord`s, so a sweep of thresholds never calls a model again. A prediction
-matches a truth box of its class at IoU >= 0.5, greedily, most confident first (the COCO convention at one IoU).
+Everything here is computed offline from `FrameRecord`s, each holding the filter's own `Decision` (its proposals and its
+per-box, per-rule trace), so a sweep of thresholds never calls a model again and never re-derives what the filter chose:
+a recorded answer becomes a label through `Rule.label_for`, the filter's own relabeling. A prediction matches a truth box
+of its class at IoU >= 0.5, greedily, most confident first (the COCO convention at one IoU).
 """
 
 from __future__ import annotations
@@ -13,38 +16,32 @@ from typing import Any
 
 import numpy as np
 
-from labelsieve.detections import box_iou
-from labelsieve.filter import FilterConfig
+from labelsieve.detections import Detections, box_iou
+from labelsieve.filter import BoxTrace, Decision, FilterConfig
 
-__all__ = ["FrameRecord", "Proposal", "Score", "confusion", "match", "proposer_labels", "score", "sweep", "two_stage_labels"]
+__all__ = ["FrameRecord", "Score", "confusion", "match", "proposer_labels", "score", "sweep", "two_stage_labels"]
 
 IOU = 0.5
-Box = tuple[float, float, float, float]
-Labelled = tuple[Box, str, float]  # (xyxy, class, confidence)
-
-
-@dataclasses.dataclass(frozen=True)
-class Proposal:
-    """One proposed box as one rule saw it; `answer` is None where it was never verified (under the rule's
-    min_confidence, or over max_crops_per_frame)."""
-
-    box: Box
-    score: float
-    rule: int
-    answer: str | None = None
-    confidence: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
 class FrameRecord:
     path: Path
-    truth: tuple[tuple[Box, str], ...]
-    proposals: tuple[Proposal, ...]
-    kept: tuple[Labelled, ...]  # the filter's own decision
-    outcome: str
+    truth: Detections
+    decision: Decision  # the filter's own, with its proposals and trace
     propose_s: float
     verify_s: float
-    crops: int  # verifier model calls: one per crop, batched or not
+
+    @property
+    def crops(self) -> int:
+        """Verifier model calls: one per crop asked about, batched or not."""
+        return sum(t.asked == "asked" for t in self.decision.trace)
+
+    def ruled(self) -> Iterable[tuple[BoxTrace, int, float]]:
+        """(trace entry, rule, proposer score) of each proposed box under each rule that detects its class."""
+        for t in self.decision.trace:
+            if t.rule is not None:
+                yield t, t.rule, float(self.decision.proposals.confidence[t.box])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,69 +62,78 @@ class Score:
         return dataclasses.asdict(self) | {"precision": self.precision, "recall": self.recall}
 
 
-def match(predictions: Sequence[Labelled], truth: Sequence[tuple[Box, str]]) -> tuple[list[bool], list[bool]]:
+def match(predictions: Detections, truth: Detections) -> tuple[list[bool], list[bool]]:
     """(is each prediction a true positive, is each truth box found)."""
     hit, found = [False] * len(predictions), [False] * len(truth)
-    if predictions and truth:
-        iou = box_iou(np.array([p[0] for p in predictions]), np.array([t[0] for t in truth]))
-        for i in sorted(range(len(predictions)), key=lambda i: -predictions[i][2]):
-            candidates = [(iou[i, j], j) for j, t in enumerate(truth) if t[1] == predictions[i][1] and not found[j]]
+    if len(predictions) and len(truth):
+        iou = box_iou(predictions.xyxy, truth.xyxy)
+        for i in sorted(range(len(predictions)), key=lambda i: -predictions.confidence[i]):
+            candidates = [(iou[i, j], j) for j in range(len(truth))
+                          if truth.class_name[j] == predictions.class_name[i] and not found[j]]
             best = max(candidates, default=(0.0, -1))
             if best[0] >= IOU:
                 hit[i], found[best[1]] = True, True
     return hit, found
 
 
-def score(frames: Iterable[tuple[Sequence[Labelled], Sequence[tuple[Box, str]]]], classes: Sequence[str]
-          ) -> dict[str, Score]:
+def judged(predictions: Detections, classes: Sequence[str]) -> Detections:
+    return predictions[np.isin(predictions.class_name, list(classes))]
+
+
+def score(frames: Iterable[tuple[Detections, Detections]], classes: Sequence[str]) -> dict[str, Score]:
     """Per judged class, over (predictions, truth) per frame; predictions of other classes are not judged."""
     counts = {c: [0, 0, 0] for c in classes}
     for predictions, truth in frames:
-        predictions = [p for p in predictions if p[1] in counts]
+        predictions = judged(predictions, classes)
         hit, found = match(predictions, truth)
-        for p, h in zip(predictions, hit):
-            counts[p[1]][0 if h else 1] += 1
-        for t, f in zip(truth, found):
-            if not f and t[1] in counts:
-                counts[t[1]][2] += 1
+        for name, h in zip(predictions.class_name.tolist(), hit):
+            counts[name][0 if h else 1] += 1
+        for name, f in zip(truth.class_name.tolist(), found):
+            if not f and name in counts:
+                counts[name][2] += 1
     return {c: Score(*n) for c, n in counts.items()}
 
 
-def proposer_labels(frame: FrameRecord, config: FilterConfig, min_confidence: float | None = None) -> list[Labelled]:
+def _labelled(frame: FrameRecord, kept: list[tuple[BoxTrace, str, float]]) -> Detections:
+    boxes = frame.decision.proposals.xyxy
+    return Detections(boxes[[t.box for t, _, _ in kept]].reshape(-1, 4), np.array([c for _, _, c in kept], np.float32),
+                      np.array([label for _, label, _ in kept], np.str_))
+
+
+def proposer_labels(frame: FrameRecord, config: FilterConfig, min_confidence: float | None = None) -> Detections:
     """Stage 1 alone: every proposal a rule accepts, named with the rule's `label`, as if every answer were yes."""
-    return [(p.box, config.rules[p.rule].label, p.score) for p in frame.proposals
-            if p.score >= (config.rules[p.rule].min_confidence if min_confidence is None else min_confidence)]
+    return _labelled(frame, [(t, config.rules[r].label, s) for t, r, s in frame.ruled()
+                             if s >= (config.rules[r].min_confidence if min_confidence is None else min_confidence)])
 
 
 def two_stage_labels(frame: FrameRecord, config: FilterConfig, min_confidence: float, verifier_confidence: float
-                     ) -> list[Labelled] | None:
+                     ) -> Detections | None:
     """What the filter would keep at these thresholds, or None where a proposal it would ask about was never verified."""
-    if frame.outcome.endswith("_failed"):
-        return []  # the filter labels nothing on a frame where a stage failed
+    if frame.decision.outcome.endswith("_failed"):
+        return Detections.empty()  # the filter labels nothing on a frame where a stage failed
     kept = []
-    for p in frame.proposals:
-        if p.score < min_confidence:
+    for t, r, s in frame.ruled():
+        if s < min_confidence:
             continue
-        if p.answer is None:
+        if t.answer is None:
             return None
-        rule = config.rules[p.rule]
-        label = {"yes": rule.label, "no": rule.negative_label}.get(p.answer)
-        if label is not None and p.confidence >= verifier_confidence:
-            kept.append((p.box, label, p.score * p.confidence))
-    return kept
+        label = config.rules[r].label_for(t.answer)
+        if label is not None and t.confidence >= verifier_confidence:
+            kept.append((t, label, s * t.confidence))
+    return _labelled(frame, kept)
 
 
 def confusion(frames: Iterable[FrameRecord], config: FilterConfig) -> dict[str, dict[str, int]]:
     """Verified proposals: truth (positive = a truth box of the rule's label at IoU >= 0.5) x the verifier's answer."""
     table = {row: {"yes": 0, "no": 0, "unsure": 0} for row in ("positive", "negative")}
     for frame in frames:
-        for p in frame.proposals:
-            if p.answer is None:
+        for t, r, _ in frame.ruled():
+            if t.answer is None:
                 continue
-            label = config.rules[p.rule].label
-            same = [t[0] for t in frame.truth if t[1] == label]
-            positive = bool(same) and float(box_iou(np.array([p.box]), np.array(same)).max()) >= IOU
-            table["positive" if positive else "negative"][p.answer if p.answer in ("yes", "no") else "unsure"] += 1
+            same = frame.truth.xyxy[frame.truth.class_name == config.rules[r].label]
+            box = frame.decision.proposals.xyxy[t.box : t.box + 1]
+            positive = len(same) > 0 and float(box_iou(box, same).max()) >= IOU
+            table["positive" if positive else "negative"][t.answer] += 1
     return table
 
 
@@ -145,7 +151,7 @@ def sweep(frames: Sequence[FrameRecord], config: FilterConfig, classes: Sequence
         for c in verifier_thresholds:
             labelled = [two_stage_labels(f, config, t, c) for f in frames]
             both = (None if any(k is None for k in labelled)
-                    else _total(score(((k or [], f.truth) for k, f in zip(labelled, frames)), classes)))
+                    else _total(score(((k or Detections.empty(), f.truth) for k, f in zip(labelled, frames)), classes)))
             rows.append({"min_confidence": t, "verifier_confidence": c, "proposer": alone.as_dict(),
                          "two_stage": both.as_dict() if both else None})
     return rows

@@ -14,8 +14,9 @@ from typing import Any
 from PIL import ImageDraw
 
 from labelsieve import images
+from labelsieve.dataset.frames import fillable
 from labelsieve.errors import UnsupportedError
-from labelsieve.eval.metrics import FrameRecord, Labelled, confusion, match, proposer_labels, score, sweep
+from labelsieve.eval.metrics import FrameRecord, confusion, judged, match, proposer_labels, score, sweep
 from labelsieve.files import write_atomic
 from labelsieve.filter import FilterConfig
 
@@ -34,12 +35,15 @@ def _per_frame(value: float, frames: int) -> float:
 def summarize(records: Sequence[FrameRecord], config: FilterConfig, truth_classes: Sequence[str]) -> dict[str, Any]:
     classes = [c for c in config.labels if c in truth_classes]
     alone = score(((proposer_labels(f, config), f.truth) for f in records), classes)
-    both = score(((f.kept, f.truth) for f in records), classes)
+    both = score(((f.decision.detections, f.truth) for f in records), classes)
     floor = max(r.min_confidence for r in config.rules)
     n = len(records)
+    kept = [f.decision for f in records if f.decision.kept]
+    unresolved = [d for d in kept if len(d.ignore)]
+    blocked = sum(not fillable(d.ignore, d.detections) for d in unresolved)
     outcomes: dict[str, int] = {}
     for f in records:
-        outcomes[f.outcome] = outcomes.get(f.outcome, 0) + 1
+        outcomes[f.decision.outcome] = outcomes.get(f.decision.outcome, 0) + 1
     return {
         "frames": n,
         "classes": {c: {"proposer": alone[c].as_dict(), "two_stage": both[c].as_dict()} for c in classes},
@@ -50,6 +54,9 @@ def summarize(records: Sequence[FrameRecord], config: FilterConfig, truth_classe
                  "verifier_calls_per_frame": _per_frame(sum(f.crops for f in records), n),
                  "verifier_seconds_per_frame": _per_frame(sum(f.verify_s for f in records), n)},
         "outcomes": outcomes,
+        "ignore_regions": {"frames_kept": len(kept), "frames_with_ignore_regions": len(unresolved),
+                           "dropped_by_default": len(unresolved), "filled_with_fill_ignore": len(unresolved) - blocked,
+                           "dropped_with_fill_ignore": blocked},
         "sweep": sweep(records, config, classes, sorted({*PROPOSER_THRESHOLDS, floor}), VERIFIER_THRESHOLDS),
     }
 
@@ -67,6 +74,11 @@ def summary_table(report: dict[str, Any]) -> str:
     lines.append(f"{report['frames']} frames; per frame: proposer {cost['proposer_calls_per_frame']:.2f} calls "
                  f"{cost['proposer_seconds_per_frame']:.3f} s, verifier {cost['verifier_calls_per_frame']:.2f} calls "
                  f"{cost['verifier_seconds_per_frame']:.3f} s")
+    ignore = report["ignore_regions"]
+    if ignore["frames_with_ignore_regions"]:
+        lines.append(f"{ignore['frames_with_ignore_regions']} of {ignore['frames_kept']} kept frames have ignore regions "
+                     f"(boxes left unresolved): dataset build drops them, or with --fill-ignore paints "
+                     f"{ignore['filled_with_fill_ignore']} and drops {ignore['dropped_with_fill_ignore']}")
     if report["not_judged"]:
         lines.append(f"not in the truth's categories, so not judged: {', '.join(report['not_judged'])}")
     return "\n".join(lines)
@@ -132,14 +144,15 @@ def _gallery(records: Sequence[FrameRecord], classes: Sequence[str]) -> tuple[li
     mistakes: list[tuple[str, str]] = []
     misses: list[tuple[str, str]] = []
     for f in records:
-        kept: list[Labelled] = [k for k in f.kept if k[1] in classes]
+        kept = judged(f.decision.detections, classes)
         hit, found = match(kept, f.truth)
-        for (box, label, conf), h in zip(kept, hit):
+        for (box, conf, label), h in zip(kept, hit):
             if not h and len(mistakes) < GALLERY_LIMIT:
-                mistakes.append((_drawn(f, box, f"{label} {conf:.2f}", FP_COLOUR), f"{f.path.name}: {label} {conf:.2f}"))
-        for (box, label), h in zip(f.truth, found):
+                mistakes.append((_drawn(f, box.tolist(), f"{label} {conf:.2f}", FP_COLOUR), f"{f.path.name}: {label} {conf:.2f}"))
+        for (box, _, label), h in zip(f.truth, found):
             if not h and label in classes and len(misses) < GALLERY_LIMIT:
-                misses.append((_drawn(f, box, f"missed {label}", MISS_COLOUR), f"{f.path.name}: {label} ({f.outcome})"))
+                misses.append((_drawn(f, box.tolist(), f"missed {label}", MISS_COLOUR),
+                               f"{f.path.name}: {label} ({f.decision.outcome})"))
     return mistakes, misses
 
 

@@ -8,12 +8,9 @@ detector and verifier are reached through the SDK's vision clients and adapted e
 from __future__ import annotations
 
 import asyncio
-import json
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from PIL import Image
 from tqdm import tqdm
@@ -22,89 +19,81 @@ from viam.services.vision import VisionClient
 from labelsieve import images
 from labelsieve.detections import Detections
 from labelsieve.errors import InputError
-from labelsieve.eval.metrics import FrameRecord, Proposal
+from labelsieve.eval.metrics import FrameRecord
 from labelsieve.eval.truth import Truth
 from labelsieve.filter import AutoLabelFilter, FilterConfig, Frame
 from labelsieve.runtime import Runtime, RuntimeOptions
+from labelsieve.runtime.config import load_config
 from labelsieve.verify import Verdict
 from labelsieve.viam.stages import VisionStages
 
-__all__ = ["filter_config", "record_frames"]
+__all__ = ["filter_config", "record_frames", "runtime_options"]
+
+FILTER_MODEL = "labelsieve:vision:autolabel-filter"
+
 
 def filter_config(config_path: Path, name: str) -> FilterConfig:
-    """The named filter resource's attributes, parsed and checked as the module does."""
-    raw = json.loads(Path(config_path).read_text())
-    found = [s for s in raw.get("services", []) if s.get("name") == name]
+    """The named filter resource's attributes, read as the runtime reads the config (`${environment.X}` expanded),
+    parsed and checked as the module does."""
+    config = load_config(config_path)
+    found = [r for r in config.resources if r.name == name]
     if not found:
-        names = [s.get("name") for s in raw.get("services", []) if "autolabel-filter" in str(s.get("model"))]
+        names = [r.name for r in config.resources if r.model == FILTER_MODEL]
         raise InputError(f"{config_path}: no service named {name!r}; auto-label filters there: {names}")
-    return FilterConfig.parse(name, found[0].get("attributes", {}))
+    if found[0].model != FILTER_MODEL:
+        raise InputError(f"{config_path}: {name!r} is a {found[0].model}, not an auto-label filter ({FILTER_MODEL})")
+    return FilterConfig.parse(name, found[0].attributes)
+
+
+def runtime_options(config_path: Path, data_dir: Path) -> RuntimeOptions:
+    """How eval runs the machine: on its own port, without watching the config. The one place that says what an
+    evaluation's runtime may do; evaluating must never write capture files into the training pool."""
+    return RuntimeOptions(Path(config_path), port=0, data_dir=data_dir, watch_config=False)
 
 
 async def _frame(path: Path) -> Frame:
     data = await asyncio.to_thread(path.read_bytes)
     image = await asyncio.to_thread(images.decode, data, where=str(path))
-    return Frame(image, data, "image/png" if path.suffix.lower() == ".png" else "image/jpeg")
+    return Frame(image, data, "image/png" if path.suffix.lower() == ".png" else "image/jpeg", {"source": str(path)})
 
 
-def _answer(verdict: Verdict) -> tuple[str, float]:
-    """As the filter reads it: an answer without a finite confidence is no answer."""
-    sure = verdict.answer in ("yes", "no") and math.isfinite(verdict.confidence)
-    return (verdict.answer if sure else "unsure"), float(verdict.confidence) if sure else 0.0
-
-
-async def _record(config: FilterConfig, stages: Any, path: Path, truth: Any) -> FrameRecord:
-    """One frame through a filter whose stages record what they answered and how long they took (a filter per frame:
-    with the gate off it holds no state worth keeping)."""
+async def _record(config: FilterConfig, stages: VisionStages, truth: Detections) -> FrameRecord:
+    """One frame through a filter whose stages are timed (a filter per frame: with the gate off it holds no state worth
+    keeping). What it asked and how each box ended is the decision's own trace."""
+    path = Path(truth.metadata["path"])
     frame = await _frame(path)
     seconds = {"propose": 0.0, "verify": 0.0}
-    proposed: list[Detections] = []
-    verdicts: list[Verdict] = []
 
     async def propose(f: Frame) -> Detections:
         start = time.perf_counter()
         try:
-            proposed.append(await stages.propose(f))
-            return proposed[-1]
+            return await stages.propose(f)
         finally:
             seconds["propose"] = time.perf_counter() - start
 
     async def verify(crops: Sequence[Image.Image], questions: Sequence[str]) -> Sequence[Verdict]:
         start = time.perf_counter()
         try:
-            answered = await stages.verify(crops, questions)
-            verdicts.extend(answered)
-            return answered
+            return await stages.verify(crops, questions)
         finally:
             seconds["verify"] = time.perf_counter() - start
 
     sieve = AutoLabelFilter(config, propose, verify, proposer_name=config.detector, verifier_name=config.verifier)
     decision = await sieve.examine(frame, gate=False)
-    boxes = proposed[0].clip(*frame.image.size) if proposed else Detections.empty()
-    asked, _ = sieve._select(boxes)  # the filter's own choice of (box, rule), in the order its verifier saw the crops
-    answers = dict(zip(asked, verdicts)) if decision.outcome != "verifier_failed" else {}
-    rules = config.rules
-    proposals = tuple(
-        Proposal(tuple(float(v) for v in xyxy), float(s), r, *(_answer(a) if (a := answers.get((i, r))) else (None, 0.0)))
-        for i, (xyxy, s, name) in enumerate(boxes)
-        for r, rule in enumerate(rules) if rule.detect.strip().lower() == str(name).strip().lower())
-    kept = tuple((tuple(float(v) for v in xyxy), str(label), float(c)) for xyxy, c, label in decision.detections)
-    return FrameRecord(path, truth, proposals, kept, decision.outcome,  # type: ignore[arg-type]
-                       seconds["propose"], seconds["verify"], len(verdicts))
+    return FrameRecord(path, truth, decision, seconds["propose"], seconds["verify"])
 
 
 async def record_frames(config_path: Path, name: str, truth: Truth, data_dir: Path) -> list[FrameRecord]:
     """Start the machine, examine every truth image with the named filter's stages (near-duplicate gate off), stop it."""
     config = filter_config(config_path, name)
-    runtime = Runtime(RuntimeOptions(Path(config_path), port=0, data_dir=data_dir, watch_config=False))
+    runtime = Runtime(runtime_options(config_path, data_dir))
     await runtime.start()
     try:
         robot = await runtime.connect()
         try:
             stages = VisionStages(config, VisionClient.from_robot(robot, config.detector),
-                                      VisionClient.from_robot(robot, config.verifier))
-            return [await _record(config, stages, image.path, image.boxes)
-                    for image in tqdm(truth.images, desc=f"eval {name}", unit="frame")]
+                                  VisionClient.from_robot(robot, config.verifier))
+            return [await _record(config, stages, image) for image in tqdm(truth.images, desc=f"eval {name}", unit="frame")]
         finally:
             await robot.close()
     finally:

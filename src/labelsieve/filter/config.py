@@ -25,6 +25,11 @@ class Rule(Attributes):
     min_confidence: float = 0.3
     padding: float = 0.1
 
+    def label_for(self, answer: str) -> str | None:
+        """What a box becomes under this rule when the verifier's answer (as the filter reads it) is `answer`: the one
+        relabeling, used by the filter and by eval's threshold sweep. None drops the box."""
+        return {"yes": self.label, "no": self.negative_label}.get(answer)
+
     def check(self) -> None:
         for name in ("detect", "question", "label", "negative_label"):
             value = getattr(self, name)

@@ -6,7 +6,9 @@
 A frame goes through the near-duplicate gate, then the proposer; each proposed box that a rule asks about (its class is
 the rule's `detect`, its score at least the rule's `min_confidence`) is cropped with the rule's padding, and the crops
 go to the verifier together. "yes" relabels a box with the rule's `label`, "no" with its `negative_label` or drops it,
-"unsure" (or any other answer) drops it. A stage that fails or runs past its timeout labels nothing: the whole frame is
+"unsure" (or any other answer) drops it. An asked-about box left unresolved (unsure, or over `max_crops_per_frame`) becomes
+an ignore region of a kept frame (`Decision.ignore`), never background and never a label: a dataset skips such frames or
+fills the regions. A stage that fails or runs past its timeout labels nothing: the whole frame is
 skipped and counted, because a frame stored with some of its objects unverified would teach a model that they are
 background.
 """
@@ -30,39 +32,97 @@ from labelsieve.filter.provenance import Provenance
 from labelsieve.images import crop
 from labelsieve.verify.answers import Answer, Verdict
 
-__all__ = ["AutoLabelFilter", "Decision", "FilterStats", "Frame", "Proposer", "VerifyCrops"]
+__all__ = ["AutoLabelFilter", "BoxTrace", "Decision", "FilterStats", "Frame", "Proposer", "VerifyCrops", "read_verdict"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
 class Frame:
-    """A frame to examine: its pixels (for the gate and the crops) and, when it arrived encoded, its bytes, so a proposer
-    behind an RPC can forward them without decoding and re-encoding."""
+    """The filter's input: its pixels (for the gate and the crops), when it arrived encoded its bytes (so a proposer behind
+    an RPC can forward them without decoding and re-encoding), and where it came from (`Detections.metadata` keys: source,
+    time, stream), which the decision's boxes carry on."""
 
     image: Image.Image
     data: bytes = b""
     mime_type: str = ""
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)  # where it came from: the decision's metadata
 
 
 Proposer = Callable[[Frame], Awaitable[Detections]]
 VerifyCrops = Callable[[Sequence[Image.Image], Sequence[str]], Awaitable[Sequence[Verdict]]]
 Outcome = Literal["kept", "nothing_verified", "duplicate", "detector_failed", "verifier_failed"]
+Asked = Literal["asked", "no_rule", "under_min_confidence", "over_max_crops_per_frame"]
+
+
+def read_verdict(verdict: Verdict) -> tuple[Answer, float]:
+    """The "sure" test: (answer, confidence) as the filter reads a verdict. Only "yes" or "no" with a finite confidence
+    is an answer (clamped to [0, 1]); anything else is ("unsure", 0.0)."""
+    confidence = float(verdict.confidence)
+    if verdict.answer in ("yes", "no") and math.isfinite(confidence):
+        return verdict.answer, min(max(confidence, 0.0), 1.0)
+    return "unsure", 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class BoxTrace:
+    """One proposed box under one rule that detects its class (`rule` None: no rule does): whether the verifier was
+    asked (or why not), its verdict as answered and as the filter read it, and the label that gave (None: dropped).
+    Eval reads these instead of re-deriving the filter's choices."""
+
+    box: int  # index into `Decision.proposals`
+    rule: int | None
+    asked: Asked
+    verdict: Verdict | None = None  # None where not asked, or where the verifier failed
+    label: str | None = None
+
+    @property
+    def answer(self) -> Answer | None:
+        return None if self.verdict is None else read_verdict(self.verdict)[0]
+
+    @property
+    def confidence(self) -> float:
+        """The verifier's confidence as the filter read it (0 where it was not sure or not asked)."""
+        return 0.0 if self.verdict is None else read_verdict(self.verdict)[1]
+
+    def reason(self, proposals: Detections, config: FilterConfig) -> str:
+        name, score = str(proposals.class_name[self.box]), float(proposals.confidence[self.box])
+        said = f"box {self.box} ({name} {score:.2f})"
+        if self.rule is None:
+            return f"{said}: no rule detects {name!r}"
+        if self.asked == "under_min_confidence":
+            return f"{said}: under rule {self.rule}'s min_confidence {config.rules[self.rule].min_confidence}"
+        if self.asked == "over_max_crops_per_frame":
+            return f"{said}, rule {self.rule}: over max_crops_per_frame {config.max_crops_per_frame}"
+        answered = "" if self.verdict is None else f": {self.verdict.answer} {self.verdict.confidence:.2f}"
+        return f"{said}, rule {self.rule}{answered} -> {self.label or 'dropped'}"
 
 
 @dataclasses.dataclass(frozen=True)
 class Decision:
-    """What the filter made of one frame: the verified boxes (confidence = agreement), their provenance in the same order,
-    and one reason per proposed box or failure, for `do_command({"stats": {}})` and the logs."""
+    """What the filter made of one frame: the verified boxes (confidence = agreement, `data["provenance"]` how each was
+    labeled, `metadata` the frame's source and, where it has some, its ignore regions), the proposals it examined
+    (clipped to the frame), a trace of every proposed box under every rule, and one reason per trace entry or failure
+    (for `do_command({"stats": {}})` and the logs). `detections` is the whole labeled frame: `as_annotations` stores it
+    as it is."""
 
     outcome: Outcome
     detections: Detections
-    provenance: tuple[Provenance, ...]
     reasons: tuple[str, ...]
+    proposals: Detections = dataclasses.field(default_factory=Detections.empty)
+    trace: tuple[BoxTrace, ...] = ()
+
+    @property
+    def ignore(self) -> Detections:
+        """Each asked-about box left unresolved, named with the label it might have (`data["provenance"]`: rule, why):
+        a region of the frame that is neither a label nor background."""
+        ignore = self.detections.metadata.get("ignore")
+        return ignore if isinstance(ignore, Detections) else Detections.empty()
 
     @classmethod
-    def skipped(cls, outcome: Outcome, reason: str) -> Decision:
-        return cls(outcome, Detections.empty(), (), (reason,))
+    def skipped(cls, outcome: Outcome, reason: str, proposals: Detections | None = None,
+                trace: tuple[BoxTrace, ...] = ()) -> Decision:
+        return cls(outcome, Detections.empty(), (reason,), Detections.empty() if proposals is None else proposals, trace)
 
     @property
     def kept(self) -> bool:
@@ -83,6 +143,7 @@ class FilterStats:
     verified_unsure: int = 0
     boxes_kept: int = 0
     frames_kept: int = 0
+    unresolved: int = 0  # kept frames with ignore regions
     detector_errors: int = 0
     verifier_errors: int = 0
 
@@ -117,6 +178,7 @@ class AutoLabelFilter:
         if decision.kept:
             self.stats.frames_kept += 1
             self.stats.boxes_kept += len(decision.detections)
+            self.stats.unresolved += bool(len(decision.ignore))
         return decision
 
     async def _decide(self, frame: Frame, gate: bool) -> Decision:
@@ -132,72 +194,86 @@ class AutoLabelFilter:
             return self._failed("detector_failed", self.proposer_name, self.config.detector_timeout, exc)
         proposals = proposals.clip(*frame.image.size)
         self.stats.boxes_proposed += len(proposals)
-        asked, reasons = self._select(proposals)
-        crops = [crop(frame.image, tuple(proposals.xyxy[box]), self.config.rules[rule].padding) for box, rule in asked]
+        trace = self._select(proposals)
+        asked = [(t.box, self.config.rules[t.rule]) for t in trace if t.asked == "asked" and t.rule is not None]
+        crops = [crop(frame.image, tuple(proposals.xyxy[box]), rule.padding) for box, rule in asked]
         verdicts: Sequence[Verdict] = ()
         if asked:
             try:
-                questions = [self.config.rules[rule].question for _, rule in asked]
+                questions = [rule.question for _, rule in asked]
                 verdicts = await asyncio.wait_for(self.verify([c for c, _ in crops], questions), self.config.verifier_timeout)
                 if len(verdicts) != len(asked):
                     raise ValueError(f"answered {len(verdicts)} verdicts for {len(asked)} crops")
             except Exception as exc:  # noqa: BLE001 - likewise
                 self.stats.verifier_errors += 1
-                return self._failed("verifier_failed", self.verifier_name, self.config.verifier_timeout, exc)
+                return self._failed("verifier_failed", self.verifier_name, self.config.verifier_timeout, exc,
+                                    proposals, trace)
         if thumb is not None:
             self._gate.examined(thumb)
-        return self._label(proposals, asked, [box for _, box in crops], verdicts, reasons)
+        return self._label(proposals.with_metadata(**frame.metadata), trace, [box for _, box in crops], verdicts)
 
-    def _failed(self, outcome: Outcome, stage: str, timeout: float, exc: Exception) -> Decision:
+    def _failed(self, outcome: Outcome, stage: str, timeout: float, exc: Exception, proposals: Detections | None = None,
+                trace: tuple[BoxTrace, ...] = ()) -> Decision:
         why = f"no answer within {timeout} s" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
         log.warning("frame skipped: %s failed: %s", stage, why)
-        return Decision.skipped(outcome, f"{stage} failed: {why}")
+        return Decision.skipped(outcome, f"{stage} failed: {why}", proposals, trace)
 
-    def _select(self, proposals: Detections) -> tuple[list[tuple[int, int]], list[str]]:
-        """(box, rule) pairs to verify, most confident proposals first, at most `max_crops_per_frame`."""
-        asked, reasons = [], []
+    def _select(self, proposals: Detections) -> tuple[BoxTrace, ...]:
+        """Every (box, rule) pair, in box then rule order; the verifier is asked about the most confident proposals
+        first, at most `max_crops_per_frame` of them (the "asked" entries, in the order their crops go out)."""
+        trace: list[BoxTrace] = []
+        candidates: list[BoxTrace] = []
         for box, (_, score, name) in enumerate(proposals):
             rules = [r for r, rule in enumerate(self.config.rules) if rule.detect.strip().lower() == name.strip().lower()]
             if not rules:
-                reasons.append(f"box {box} ({name} {score:.2f}): no rule detects {name!r}")
+                trace.append(BoxTrace(box, None, "no_rule"))
             for r in rules:
                 if not score >= self.config.rules[r].min_confidence:  # a NaN score is no proposal
-                    reasons.append(f"box {box} ({name} {score:.2f}): under rule {r}'s min_confidence "
-                                   f"{self.config.rules[r].min_confidence}")
+                    trace.append(BoxTrace(box, r, "under_min_confidence"))
                 else:
-                    asked.append((box, r))
-        asked.sort(key=lambda pair: -proposals.confidence[pair[0]])  # stable: ties keep box, then rule order
+                    candidates.append(BoxTrace(box, r, "asked"))
+        candidates.sort(key=lambda t: -proposals.confidence[t.box])  # stable: ties keep box, then rule order
         limit = self.config.max_crops_per_frame
-        for box, r in asked[limit:]:
-            reasons.append(f"box {box} ({proposals.class_name[box]} {proposals.confidence[box]:.2f}), rule {r}: "
-                           f"over max_crops_per_frame {limit}")
-        self.stats.crops_over_limit += max(0, len(asked) - limit)
-        return asked[:limit], reasons
+        self.stats.crops_over_limit += max(0, len(candidates) - limit)
+        over = [dataclasses.replace(t, asked="over_max_crops_per_frame") for t in candidates[limit:]]
+        return (*candidates[:limit], *trace, *over)
 
-    def _label(self, proposals: Detections, asked: Sequence[tuple[int, int]], crops: Sequence[tuple[int, int, int, int]],
-               verdicts: Sequence[Verdict], reasons: list[str]) -> Decision:
+    def _label(self, proposals: Detections, trace: tuple[BoxTrace, ...], crops: Sequence[tuple[int, int, int, int]],
+               verdicts: Sequence[Verdict]) -> Decision:
+        answered = list(trace)
         kept: list[tuple[int, str, Provenance]] = []
-        for (box, r), crop_box, verdict in zip(asked, crops, verdicts):
-            rule, score = self.config.rules[r], float(proposals.confidence[box])
-            confidence = float(verdict.confidence)
-            sure = verdict.answer in ("yes", "no") and math.isfinite(confidence)  # an answer without a number is no answer
-            answer: Answer = verdict.answer if sure else "unsure"
+        for i, (entry, crop_box, verdict) in enumerate(zip(trace, crops, verdicts)):  # the asked entries come first
+            r = entry.rule or 0  # an asked entry always has its rule
+            rule, score = self.config.rules[r], float(proposals.confidence[entry.box])
+            answer, confidence = read_verdict(verdict)
             self.stats.count_verdict(answer)
-            label = {"yes": rule.label, "no": rule.negative_label}.get(answer)
-            said = f"box {box} ({proposals.class_name[box]} {score:.2f}), rule {r}: {verdict.answer} {verdict.confidence:.2f}"
-            if label is None:
-                reasons.append(f"{said} -> dropped")
-                continue
-            reasons.append(f"{said} -> {label}")
-            kept.append((box, label, Provenance(
-                rule=r, question=rule.question, proposer=self.proposer_name, proposer_class=str(proposals.class_name[box]),
-                proposer_score=score, verifier=self.verifier_name, answer=answer,  # type: ignore[arg-type]
-                verifier_confidence=min(max(confidence, 0.0), 1.0), crop=crop_box)))
+            label = rule.label_for(answer)
+            answered[i] = dataclasses.replace(entry, verdict=verdict, label=label)
+            if label is not None:
+                kept.append((entry.box, label, Provenance(
+                    rule=r, question=rule.question, proposer=self.proposer_name,
+                    proposer_class=str(proposals.class_name[entry.box]), proposer_score=score,
+                    verifier=self.verifier_name, answer=answer, verifier_confidence=confidence,  # type: ignore[arg-type]
+                    crop=crop_box)))
+        ignore = self._unresolved(proposals, answered)
         detections = Detections(
             proposals.xyxy[[box for box, _, _ in kept]].reshape(-1, 4),
             np.array([p.agreement for _, _, p in kept], np.float32),
             np.array([label for _, label, _ in kept], np.str_),
             classes=self.config.labels,
-        )
+            metadata={**proposals.metadata, **({"ignore": ignore} if len(ignore) else {})},
+        ).with_provenance([p.as_dict() for _, _, p in kept])
         outcome: Outcome = "kept" if kept else "nothing_verified"
-        return Decision(outcome, detections, tuple(p for _, _, p in kept), tuple(reasons))
+        return Decision(outcome, detections, tuple(t.reason(proposals, self.config) for t in answered), proposals,
+                        tuple(answered))
+
+    def _unresolved(self, proposals: Detections, trace: Sequence[BoxTrace]) -> Detections:
+        """Asked-about boxes no answer settled: unsure (as read), or never asked for being over max_crops_per_frame. A
+        verified "no" is settled (the object is not the label), and a box under min_confidence was never asked about."""
+        open_ = [t for t in trace if t.rule is not None and (
+            t.asked == "over_max_crops_per_frame" or (t.asked == "asked" and t.answer == "unsure"))]
+        return Detections(proposals.xyxy[[t.box for t in open_]].reshape(-1, 4),
+                          proposals.confidence[[t.box for t in open_]],
+                          np.array([self.config.rules[t.rule or 0].label for t in open_], np.str_),
+                          ).with_provenance([{"rule": t.rule, "why": "unsure" if t.asked == "asked" else t.asked}
+                                             for t in open_])

@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from labelsieve.dataset import DatasetVersion, revise_dataset
-from labelsieve.dataset.formats import SPLITS
-from labelsieve.dataset.frames import Box, Frame
+from labelsieve.dataset.formats import SPLITS, from_coco, from_manifest
+from labelsieve.dataset.frames import CapturedFrame
 from labelsieve.errors import InputError
 
-__all__ = ["DECISIONS", "Review"]
+__all__ = ["DECISIONS", "Review", "ReviewAction"]
 
-Decision = Literal["accept", "reject", "relabel"]
-DECISIONS: tuple[Decision, ...] = ("accept", "reject", "relabel")
+ReviewAction = Literal["accept", "reject", "relabel"]
+DECISIONS: tuple[ReviewAction, ...] = ("accept", "reject", "relabel")
 
 
 def _doubt(row: dict[str, Any]) -> tuple[int, float, float]:
@@ -106,20 +106,22 @@ class Review:
             self._log.close()
             self._log = None
 
-    def _members(self, reviewer: str) -> tuple[dict[str, list[Frame]], list[dict[str, Any]]]:
+    def _members(self, reviewer: str) -> tuple[dict[str, list[CapturedFrame]], list[dict[str, Any]]]:
         """Every image of the version (from its COCO files, which list background images too) with its reviewed boxes;
         the rejected boxes' manifest rows."""
         by_image: dict[str, list[int]] = defaultdict(list)
         for i, row in enumerate(self.rows):
             by_image[row["image"]].append(i)
-        members: dict[str, list[Frame]] = {}
+        members: dict[str, list[CapturedFrame]] = {}
         rejected = []
         for split in SPLITS:
-            coco = json.loads((self.version.path / "annotations" / f"instances_{split}.json").read_text())
+            path = self.version.path / "annotations" / f"instances_{split}.json"
+            images, _ = from_coco(json.loads(path.read_text()), str(path))
             members[split] = []
-            for image in coco["images"]:
-                boxes = []
-                for i in by_image.get(image["file_name"], ()):
+            for image in images:
+                file_name, width, height = (image.metadata[k] for k in ("file_name", "width", "height"))
+                rows = []
+                for i in by_image.get(file_name, ()):
                     row = self.rows[i]
                     decision = self.decisions.get(i)
                     provenance = row.get("provenance")
@@ -131,10 +133,9 @@ class Review:
                         if after is None:
                             rejected.append({**row, "class": None, "class_id": None, "provenance": provenance})
                             continue
-                    boxes.append(Box(decision["class"] if decision and decision["class"] else row["class"],
-                                     tuple(row["box"]), row["confidence"], provenance))  # type: ignore[arg-type]
-                name = Path(image["file_name"]).name
-                first = self.rows[by_image[image["file_name"]][0]] if by_image.get(image["file_name"]) else {}
-                members[split].append(Frame(Path(name).stem, Path(name).suffix, image["width"], image["height"],
-                                            first.get("time", 0.0), "", first.get("source", ""), tuple(boxes), 0))
+                    rows.append({**row, "class": decision["class"] if decision and decision["class"] else row["class"],
+                                 "provenance": provenance})
+                name = Path(file_name).name
+                members[split].append(CapturedFrame(Path(name).stem, Path(name).suffix, width, height,
+                                                    from_manifest(rows, width, height), 0))
         return members, rejected

@@ -13,12 +13,10 @@ A model directory (`models/v3`) holds:
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +26,7 @@ from labelsieve.dataset import DatasetVersion, open_dataset
 from labelsieve.errors import InputError, ModelError
 from labelsieve.train.fleet import MODEL_INFO
 from labelsieve.train.offline import yolo_class
+from labelsieve.versions import locked, next_version
 
 __all__ = ["evaluate", "held_out_score", "load_model_info", "train"]
 
@@ -49,11 +48,6 @@ def load_model_info(model_dir: Path) -> dict[str, Any]:
 def _metrics(results: Any) -> dict[str, float]:
     values = getattr(results, "results_dict", results) or {}
     return {short: round(float(values[key]), 5) for key, short in _METRICS.items() if key in values}
-
-
-def _next_dir(out: Path) -> Path:
-    numbers = [int(m.group(1)) for p in out.iterdir() if (m := re.fullmatch(r"v(\d+)", p.name))]
-    return out / f"v{max(numbers, default=0) + 1}"
 
 
 def train(dataset: str | Path, *, model: str = "yolo11n.yaml", epochs: int = 100, imgsz: int = 640,
@@ -104,9 +98,8 @@ def _finish(staging: Path, out: Path, version: DatasetVersion, metrics: dict[str
         "created": datetime.now(UTC).isoformat(timespec="seconds"), **settings,
     }
     (staging / MODEL_INFO).write_text(json.dumps(info, indent=2))
-    with open(out / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        final = _next_dir(out)
+    with locked(out):
+        final = next_version(out)
         os.rename(staging, final)
     return final
 

@@ -26,6 +26,7 @@ from viam.services.vision import CaptureAllResult
 from labelsieve.errors import UnsupportedError
 from labelsieve.viam.convert import camera_frame
 from labelsieve.viam.errors import grpc_errors
+from labelsieve.viam.logs import send_logs_on_the_parent_loop
 
 __all__ = ["CameraDetector", "camera_dependency", "labelsieve_resource", "requires"]
 
@@ -47,6 +48,7 @@ def labelsieve_resource(supported: str) -> Callable[[R], R]:
     log records through viam's logging: in a module process they then reach the parent's robot Log at their own level
     (a model's "loaded ..." line included), where Python's last-resort handler would print only warnings, unlevelled."""
     viam_logging.getLogger("labelsieve")
+    send_logs_on_the_parent_loop()
 
     def decorate(cls: R) -> R:
         model = getattr(cls, "MODEL", cls.__name__)

@@ -37,13 +37,16 @@ from labelsieve.runtime.config import MachineConfig, ResourceConfig
 from labelsieve.viam.convert import attributes_of
 from labelsieve.viam.errors import grpc_errors
 
-__all__ = ["DataManager", "DataManagerClient"]
+__all__ = ["DataManagerClient", "DataManagerService"]
 
 #: Where `expand` puts the capture methods it collected; never written to a file, and never seen by viam-server.
 _CAPTURES = "__labelsieve_capture_methods"
 
 
-class DataManager(ServiceBase):
+class DataManagerService(ServiceBase):
+    """The data manager's API as SDK clients see it (`DataManagerService.from_robot(robot, name)`); its capture and sync
+    core is `labelsieve.capture.manager.DataManager`."""
+
     API: Final = API("rdk", "service", "data_manager")  # type: ignore[misc]
 
     @abc.abstractmethod
@@ -51,8 +54,8 @@ class DataManager(ServiceBase):
         """Upload every closed capture file now."""
 
 
-class DataManagerRPCService(DataManagerServiceBase, ResourceRPCServiceBase[DataManager]):
-    RESOURCE_TYPE = DataManager  # type: ignore[assignment]  # viam-sdk declares it as `typing.Type` itself
+class DataManagerRPCService(DataManagerServiceBase, ResourceRPCServiceBase[DataManagerService]):
+    RESOURCE_TYPE = DataManagerService  # type: ignore[assignment]  # viam-sdk declares it as `typing.Type` itself
 
     async def Sync(self, stream: Any) -> None:
         request = await stream.recv_message()
@@ -71,7 +74,7 @@ class DataManagerRPCService(DataManagerServiceBase, ResourceRPCServiceBase[DataM
         raise GRPCError(Status.UNIMPLEMENTED, "uploading to Viam cloud datasets needs viam-server; use sync_url instead")
 
 
-class DataManagerClient(DataManager, ReconfigurableResourceRPCClientBase):
+class DataManagerClient(DataManagerService, ReconfigurableResourceRPCClientBase):
     def __init__(self, name: str, channel: Channel) -> None:
         self.channel, self.client = channel, DataManagerServiceStub(channel)
         super().__init__(name)
@@ -89,7 +92,7 @@ class DataManagerClient(DataManager, ReconfigurableResourceRPCClientBase):
         return struct_to_dict(response.result)
 
 
-Registry.register_api(ResourceRegistration(DataManager, DataManagerRPCService,  # type: ignore[type-abstract]
+Registry.register_api(ResourceRegistration(DataManagerService, DataManagerRPCService,  # type: ignore[type-abstract]
                                            DataManagerClient))  # viam-sdk registers its abstract APIs just so
 
 
@@ -100,7 +103,7 @@ def _methods(config: ComponentConfig) -> tuple[DataManagerConfig, list[CaptureMe
 
 
 @register
-class BuiltinDataManager(DataManager):
+class BuiltinDataManager(DataManagerService):
     MODEL: ClassVar = Model(ModelFamily("rdk", "builtin"), "builtin")
     capture: Capture
     _started: asyncio.Task[None]
