@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from PIL import Image, ImageDraw
-from support import TEST_MODULES, module
+from support import TEST_MODULES, camera, module
 
 from labelsieve.errors import InputError
 from labelsieve.eval import evaluate, load_coco
@@ -63,14 +63,22 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     (frames / "truth.json").write_text(json.dumps({"images": images, "annotations": annotations,
                                                    "categories": [{"id": 1, "name": "glasses"}]}))
     (root / "boxes.json").write_text(json.dumps(boxes))
-    config = {"modules": [module("filter-stages", TEST_MODULES / "filter_stages"), module("autolabel-filter")],
+    # The machine also captures through its filter, as a robot's would: evaluating it must not (issue 19 item 7).
+    config = {"modules": [module("filter-stages", TEST_MODULES / "filter_stages"), module("autolabel-filter"),
+                          module("media-camera")],
+              "components": [camera("cam", source=str(frames))],
               "services": [
+                  {"name": "data_manager", "api": "rdk:service:data_manager", "model": "rdk:builtin:builtin",
+                   "attributes": {"capture_dir": str(root / "capture")}},
                   {"name": "proposer", "api": "rdk:service:vision", "model": "test:vision:scripted-proposer",
                    "attributes": {"frames": str(frames), "boxes": str(root / "boxes.json")}},
                   {"name": "vlm", "api": "rdk:service:vision", "model": "test:vision:colour-verifier",
                    "attributes": {"batch": "verify"}},
                   {"name": "labeler", "api": "rdk:service:vision", "model": "labelsieve:vision:autolabel-filter",
-                   "attributes": {"detector": "proposer", "verifier": "vlm", "rules": RULES}}]}
+                   "attributes": {"detector": "proposer", "verifier": "vlm", "rules": RULES, "camera_name": "cam"},
+                   "service_configs": [{"type": "data_manager", "attributes": {"capture_methods": [
+                       {"method": "CaptureAllFromCamera", "capture_frequency_hz": 20,
+                        "additional_params": {"camera_name": "cam"}}]}}]}]}
     (root / "machine.json").write_text(json.dumps(config))
     return {"root": root, "config": root / "machine.json", "truth": frames / "truth.json"}
 
@@ -111,6 +119,7 @@ def test_eval_reports_what_the_stage_error_rates_imply(scene: dict[str, Any], tm
     report = asyncio.run(evaluate(scene["config"], "labeler", scene["truth"], tmp_path / "out",
                                   data_dir=tmp_path / "data"))
     check(report)
+    assert not [p for p in (scene["root"] / "capture").rglob("*") if p.is_file()]  # evaluating never captures
     # the same in rates: per frame 2 red glasses (1 frame in 4 loses one to the proposer), 1 green glasses,
     # and a red decoy every other frame
     miss, decoy = 1 / 4, 1 / 2

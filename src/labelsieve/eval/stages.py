@@ -48,7 +48,7 @@ def filter_config(config_path: Path, name: str) -> FilterConfig:
 def runtime_options(config_path: Path, data_dir: Path) -> RuntimeOptions:
     """How eval runs the machine: on its own port, without watching the config. The one place that says what an
     evaluation's runtime may do; evaluating must never write capture files into the training pool."""
-    return RuntimeOptions(Path(config_path), port=0, data_dir=data_dir, watch_config=False)
+    return RuntimeOptions(Path(config_path), port=0, data_dir=data_dir, watch_config=False, capture=False, strict=True)
 
 
 async def _frame(path: Path) -> Frame:
