@@ -51,10 +51,11 @@ class World:
             self.truth.append(dets(*rows))
             self.frames.append(Frame(image))
         self.teacher_calls = 0
+        self.index = {id(frame): i for i, frame in enumerate(self.frames)}
 
     async def propose(self, frame: Frame) -> Detections:
         self.teacher_calls += 1
-        truth = self.truth[self.frames.index(frame)]
+        truth = self.truth[self.index[id(frame)]]
         return Detections(truth.xyxy, np.full(len(truth), 0.9, np.float32), np.full(len(truth), "person"))
 
     async def verify(self, crops: Sequence[Image.Image], questions: Sequence[str]) -> list[Verdict]:
@@ -68,7 +69,7 @@ class World:
 
     def student(self, edit: object) -> object:
         async def answer(frame: Frame) -> Detections:
-            return edit(self.truth[self.frames.index(frame)])  # type: ignore[operator,no-any-return]
+            return edit(self.truth[self.index[id(frame)]])  # type: ignore[operator,no-any-return]
         return answer
 
     def run(self, policy: StudentPolicy) -> list[bool]:

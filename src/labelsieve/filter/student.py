@@ -3,7 +3,9 @@
 The filter's `student` attribute names the student (any vision service); the student runs on every frame; it is cheap. The teacher (the auto-label filter's proposer and verifier) runs only where
 the student is worth checking:
 
-- **unsure**: a student box scores inside `student_unsure` = [low, high), where its answers are closest to a coin toss;
+- **unsure**: a student box scores inside `student_unsure` = [low, high), where its answers are closest to a coin toss,
+  unless the student says what it said on the last frame the teacher checked (the same classes, each box at IoU >= 0.9):
+  a still scene's doubt is settled once, as the filter's near-duplicate gate settles a still scene's frames once;
 - **novel**: the student's classes and counts on this frame (`{"glasses": 2}`) were not seen on any of the last
   `novelty_window` frames of the stream: a new class, or a count the stream has not shown lately, is where a model trained
   on yesterday's data is most likely wrong;
@@ -84,6 +86,7 @@ class StudentStats:
     frames: int = 0
     teacher_calls: int = 0
     teacher_calls_saved: int = 0
+    repeats_skipped: int = 0
     teacher_reasons: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(("unsure", "novel",
                                                                                                 "sampled"), 0))
     disagreements: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(("missed", "extra",
@@ -144,6 +147,16 @@ class StudentDecision:
                                   for xyxy, score, name in self.student]}
 
 
+def _same(a: Detections, b: Detections, iou: float = 0.9) -> bool:
+    """The same classes at the same places (each box of `a` overlapping one of `b` of its class at `iou`)."""
+    if len(a) != len(b) or sorted(a.class_name.tolist()) != sorted(b.class_name.tolist()):
+        return False
+    if not len(a):
+        return True
+    overlap = box_iou(a.xyxy, b.xyxy) * (a.class_name[:, None] == b.class_name[None, :])
+    return bool((overlap.max(axis=1) >= iou).all())
+
+
 def teacher_settled(decision: Decision) -> bool:
     """Whether the teacher resolved every box a rule asked about: none left unsure or over `max_crops_per_frame`."""
     return decision.outcome in ("kept", "nothing_verified") and not any(
@@ -168,12 +181,16 @@ class StudentPolicy:
         self.stats = StudentStats()
         self._recent: collections.deque[tuple[tuple[str, int], ...]] = collections.deque(maxlen=config.novelty_window)
         self._random = random.Random(config.seed)
+        self._checked: Detections | None = None  # what the student said on the last frame the teacher checked
 
     def _why(self, student: Detections) -> tuple[Reason, ...]:
         low, high = self.config.student_unsure
         reasons: list[Reason] = []
         if any(low <= s < high for s in student.confidence.tolist()):
-            reasons.append("unsure")
+            if self._checked is not None and _same(student, self._checked):
+                self.stats.repeats_skipped += 1
+            else:
+                reasons.append("unsure")
         shape = signature(student)
         if self.config.novelty_window and shape not in self._recent:
             reasons.append("novel")
@@ -195,6 +212,7 @@ class StudentPolicy:
             self.stats.teacher_calls_saved += 1
             return StudentDecision(False, student, None, (), None)
         self.stats.teacher_calls += 1
+        self._checked = student
         for reason in reasons:
             self.stats.teacher_reasons[reason] += 1
         teacher = await self.teacher.examine(frame, gate=gate)
