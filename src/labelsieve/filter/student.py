@@ -56,7 +56,7 @@ class Comparison:
         found: list[DisagreementKind] = []
         for kind in ("missed", "extra", "wrong_class"):
             if getattr(self, kind):
-                found.append(kind)  # type: ignore[arg-type]
+                found.append(kind)
         return tuple(found)
 
 
@@ -66,7 +66,9 @@ def compare(student: Detections, teacher: Detections, iou: float = IOU) -> Compa
     overlap = box_iou(student.xyxy, teacher.xyxy) if len(student) and len(teacher) else np.zeros((len(student), len(teacher)))
     pairs = sorted(((float(overlap[s, t]), s, t) for s in range(len(student)) for t in range(len(teacher))
                     if overlap[s, t] >= iou), reverse=True)
-    used_s, used_t, matched, wrong = set(), set(), [], []
+    used_s, used_t = set(), set()
+    matched: list[tuple[int, int]] = []
+    wrong: list[tuple[int, int]] = []
     for _, s, t in pairs:
         if s in used_s or t in used_t:
             continue
@@ -201,6 +203,7 @@ class StudentPolicy:
 
     async def examine(self, frame: Frame, *, gate: bool = True) -> StudentDecision:
         self.stats.frames += 1
+        reasons: tuple[Reason, ...]
         try:
             student = (await self.student(frame)).clip(*frame.image.size)
         except Exception:  # noqa: BLE001 - a failing student costs savings, never labels: ask the teacher
