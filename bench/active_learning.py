@@ -45,6 +45,7 @@ SIZE = (160, 90)
 class Scene:
     truth: list[tuple[tuple[float, float, float, float], str]]
     student: list[tuple[tuple[float, float, float, float], str, float]]
+    shade: int
 
 
 def scenes(n_frames: int, error: float, calibration: float, doubt: float, rng: random.Random) -> list[Scene]:
@@ -68,15 +69,17 @@ def scenes(n_frames: int, error: float, calibration: float, doubt: float, rng: r
             student.append((box, label if kind == "right" else other, score(kind != "right")))
         if rng.random() < error:
             student.append(((5 + 50 * people, 10.0, 45 + 50 * people, 80.0), "glasses", score(True)))
-        out += [Scene(truth, student)] * rng.randint(5, 40)
+        out += [Scene(truth, student, rng.randrange(200))] * rng.randint(5, 40)
     return out[:n_frames]
 
 
-def picture(scene: Scene, index: int) -> Image.Image:
-    image = Image.new("RGB", SIZE, (index % 251, 40, 40))  # differs per frame: the near-duplicate gate is not measured here
+def picture(scene: Scene, index: int, rng: np.random.Generator) -> Image.Image:
+    """A still scene: the same picture up to sensor noise (a grey level or two), on a background of its own."""
+    image = Image.new("RGB", SIZE, (scene.shade, 40, 40))
     for (x0, y0, x1, y1), label in scene.truth:
         image.paste((0, 255, 0) if label == "glasses" else (0, 0, 255), (int(x0), int(y0), int(x1), int(y1)))
-    return image
+    noisy = np.asarray(image, np.int16) + rng.integers(-2, 3, (SIZE[1], SIZE[0], 3))
+    return Image.fromarray(noisy.clip(0, 255).astype(np.uint8))
 
 
 def as_dets(rows: Sequence[tuple[tuple[float, float, float, float], str, float]]) -> Detections:
@@ -127,7 +130,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     clip = scenes(args.frames, args.error, args.calibration, args.doubt, random.Random(args.seed))
-    frames = [Frame(picture(scene, i)) for i, scene in enumerate(clip)]
+    noise = np.random.default_rng(args.seed)
+    frames = [Frame(picture(scene, i, noise)) for i, scene in enumerate(clip)]
     r = asyncio.run(run(frames, clip, args.sample, args.seed))
     stats = r["stats"]
     print(f"clip: {r['frames']} frames, {len({id(s) for s in clip})} scenes; student error {args.error} per object and "

@@ -4,8 +4,9 @@ The filter's `student` attribute names the student (any vision service); the stu
 the student is worth checking:
 
 - **unsure**: a student box scores inside `student_unsure` = [low, high), where its answers are closest to a coin toss,
-  unless the student says what it said on the last frame the teacher checked (the same classes, each box at IoU >= 0.9):
-  a still scene's doubt is settled once, as the filter's near-duplicate gate settles a still scene's frames once;
+  unless the frame repeats the last one the teacher checked: the student says the same (the same classes, each box at
+  IoU >= 0.9) about a picture that differs by less than `STILL` (the near-duplicate gate's measure). A still scene's
+  doubt is settled once, as the gate settles a still scene's frames once;
 - **novel**: the student's classes and counts on this frame (`{"glasses": 2}`) were not seen on any of the last
   `novelty_window` frames of the stream: a new class, or a count the stream has not shown lately, is where a model trained
   on yesterday's data is most likely wrong;
@@ -22,6 +23,7 @@ filter itself is.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import dataclasses
 import random
@@ -29,10 +31,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from labelsieve.detections import Detections, box_iou
 from labelsieve.filter.config import FilterConfig
 from labelsieve.filter.core import AutoLabelFilter, Decision, Frame
+from labelsieve.filter.gate import thumbnail
 
 __all__ = ["Comparison", "DisagreementKind", "StudentDecision", "StudentPolicy", "StudentStats", "compare",
            "teacher_settled"]
@@ -40,6 +44,9 @@ __all__ = ["Comparison", "DisagreementKind", "StudentDecision", "StudentPolicy",
 DisagreementKind = Literal["missed", "extra", "wrong_class"]
 Reason = Literal["unsure", "novel", "sampled"]
 IOU = 0.5
+#: Thumbnail difference (mean absolute, 0-1) under which a frame is the same scene as the last one the teacher checked:
+#: twice the gate's default, so sensor noise and compression stay under it while a moved object does not.
+STILL = 0.02
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,13 +190,20 @@ class StudentPolicy:
         self.stats = StudentStats()
         self._recent: collections.deque[tuple[tuple[str, int], ...]] = collections.deque(maxlen=config.novelty_window)
         self._random = random.Random(config.seed)
-        self._checked: Detections | None = None  # what the student said on the last frame the teacher checked
+        # the last frame the teacher checked: its thumbnail and what the student said about it
+        self._checked: tuple[npt.NDArray[np.float32], Detections] | None = None
 
-    def _why(self, student: Detections) -> tuple[Reason, ...]:
+    def _repeat(self, thumb: npt.NDArray[np.float32], student: Detections) -> bool:
+        if self._checked is None:
+            return False
+        before, said = self._checked
+        return float(np.abs(thumb - before).mean()) < STILL and _same(student, said)
+
+    def _why(self, thumb: npt.NDArray[np.float32], student: Detections) -> tuple[Reason, ...]:
         low, high = self.config.student_unsure
         reasons: list[Reason] = []
         if any(low <= s < high for s in student.confidence.tolist()):
-            if self._checked is not None and _same(student, self._checked):
+            if self._repeat(thumb, student):
                 self.stats.repeats_skipped += 1
             else:
                 reasons.append("unsure")
@@ -204,18 +218,19 @@ class StudentPolicy:
     async def examine(self, frame: Frame, *, gate: bool = True) -> StudentDecision:
         self.stats.frames += 1
         reasons: tuple[Reason, ...]
+        thumb = await asyncio.to_thread(thumbnail, frame.image)
         try:
             student = (await self.student(frame)).clip(*frame.image.size)
         except Exception:  # noqa: BLE001 - a failing student costs savings, never labels: ask the teacher
             self.stats.student_errors += 1
             student, reasons = Detections.empty(), ("unsure",)
         else:
-            reasons = self._why(student)
+            reasons = self._why(thumb, student)
         if not reasons:
             self.stats.teacher_calls_saved += 1
             return StudentDecision(False, student, None, (), None)
         self.stats.teacher_calls += 1
-        self._checked = student
+        self._checked = thumb, student
         for reason in reasons:
             self.stats.teacher_reasons[reason] += 1
         teacher = await self.teacher.examine(frame, gate=gate)
