@@ -10,8 +10,8 @@
 Provenance (which proposer and verifier agreed on a box, and how strongly) rides in `BoundingBox.id` as compact JSON: a
 field viam-server leaves empty, so files stay readable by any Viam tool and files written by viam-server simply carry none.
 A frame's ignore regions (asked-about boxes the verifier left unresolved) ride in the first box's id, under `"ignore"`:
-never a box of their own, so no Viam tool reads them as labels. Only frames with a verified box are stored, so there is
-always a first box.
+never a box of their own, so no Viam tool reads them as labels; a frame the student chose (active learning) keeps why,
+under `"student"`, the same way. A frame without boxes (a student's false alarm stored as background) carries neither.
 """
 
 from __future__ import annotations
@@ -171,9 +171,11 @@ def as_annotations(detections: Detections, width: int, height: int) -> Annotatio
     """A reading's boxes: normalized corners, each box's provenance (where it has one) in its `id`, and the frame's
     ignore regions (`metadata["ignore"]`, a `Detections`) in the first box's."""
     provenance = detections.provenance
-    ignore = detections.metadata.get("ignore")
+    ignore, student = detections.metadata.get("ignore"), detections.metadata.get("student")
     if isinstance(ignore, Detections) and len(ignore) and provenance:
         provenance[0] = {**(provenance[0] or {}), "ignore": as_ignore_rows(ignore, width, height)}
+    if isinstance(student, dict) and provenance:
+        provenance[0] = {**(provenance[0] or {}), "student": student}
     annotations = Annotations()
     for ((x0, y0, x1, y1), confidence, name), box_provenance in zip(detections, provenance):
         annotations.bboxes.add(label=name, confidence=confidence,
@@ -186,15 +188,19 @@ def as_annotations(detections: Detections, width: int, height: int) -> Annotatio
 def from_annotations(annotations: Annotations, width: int, height: int) -> Detections:
     """A reading's boxes in pixels, as written: not clipped or checked (a reader decides what an unusable box means). A
     box without a confidence (a human label) has 1; one without our provenance (a file from viam-server) has None.
-    Ignore regions come back in `metadata["ignore"]` (a `Detections`), present only where the frame has some."""
+    Ignore regions come back in `metadata["ignore"]` (a `Detections`) and the student's record in `metadata["student"]`,
+    present only where the frame has them."""
     boxes = annotations.bboxes
     corners = [(b.x_min_normalized * width, b.y_min_normalized * height, b.x_max_normalized * width,
                 b.y_max_normalized * height) for b in boxes]
     provenance = [decode_provenance(b.id) for b in boxes]
-    metadata = {}
-    if provenance and provenance[0] is not None and "ignore" in provenance[0]:
+    metadata: dict[str, Any] = {}
+    if provenance and provenance[0] is not None and {"ignore", "student"} & set(provenance[0]):
         provenance[0] = dict(provenance[0])
-        metadata["ignore"] = from_ignore_rows(provenance[0].pop("ignore"), width, height)
+        if "ignore" in provenance[0]:
+            metadata["ignore"] = from_ignore_rows(provenance[0].pop("ignore"), width, height)
+        if "student" in provenance[0]:
+            metadata["student"] = provenance[0].pop("student")
     return Detections(np.array(corners, np.float32).reshape(-1, 4),
                       np.array([float(b.confidence) if b.HasField("confidence") else 1.0 for b in boxes], np.float32),
                       np.array([b.label for b in boxes], np.str_), metadata=metadata).with_provenance(provenance)

@@ -327,6 +327,8 @@ async def _capture_all_from_camera(method: CaptureMethod, vision: Any) -> list[R
     found = found.with_provenance([provenance[i] if i < len(provenance) else None for i in range(len(found))])
     if (ignore := (result.extra or {}).get("ignore")) is not None:  # the filter's unresolved asked-about boxes
         found = found.with_metadata(ignore=from_ignore_rows(ignore, width, height))
+    if isinstance(chosen := (result.extra or {}).get("frame"), Mapping):  # why the student sent it to the teacher
+        found = found.with_metadata(student={k: v for k, v in chosen.items() if k != "kept"})
     annotations = as_annotations(found[found.confidence >= min_score], width, height)
     for c in result.classifications or []:
         if c.confidence >= min_score:

@@ -68,6 +68,14 @@ class FilterConfig(Attributes):
     duplicate_threshold: float = 0.01
     detector_timeout: float = 30.0
     verifier_timeout: float = 30.0
+    #: Active learning (`labelsieve.filter.student`): the deployed fast detector; the teacher then runs only where the
+    #: student scores a box in [low, high), shows classes or counts unseen on the last `novelty_window` frames, or on a
+    #: `teacher_sample_rate` share of the rest (`seed` makes that sample repeatable).
+    student: str | None = None
+    student_unsure: tuple[float, ...] = (0.3, 0.7)
+    teacher_sample_rate: float = 0.05
+    novelty_window: int = 50
+    seed: int = 0
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -95,3 +103,14 @@ class FilterConfig(Attributes):
         for name in ("detector_timeout", "verifier_timeout"):
             if getattr(self, name) <= 0:
                 raise FieldProblem(name, f"must be more than 0 seconds, got {getattr(self, name)}")
+        if self.student is not None and not self.student.strip():
+            raise FieldProblem("student", "must name a vision service (usually the fast detector)")
+        band = self.student_unsure
+        if len(band) != 2 or not 0.0 <= band[0] <= band[1] <= 1.0:
+            raise FieldProblem("student_unsure", f"must be [low, high] with 0 <= low <= high <= 1, got {list(band)}",
+                               "e.g. [0.3, 0.7]")
+        if not 0.0 <= self.teacher_sample_rate <= 1.0:
+            raise FieldProblem("teacher_sample_rate", f"must be between 0 and 1, got {self.teacher_sample_rate}",
+                               "0.05 checks one in twenty of the frames the student is sure about")
+        if self.novelty_window < 0:
+            raise FieldProblem("novelty_window", f"must be 0 (off) or more frames, got {self.novelty_window}")

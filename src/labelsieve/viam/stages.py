@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Mapping, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from grpclib import GRPCError, Status
 from PIL import Image
@@ -27,7 +27,7 @@ from labelsieve.verify import Verdict
 from labelsieve.viam.commands import verify_command
 from labelsieve.viam.convert import detections_from_viam
 
-__all__ = ["VisionStages"]
+__all__ = ["VisionStages", "detect"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,14 @@ def _verdict(answer: object, confidence: object) -> Verdict:
     return Verdict(answer if answer in ("yes", "no") else "unsure", score)  # type: ignore[arg-type]
 
 
+async def detect(service: Vision, frame: Frame, extra: Mapping[str, Any] | None = None) -> Detections:
+    """A vision service's boxes for the frame, sent as its bytes came from the camera (not re-encoded)."""
+    image = (ViamImage(frame.data, CameraMimeType.from_string(frame.mime_type or "image/jpeg")) if frame.data
+             else ViamImage(images.encode(frame.image), CameraMimeType.JPEG))
+    found = await _remote(service.get_detections(image, extra=extra))
+    return detections_from_viam(found, width=frame.image.width, height=frame.image.height)
+
+
 class VisionStages:
     """The filter core's two stages over Viam vision services."""
 
@@ -61,11 +69,7 @@ class VisionStages:
         self.batch: bool | None = None  # unknown until the verifier first answers {"verify": ...}
 
     async def propose(self, frame: Frame) -> Detections:
-        """The frame's bytes as they came from the camera, not re-encoded."""
-        image = (ViamImage(frame.data, CameraMimeType.from_string(frame.mime_type or "image/jpeg")) if frame.data
-                 else ViamImage(images.encode(frame.image), CameraMimeType.JPEG))
-        found = await _remote(self.detector.get_detections(image, extra={"query": self.query}))
-        return detections_from_viam(found, width=frame.image.width, height=frame.image.height)
+        return await detect(self.detector, frame, {"query": self.query})
 
     async def verify(self, crops: Sequence[Image.Image], questions: Sequence[str]) -> list[Verdict]:
         if self.batch is not False and (verdicts := await self._verify_batch(crops, questions)) is not None:
