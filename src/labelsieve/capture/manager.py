@@ -36,6 +36,7 @@ from viam.errors import NoCaptureToStoreError
 from viam.proto.app.data import Annotations
 from viam.proto.app.datasync import DataCaptureMetadata, DataType, SensorData, SensorMetadata
 from viam.proto.component.camera import GetImagesRequest, Image
+from viam.proto.service.vision import Detection
 from viam.resource.base import ResourceBase
 from viam.utils import dict_to_struct
 
@@ -44,7 +45,7 @@ from labelsieve.capture.format import capture_dir_for, encode_provenance, write_
 from labelsieve.capture.sync import SyncBusy, SyncReport, sync
 from labelsieve.errors import ConfigError, InputError, LabelsieveError
 
-__all__ = ["CaptureMethod", "DataManager", "DataManagerConfig"]
+__all__ = ["VISION", "CaptureMethod", "DataManager", "DataManagerConfig", "Reading", "capture_annotations"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -312,9 +313,20 @@ async def _capture_all_from_camera(method: CaptureMethod, vision: Any) -> list[R
     if not width or not height:
         raise InputError(f"cannot read the size of the {image.mime_type} image the vision service returned")
     provenance = (result.extra or {}).get("provenance")
-    provenance = provenance if isinstance(provenance, list) else []
+    annotations = capture_annotations(result.detections or [], provenance if isinstance(provenance, list) else [],
+                                      width, height, min_score)
+    for c in result.classifications or []:
+        if c.confidence >= min_score:
+            annotations.classifications.add(label=c.class_name, confidence=c.confidence)
+    return [Reading(image.data, str(image.mime_type), annotations, requested, _now())]
+
+
+def capture_annotations(detections: Sequence[Detection], provenance: Sequence[Any], width: int, height: int,
+                        min_score: float = 0.0) -> Annotations:
+    """A vision service's detections as viam-server stores them, each box's provenance (same order) in its id. Also how
+    `labelsieve label` writes, so a backlog job's files cannot differ from the data manager's."""
     annotations = Annotations()
-    for i, d in enumerate(result.detections or []):
+    for i, d in enumerate(detections):
         if d.confidence < min_score:
             continue
         box = annotations.bboxes.add(label=d.class_name, confidence=d.confidence)
@@ -326,10 +338,7 @@ async def _capture_all_from_camera(method: CaptureMethod, vision: Any) -> list[R
             box.x_max_normalized, box.y_max_normalized = d.x_max_normalized, d.y_max_normalized
         if i < len(provenance) and isinstance(provenance[i], Mapping):
             box.id = encode_provenance(dict(provenance[i]))
-    for c in result.classifications or []:
-        if c.confidence >= min_score:
-            annotations.classifications.add(label=c.class_name, confidence=c.confidence)
-    return [Reading(image.data, str(image.mime_type), annotations, requested, _now())]
+    return annotations
 
 
 async def _camera_images(method: CaptureMethod, camera: Any) -> tuple[list[Image], datetime]:

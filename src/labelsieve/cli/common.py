@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-__all__ = ["add_log_level", "add_machine_config", "verb"]
+__all__ = ["add_data_dir", "add_log_level", "add_machine_config", "verb"]
 
 
 def verb(sub: argparse._SubParsersAction, name: str, text: str, examples: str = "") -> argparse.ArgumentParser:  # type: ignore[type-arg]
@@ -22,5 +22,9 @@ def add_log_level(p: argparse.ArgumentParser) -> None:
 
 def add_machine_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", type=Path, help="machine config JSON (viam-server's shape)")
+    add_data_dir(p)
+
+
+def add_data_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("LABELSIEVE_HOME", Path.home() / ".labelsieve")),
                    help="VIAM_HOME for modules; module data (weights caches) goes under it (default ~/.labelsieve)")
