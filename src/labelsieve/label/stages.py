@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from PIL import Image
 
@@ -32,7 +32,7 @@ from labelsieve.filter import FilterConfig, Frame
 from labelsieve.runtime.config import MachineConfig, ResourceConfig, load_config
 from labelsieve.verify import Verdict
 
-__all__ = ["PROPOSERS", "VERIFIERS", "LocalProposer", "LocalVerifier", "StageSpec", "Stages", "open_stages", "start_runtime"]
+__all__ = ["PROPOSERS", "VERIFIERS", "LocalProposer", "LocalVerifier", "StageSpec", "Stages", "open_stage", "open_stages", "start_runtime"]
 
 GROUNDING, VLM = "labelsieve:vision:grounding-detector", "labelsieve:vision:vlm-verifier"
 HOOK = "LABELSIEVE_LABEL_STAGES"
@@ -181,25 +181,24 @@ class _Remote:
 
 
 async def open_stages(spec: StageSpec, exits: AsyncExitStack) -> Stages:
-    """Build both stages; `exits` closes them (and the runtime connection)."""
+    """Both stages; `exits` closes them (and the runtime connection)."""
+    return Stages(spec.filter_config(), await open_stage(spec, "proposer", exits), await open_stage(spec, "verifier", exits))
+
+
+async def open_stage(spec: StageSpec, role: Literal["proposer", "verifier"], exits: AsyncExitStack) -> Any:
+    """One stage (a `LocalProposer` or `LocalVerifier`): a Ray actor builds only its own, so a GPU holds one model."""
     _load_hook()
     machine, config = spec.machine(), spec.filter_config()
-    resources = {r.name: r for r in machine.resources}
-    for name in (config.detector, config.verifier):
-        if name not in resources:
-            raise InputError(f"{spec.config_path}: the filter {spec.filter!r} names {name!r}, which is not in the config")
-    base = spec.config_path.resolve().parent
-    remote: Any = None
-    if spec.remote():
-        remote = await _connect(spec, config, exits)
-    built: list[Any] = []
-    for name, known in ((config.detector, PROPOSERS), (config.verifier, VERIFIERS)):
-        factory: Factory | None = known.get(resources[name].model)
-        stage = factory(resources[name], config, base) if factory else remote
-        if factory:
-            exits.push_async_callback(stage.close)
-        built.append(stage)
-    return Stages(config, built[0], built[1])
+    name, known = (config.detector, PROPOSERS) if role == "proposer" else (config.verifier, VERIFIERS)
+    resource = next((r for r in machine.resources if r.name == name), None)
+    if resource is None:
+        raise InputError(f"{spec.config_path}: the filter {spec.filter!r} names {name!r}, which is not in the config")
+    factory = known.get(resource.model)
+    if factory is None:
+        return await _connect(spec, config, exits)
+    stage = factory(resource, config, spec.config_path.resolve().parent)
+    exits.push_async_callback(stage.close)
+    return stage
 
 
 async def _connect(spec: StageSpec, config: FilterConfig, exits: AsyncExitStack) -> _Remote:
