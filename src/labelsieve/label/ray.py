@@ -15,6 +15,7 @@ Ray is imported here only: `pip install labelsieve[scale]`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import pickle
 import threading
 import time
@@ -171,7 +172,7 @@ def run_ray(spec: StageSpec, streams: Sequence[Stream], finished: Mapping[str, M
         raise ConfigError("label", "--ray", f"Ray is not installed ({exc})", "pip install labelsieve[scale]") from None
     _connect(address)
     ray.data.DataContext.get_current().enable_progress_bars = False  # the job's own bar counts frames
-    resources = ray.cluster_resources()
+    resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
     gpus, cpus = int(resources.get("GPU", 0)), float(resources.get("CPU", 1))
     half = max(1, int(cpus / 2 // actor_cpus) if actor_cpus else 1)
     runtime = _RuntimeThread(spec, data_dir)
@@ -179,8 +180,8 @@ def run_ray(spec: StageSpec, streams: Sequence[Stream], finished: Mapping[str, M
         threshold = runtime.spec.filter_config().duplicate_threshold
         items = ray.data.from_items([{"stream": i} for i in range(len(streams))], override_num_blocks=max(1, len(streams)))
         # Reading and gating reserve no CPU: the pools hold the cluster's, and a gate waiting for one would starve them.
-        gated_rows = items.map_batches(_gate, batch_size=1, num_cpus=0, concurrency=max(1, int(cpus)),
-                                       fn_kwargs={"streams": streams, "finished": finished, "threshold": threshold})
+        gate = functools.partial(_gate, streams=streams, finished=finished, threshold=threshold)
+        gated_rows = items.map_batches(gate, batch_size=1, num_cpus=0, concurrency=max(1, int(cpus)))
         proposed = gated_rows.map_batches(
             _Proposer, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=proposers or gpus or half),
             num_cpus=actor_cpus, num_gpus=1 if gpus else 0, fn_constructor_kwargs={"spec": runtime.spec})

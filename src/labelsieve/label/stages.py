@@ -218,14 +218,35 @@ async def _connect(spec: StageSpec, config: FilterConfig, exits: AsyncExitStack)
     return _Remote(stages, config.max_concurrency)
 
 
+def _stage_config(spec: StageSpec) -> dict[str, Any]:
+    """The machine config cut down to the stages that need the runtime, what they depend on, and the modules: nothing
+    else starts (no filter, no camera, no capture)."""
+    raw = json.loads(spec.config_path.read_text())
+    wanted, by_name = set(spec.remote()), {r.name: r for r in spec.machine().resources}
+    todo = list(wanted)
+    while todo:
+        for dep in by_name[todo.pop()].depends_on:
+            if dep not in wanted:
+                wanted.add(dep)
+                todo.append(dep)
+    cut = {section: [{k: v for k, v in r.items() if k != "service_configs"} for r in raw.get(section, [])
+                     if r.get("name") in wanted] for section in ("components", "services")}
+    return {**{k: v for k, v in raw.items() if k not in cut}, **cut}
+
+
 async def start_runtime(spec: StageSpec, data_dir: Path, exits: AsyncExitStack) -> StageSpec:
-    """The machine config running (as `eval` runs it) when a stage needs it; the spec with its address."""
+    """The stages that need it running in the embedded runtime (as `eval` runs them); the spec with its address.
+
+    The cut-down config is written beside the original (and removed after), so relative paths in it mean the same."""
     if not spec.remote():
         return spec
     from labelsieve.runtime import Runtime, RuntimeOptions
 
-    runtime = Runtime(RuntimeOptions(spec.config_path.resolve(), port=0, data_dir=data_dir, watch_config=False))
+    path = spec.config_path.resolve()
+    cut = path.with_name(f".{path.stem}.label-{os.getpid()}.json")
+    cut.write_text(json.dumps(_stage_config(spec)))
+    exits.callback(cut.unlink, missing_ok=True)
+    runtime = Runtime(RuntimeOptions(cut, port=0, data_dir=data_dir, watch_config=False))
     await runtime.start()
     exits.push_async_callback(runtime.shutdown)
     return StageSpec(spec.config_path, spec.filter, runtime.address)
-
