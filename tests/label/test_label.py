@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from google.protobuf import json_format
 from google.protobuf.struct_pb2 import Value
 from google.protobuf.timestamp_pb2 import Timestamp
 from viam.proto.app.data import Annotations
@@ -32,7 +31,7 @@ def outputs(out: Path) -> dict[str, dict[str, Any]]:
         capture = read_capture(path)
         packed = Value()
         capture.header.method_parameters["source"].Unpack(packed)
-        origin = json_format.MessageToDict(packed)
+        origin = json.loads(packed.string_value)
         (reading,) = capture.readings
         boxes = reading.metadata.annotations.bboxes
         key = f"{origin['file']}#{int(origin['reading'])}" if "reading" in origin else \

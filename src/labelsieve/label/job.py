@@ -8,7 +8,8 @@ frame without giving up its pipeline); the failed frame itself is redone by the 
 A frame's decision is `AutoLabelFilter.examine` over the stages' answers, gate off: the live filter's logic exactly.
 A kept frame becomes one `.capture` file as the live filter and the data manager write it (CaptureAllFromCamera, the
 verified boxes, each box's provenance in its id, the same folder layout), named after the frame's capture time and key,
-written atomically: a redone frame rewrites the same file. Its origin rides in the header's `method_parameters.source`.
+written atomically: a redone frame rewrites the same bytes. Its origin rides in the header's `method_parameters.source`
+(JSON text: a struct's map would not serialize to the same bytes twice).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import json
 import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -146,7 +148,7 @@ class Output:
         width, height = image.size
         camera = frame.component.rsplit("/", 1)[-1] or self.method.additional_params.get("camera_name", "")
         method = dataclasses.replace(self.method, additional_params={
-            **self.method.additional_params, "camera_name": camera, "source": frame.origin})
+            **self.method.additional_params, "camera_name": camera, "source": json.dumps(frame.origin, sort_keys=True)})
         when = datetime.fromtimestamp(frame.time, UTC)
         annotations = capture_annotations(detections_to_viam(decision.detections, width, height),
                                           [p.as_dict() for p in decision.provenance], width, height,
