@@ -34,6 +34,25 @@ def _local_out(out: str) -> Path | None:
     return Path(out.removeprefix("file://")).expanduser().absolute() if protocol in (None, "file") else None
 
 
+class _Progress:
+    """The bar, and this run's pace: frames a second between the first and the last frame finished (start-up apart)."""
+
+    def __init__(self, bar: tqdm[Any]) -> None:
+        self.bar, self.count, self.first, self.last, self.first_count = bar, 0, 0.0, 0.0, 0
+
+    def __call__(self, frames: int) -> None:
+        now = time.perf_counter()
+        if not self.first:
+            self.first, self.first_count = now, frames
+        self.last, self.count = now, self.count + frames
+        self.bar.update(frames)
+
+    def pace(self) -> dict[str, float]:
+        span = self.last - self.first
+        return {"frames": self.count,
+                "frames_per_s": round((self.count - self.first_count) / span, 3) if span > 0 else 0.0}
+
+
 def label(sources: Sequence[str], config: Path, filter: str, out: str, *, data_dir: Path, every: int = 1,
           fps: float = 0.0, ledger: Path | None = None, in_flight: int = 8, ray: str | None = None,
           proposers: int | None = None, verifiers: int | None = None, actor_cpus: float = 1.0,
@@ -56,15 +75,17 @@ def label(sources: Sequence[str], config: Path, filter: str, out: str, *, data_d
         start = time.perf_counter()
         with tqdm(total=sum(s.estimate for s in streams), unit="frame", desc=f"label {filter}", disable=not progress,
                   dynamic_ncols=True) as bar:
+            advance = _Progress(bar)
             if ray:
                 from labelsieve.label.ray import run_ray  # Ray only when asked for
 
-                run_ray(spec, streams, finished, book, output, bar.update, address=ray, data_dir=work / "runtime",
+                run_ray(spec, streams, finished, book, output, advance, address=ray, data_dir=work / "runtime",
                         proposers=proposers, verifiers=verifiers, actor_cpus=actor_cpus)
             else:
-                asyncio.run(run_local(spec, streams, finished, book, output, bar.update, data_dir=work / "runtime",
+                asyncio.run(run_local(spec, streams, finished, book, output, advance, data_dir=work / "runtime",
                                       in_flight=in_flight))
-        summary = book.summary() | {"output": out, "ledger": str(book.path), "wall_s": round(time.perf_counter() - start, 3)}
+        summary = book.summary() | {"output": out, "ledger": str(book.path), "this_run": {
+            **advance.pace(), "wall_s": round(time.perf_counter() - start, 3)}}
         summary["summary_file"] = output.save_summary(json.dumps(summary, indent=2))
         return summary
     finally:

@@ -171,7 +171,11 @@ def run_ray(spec: StageSpec, streams: Sequence[Stream], finished: Mapping[str, M
     except ImportError as exc:
         raise ConfigError("label", "--ray", f"Ray is not installed ({exc})", "pip install labelsieve[scale]") from None
     _connect(address)
-    ray.data.DataContext.get_current().enable_progress_bars = False  # the job's own bar counts frames
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # the job's own bar counts frames
+    # One frame a block: frames are large and few a second, and a block of many would hold the next stage back until
+    # all of them were done (Ray merges small outputs up to this many bytes).
+    context.target_max_block_size = 1
     resources: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
     gpus, cpus = int(resources.get("GPU", 0)), float(resources.get("CPU", 1))
     half = max(1, int(cpus / 2 // actor_cpus) if actor_cpus else 1)
@@ -181,7 +185,8 @@ def run_ray(spec: StageSpec, streams: Sequence[Stream], finished: Mapping[str, M
         items = ray.data.from_items([{"stream": i} for i in range(len(streams))], override_num_blocks=max(1, len(streams)))
         # Reading and gating reserve no CPU: the pools hold the cluster's, and a gate waiting for one would starve them.
         gate = functools.partial(_gate, streams=streams, finished=finished, threshold=threshold)
-        gated_rows = items.map_batches(gate, batch_size=1, num_cpus=0, concurrency=max(1, int(cpus)))
+        gated_rows = items.map_batches(gate, batch_size=1, num_cpus=0,
+                                       compute=ray.data.TaskPoolStrategy(size=max(1, int(cpus))))
         proposed = gated_rows.map_batches(
             _Proposer, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=proposers or gpus or half),
             num_cpus=actor_cpus, num_gpus=1 if gpus else 0, fn_constructor_kwargs={"spec": runtime.spec})
