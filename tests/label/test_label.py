@@ -189,3 +189,22 @@ def test_tiny_real_models_run_in_process(tmp_path: Path, gdino_dir: Path) -> Non
     assert summary["kept"] + summary["nothing_verified"] == 3
     assert all(p["proposer"] == "gd" and p["verifier"] == "vl" for v in outputs(tmp_path / "out").values()
                for p in v["provenance"])
+
+
+def test_any_fsspec_url_as_out_and_a_rerun_redoes_nothing(tmp_path: Path) -> None:
+    import fsspec
+
+    layouts = scene(5, seed=4)
+    write_frames(tmp_path / "frames", layouts)
+    config = oracle_config(tmp_path / "machine.json")
+    url = "memory://labeled/run"
+
+    first = label([str(tmp_path / "frames")], config, "labeler", url, data_dir=tmp_path / "home", progress=False)
+    again = label([str(tmp_path / "frames")], config, "labeler", url, data_dir=tmp_path / "home", progress=False)
+
+    fs = fsspec.filesystem("memory")
+    written = [p for p in fs.find("/labeled/run") if p.endswith(".capture")]
+    assert len(written) == first["kept"] == sum(bool(expected(layout)) for layout in layouts)
+    assert not [p for p in fs.find("/labeled/run") if p.endswith(".prog")]
+    assert fs.exists("/labeled/run/label-summary.json") and Path(first["ledger"]).is_relative_to(tmp_path / "home")
+    assert again["this_run"]["frames"] == 5 and again["kept"] == first["kept"] and again["seconds"] == first["seconds"]
