@@ -208,3 +208,19 @@ def test_any_fsspec_url_as_out_and_a_rerun_redoes_nothing(tmp_path: Path) -> Non
     assert not [p for p in fs.find("/labeled/run") if p.endswith(".prog")]
     assert fs.exists("/labeled/run/label-summary.json") and Path(first["ledger"]).is_relative_to(tmp_path / "home")
     assert again["this_run"]["frames"] == 5 and again["kept"] == first["kept"] and again["seconds"] == first["seconds"]
+
+
+def test_labeled_captures_are_labeled_again(tmp_path: Path) -> None:
+    """A CaptureAllFromCamera file (ours, labeled) is a camera frame like any other: its image gets the same labels."""
+    layouts = scene(4, seed=6)
+    write_frames(tmp_path / "frames", layouts)
+    config = oracle_config(tmp_path / "machine.json")
+    label([str(tmp_path / "frames")], config, "labeler", str(tmp_path / "first"), data_dir=tmp_path / "home",
+          progress=False)
+
+    label([str(tmp_path / "first")], config, "labeler", str(tmp_path / "second"), data_dir=tmp_path / "home",
+          progress=False)
+
+    first, second = outputs(tmp_path / "first"), outputs(tmp_path / "second")
+    assert sorted(v["labels"] for v in second.values()) == sorted(v["labels"] for v in first.values())
+    assert {v["origin"]["method"] for v in second.values()} == {"CaptureAllFromCamera"}

@@ -39,10 +39,10 @@ from labelsieve.errors import LabelsieveError
 from labelsieve.filter import AutoLabelFilter, Decision, DuplicateGate, FilterConfig, Frame, VerifyCrops, thumbnail
 from labelsieve.label.ledger import Record
 from labelsieve.label.sources import SourceFrame, Stream, Unreadable
-from labelsieve.label.stages import StageSpec
+from labelsieve.label.stages import LocalProposer, StageSpec
 from labelsieve.verify import Verdict
 
-__all__ = ["Done", "Output", "Pending", "decoded", "examine", "gated", "label_frame", "output_for"]
+__all__ = ["Done", "Output", "Pending", "decoded", "examine", "gated", "label_frame", "output_for", "propose"]
 
 METHOD = "CaptureAllFromCamera"
 
@@ -102,8 +102,23 @@ def gated(stream: Stream, finished: Mapping[str, bytes | None], threshold: float
         yield Pending(item, _stored(thumb), seconds["read"])
 
 
-def decoded(frame: SourceFrame) -> Frame:
-    return Frame(images.decode(frame.data, where=frame.key), frame.data, frame.mime_type)
+def decoded(frames: Sequence[Pending]) -> list[Frame]:
+    """Blocking. The gate decoded each frame once already, so they decode."""
+    return [Frame(images.decode(p.frame.data, where=p.frame.key), p.frame.data, p.frame.mime_type) for p in frames]
+
+
+async def propose(proposer: LocalProposer, frames: Sequence[Frame], timeout: float) -> tuple[list[Detections | BaseException], float]:
+    """One proposer call for the frames, bounded by the filter's detector timeout per frame, and its seconds per frame.
+    A failure is each frame's: the filter reports it as `detector_failed`, and the next run redoes them."""
+    start = time.perf_counter()
+    try:
+        found: list[Detections | BaseException] = list(await asyncio.wait_for(proposer.propose(frames),
+                                                                               timeout * len(frames)))
+        if len(found) != len(frames):
+            raise ValueError(f"the proposer answered {len(found)} results for {len(frames)} frames")
+    except Exception as exc:  # noqa: BLE001 - a failing stage fails its frames, never the job
+        found = [exc] * len(frames)
+    return found, (time.perf_counter() - start) / len(frames)
 
 
 async def examine(config: FilterConfig, frame: Frame, proposals: Detections | BaseException, verify: VerifyCrops,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import AsyncExitStack
@@ -20,7 +19,7 @@ from pathlib import Path
 
 from labelsieve.detections import Detections
 from labelsieve.filter import Frame
-from labelsieve.label.job import Output, Pending, decoded, gated, label_frame
+from labelsieve.label.job import Output, Pending, decoded, gated, label_frame, propose
 from labelsieve.label.ledger import Ledger, Record
 from labelsieve.label.sources import Stream
 from labelsieve.label.stages import Stages, StageSpec, open_stages, start_runtime
@@ -101,8 +100,8 @@ async def _pipeline(stages: Stages, streams: Sequence[Stream], finished: Mapping
                     break
                 await slots.acquire()
                 batch.append(item)
-            frames = await asyncio.to_thread(_decoded, batch)
-            results, propose_s = await _propose(stages, frames)
+            frames = await asyncio.to_thread(decoded, batch)
+            results, propose_s = await propose(stages.proposer, frames, config.detector_timeout)
             for pending, frame, proposals in zip(batch, frames, results):
                 task = asyncio.create_task(finish(pending, frame, proposals, propose_s))
                 tasks.add(task)
@@ -114,21 +113,3 @@ async def _pipeline(stages: Stages, streams: Sequence[Stream], finished: Mapping
         for task in tasks:
             task.cancel()
         await asyncio.gather(reader, *tasks, return_exceptions=True)
-
-
-def _decoded(batch: Sequence[Pending]) -> list[Frame]:
-    return [decoded(p.frame) for p in batch]  # the gate decoded them once already: they decode
-
-
-async def _propose(stages: Stages, frames: Sequence[Frame]) -> tuple[list[Detections | BaseException], float]:
-    """One proposer call for the batch, bounded by the filter's detector timeout per frame. A failure is each frame's
-    `detector_failed`, as the live filter reports it."""
-    start = time.perf_counter()
-    try:
-        found: list[Detections | BaseException] = list(await asyncio.wait_for(
-            stages.proposer.propose(frames), stages.config.detector_timeout * len(frames)))
-        if len(found) != len(frames):
-            raise ValueError(f"the proposer answered {len(found)} results for {len(frames)} frames")
-    except Exception as exc:  # noqa: BLE001 - a failing stage fails its frames, which the next run redoes
-        found = [exc] * len(frames)
-    return found, (time.perf_counter() - start) / len(frames)

@@ -18,7 +18,6 @@ import asyncio
 import functools
 import pickle
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 
 from labelsieve.detections import Detections
 from labelsieve.errors import ConfigError
-from labelsieve.label.job import Done, Output, Pending, decoded, gated, label_frame
+from labelsieve.label.job import Done, Output, Pending, decoded, gated, label_frame, propose
 from labelsieve.label.ledger import Ledger, Record
 from labelsieve.label.sources import Stream
 from labelsieve.label.stages import StageSpec, open_stage, start_runtime
@@ -94,20 +93,11 @@ class _Proposer(_Actor):
         for start in range(0, len(pending), size):
             chunk = pending[start : start + size]
             found, seconds = self.loop.run_until_complete(self._propose(chunk))
-            out += [(p, f, seconds) for p, f in zip(chunk, found)]
+            out += [(p, f if isinstance(f, Detections) else _portable(f), seconds) for p, f in zip(chunk, found)]
         return _rows(out)
 
     async def _propose(self, chunk: Sequence[Pending]) -> tuple[list[Detections | BaseException], float]:
-        start = time.perf_counter()
-        try:
-            frames = await asyncio.to_thread(lambda: [decoded(p.frame) for p in chunk])
-            found: list[Detections | BaseException] = list(await asyncio.wait_for(
-                self.stage.propose(frames), self.config.detector_timeout * len(chunk)))
-            if len(found) != len(chunk):
-                raise ValueError(f"the proposer answered {len(found)} results for {len(chunk)} frames")
-        except Exception as exc:  # noqa: BLE001 - a failing stage fails its frames, which the next run redoes
-            found = [_portable(exc)] * len(chunk)
-        return found, (time.perf_counter() - start) / len(chunk)
+        return await propose(self.stage, await asyncio.to_thread(decoded, chunk), self.config.detector_timeout)
 
 
 class _Labeler(_Actor):
@@ -126,7 +116,7 @@ class _Labeler(_Actor):
         return list(await asyncio.gather(*(self._label(*i) for i in proposed)))
 
     async def _label(self, pending: Pending, proposals: Detections | BaseException, propose_s: float) -> Record:
-        frame = await asyncio.to_thread(decoded, pending.frame)
+        (frame,) = await asyncio.to_thread(decoded, [pending])
         return await label_frame(self.config, self.output, pending, frame, proposals, self.stage.verify, propose_s)
 
 

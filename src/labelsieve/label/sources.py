@@ -193,7 +193,7 @@ def _local_streams(source: str, every: int, fps: float, cache: Path) -> list[Str
         found = [s for p in captures for s in _capture_streams(str(p), cache)]
         videos = [Stream(str(p), "video", (str(p),), every, fps) for p in matches if p.suffix.lower() in VIDEO_SUFFIXES]
         pictures = tuple(str(p) for p in matches if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        return found + videos + ([Stream(source, "images", pictures)] if pictures else [])
+        return found + videos + ([Stream(str(path), "images", pictures)] if pictures else [])
     if not path.exists():
         raise InputError(f"{source}: no such file or folder")
     if path.is_file():
