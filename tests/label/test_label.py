@@ -18,8 +18,8 @@ from viam.proto.app.datasync import DataCaptureMetadata, DataType, SensorData, S
 from labelsieve.capture.format import capture_file_name, decode_provenance, read_capture, write_capture
 from labelsieve.errors import InputError
 from labelsieve.label import label
-from support import TEST_MODULES, encode, module
-from support.oracle import expected, oracle_config, oracle_frame, scene, write_frames
+from support import encode
+from support.oracle import expected, module_stages_config, oracle_config, oracle_frame, scene, write_frames
 
 os.environ["LABELSIEVE_LABEL_STAGES"] = "support.oracle"
 
@@ -145,21 +145,7 @@ def test_bad_input_is_counted_and_named_and_a_missing_source_fails_at_once(tmp_p
 
 def test_stages_served_by_another_module_run_through_the_runtime(tmp_path: Path) -> None:
     """The scripted proposer and colour verifier are module processes: reached as the filter module reaches them."""
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    boxes: dict[str, list[list[Any]]] = {}
-    for i, colour in enumerate(["red", "blue", "green"]):
-        image = oracle_frame([None] * 4, 10 + 20 * i)
-        image.paste(colour, (100, 20, 200, 100))
-        image.save(frames / f"{i}.jpg", quality=95)
-        boxes[f"{i}.jpg"] = [[100, 20, 200, 100, 0.8, "person"]]
-    (tmp_path / "boxes.json").write_text(json.dumps(boxes))
-    stages = [{"name": "proposer", "api": "rdk:service:vision", "model": "test:vision:scripted-proposer",
-               "attributes": {"frames": str(frames), "boxes": str(tmp_path / "boxes.json")}},
-              {"name": "vlm", "api": "rdk:service:vision", "model": "test:vision:colour-verifier",
-               "attributes": {"batch": "verify"}}]
-    config = oracle_config(tmp_path / "machine.json", negative="no_glasses", detector="proposer", verifier="vlm",
-                           extra_services=stages, modules=[module("filter-stages", TEST_MODULES / "filter_stages")])
+    frames, config = module_stages_config(tmp_path)
 
     summary = label([str(frames)], config, "labeler", str(tmp_path / "out"), data_dir=tmp_path / "home", progress=False)
 

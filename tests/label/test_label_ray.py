@@ -16,7 +16,7 @@ import pytest
 
 from labelsieve.label import label
 from support import ROOT
-from support.oracle import oracle_config, scene, write_frames
+from support.oracle import module_stages_config, oracle_config, scene, write_frames
 
 ray = pytest.importorskip("ray")
 os.environ["LABELSIEVE_LABEL_STAGES"] = "support.oracle"
@@ -68,6 +68,17 @@ def test_ray_writes_what_in_process_writes_with_a_worker_killed_mid_job(tmp_path
     assert killed.is_set() and result["seen"] == 30 and not result["failures"]
     assert files(out) == files(tmp_path / "local")
     assert _rows(ledger) == 30
+
+
+def test_ray_reaches_stages_served_by_another_module_through_the_runtime(tmp_path: Path, cluster: None) -> None:
+    """The driver runs the module's stages in the embedded runtime; every actor dials it as the filter module would."""
+    frames, config = module_stages_config(tmp_path)
+
+    summary = label([str(frames)], config, "labeler", str(tmp_path / "out"), data_dir=tmp_path / "home",
+                    progress=False, ray="auto", actor_cpus=0.5)
+
+    assert summary["labels"] == {"glasses": 1, "no_glasses": 1} and summary["nothing_verified"] == 1
+    assert not summary["failures"]
 
 
 def _rows(ledger: Path) -> Any:

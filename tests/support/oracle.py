@@ -142,3 +142,28 @@ def oracle_config(path: Path, *, delay_propose: float = 0.0, delay_verify: float
     ]
     path.write_text(json.dumps({"services": services, "modules": list(modules)}))
     return path
+
+
+def module_stages_config(root: Path) -> tuple[Path, Path]:
+    """Three JPEG frames (a red, a blue and a green box) and a config whose filter's stages are module processes
+    (tests/modules/filter_stages: the scripted proposer and the colour verifier). Expected: glasses, no_glasses, none."""
+    import json
+
+    from support.machine import TEST_MODULES, module
+
+    frames = root / "frames"
+    frames.mkdir()
+    boxes = {}
+    for i, colour in enumerate(["red", "blue", "green"]):
+        image = oracle_frame([None] * SLOTS, 10 + 20 * i)
+        image.paste(colour, (100, 20, 200, 100))
+        image.save(frames / f"{i}.jpg", quality=95)
+        boxes[f"{i}.jpg"] = [[100, 20, 200, 100, 0.8, "person"]]
+    (root / "boxes.json").write_text(json.dumps(boxes))
+    stages = [{"name": "proposer", "api": "rdk:service:vision", "model": "test:vision:scripted-proposer",
+               "attributes": {"frames": str(frames), "boxes": str(root / "boxes.json")}},
+              {"name": "vlm", "api": "rdk:service:vision", "model": "test:vision:colour-verifier",
+               "attributes": {"batch": "verify"}}]
+    config = oracle_config(root / "machine.json", negative="no_glasses", detector="proposer", verifier="vlm",
+                           extra_services=stages, modules=[module("filter-stages", TEST_MODULES / "filter_stages")])
+    return frames, config
