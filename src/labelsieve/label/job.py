@@ -147,9 +147,9 @@ class Output:
 
     def __init__(self, url: str, method: CaptureMethod, tags: Sequence[str], staging: Path) -> None:
         self.url, self.method, self.tags, self.staging = url.rstrip("/"), method, tuple(tags), staging
-        self.fs, root = fsspec.core.url_to_fs(self.url)
+        self.fs, self.root = fsspec.core.url_to_fs(self.url)
         self.local = isinstance(self.fs, LocalFileSystem)
-        self.folder = str(capture_dir_for(Path(root), VISION, method.resource, METHOD))
+        self.folder = str(capture_dir_for(Path(self.root), VISION, method.resource, METHOD))
 
     def name(self, frame: SourceFrame) -> str:
         """The capture time (viam-server's file name, in UTC so every machine agrees) and the key's digest."""
@@ -182,8 +182,8 @@ class Output:
         return str(self.fs.unstrip_protocol(final))
 
     def save_summary(self, text: str) -> str:
-        path = f"{self.fs._strip_protocol(self.url)}/label-summary.json"
-        self.fs.makedirs(self.fs._parent(path), exist_ok=True)
+        path = f"{self.root}/label-summary.json"
+        self.fs.makedirs(self.root, exist_ok=True)
         with self.fs.open(path + ".part", "w") as out:
             out.write(text)
         self.fs.mv(path + ".part", path)

@@ -34,7 +34,7 @@ from labelsieve.label.stages import StageSpec, open_stage, start_runtime
 
 __all__ = ["run_ray"]
 
-_GATE_BATCH = 8  # frames per block out of the gate: small, so the proposers start early
+_GATE_BATCH = 8  # items per batch out of the gate (blocks still hold one frame each: see run_ray)
 
 
 def _rows(items: Sequence[Any]) -> dict[str, Any]:
@@ -52,13 +52,11 @@ def _portable(exc: BaseException) -> BaseException:
     return exc if isinstance(exc, TimeoutError) else RuntimeError(str(exc) or type(exc).__name__)
 
 
-def _gate(batch: Mapping[str, Any], streams: Sequence[Stream], finished: Mapping[str, Mapping[str, bytes | None]],
-          threshold: float) -> Iterator[dict[str, Any]]:
-    """One stream read and gated in order, in small blocks so the proposers start early."""
-    for index in batch["stream"]:
-        stream = streams[int(index)]
+def _gate(batch: Mapping[str, Any], threshold: float) -> Iterator[dict[str, Any]]:
+    """One stream (with what the ledger says of it) read and gated in order, frame by frame."""
+    for stream, finished in _items(batch):
         items: list[Any] = []
-        for item in gated(stream, finished.get(stream.name, {}), threshold):
+        for item in gated(stream, finished, threshold):
             items.append(item)
             if len(items) >= _GATE_BATCH:
                 yield _rows(items)
@@ -172,9 +170,10 @@ def run_ray(spec: StageSpec, streams: Sequence[Stream], finished: Mapping[str, M
     runtime = _RuntimeThread(spec, data_dir)
     try:
         threshold = runtime.spec.filter_config().duplicate_threshold
-        items = ray.data.from_items([{"stream": i} for i in range(len(streams))], override_num_blocks=max(1, len(streams)))
+        work = [{"item": pickle.dumps((s, finished.get(s.name, {})))} for s in streams]  # each stream ships its own part
+        items = ray.data.from_items(work, override_num_blocks=max(1, len(streams)))
         # Reading and gating reserve no CPU: the pools hold the cluster's, and a gate waiting for one would starve them.
-        gate = functools.partial(_gate, streams=streams, finished=finished, threshold=threshold)
+        gate = functools.partial(_gate, threshold=threshold)
         gated_rows = items.map_batches(gate, batch_size=1, num_cpus=0,
                                        compute=ray.data.TaskPoolStrategy(size=max(1, int(cpus))))
         proposed = gated_rows.map_batches(
