@@ -102,7 +102,8 @@ def test_mixed_sources_get_exactly_the_oracle_labels_and_dataset_build_reads_the
     assert all(row["provenance"]["verifier"] == "ver" for row in manifest)
 
 
-def test_a_video_every_nth_frame(tmp_path: Path) -> None:
+@pytest.mark.parametrize("pace", [{"every": 2}, {"fps": 5.0}])  # a 10 fps clip: both keep frames 0, 2, 4
+def test_a_video_every_nth_frame_or_n_frames_a_second(tmp_path: Path, pace: dict[str, Any]) -> None:
     import cv2
     import numpy as np
 
@@ -114,8 +115,8 @@ def test_a_video_every_nth_frame(tmp_path: Path) -> None:
     writer.release()
     config = oracle_config(tmp_path / "machine.json")
 
-    summary = label([str(path)], config, "labeler", str(tmp_path / "out"), data_dir=tmp_path / "home", every=2,
-                    progress=False)
+    summary = label([str(path)], config, "labeler", str(tmp_path / "out"), data_dir=tmp_path / "home", progress=False,
+                    **pace)
 
     got = outputs(tmp_path / "out")
     want = {f"{path}@{i}": expected(layouts[i]) for i in range(0, 6, 2)}
