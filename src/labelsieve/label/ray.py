@@ -145,7 +145,7 @@ def _connect(address: str) -> None:
     try:
         ray.init(address="auto")  # a running cluster
     except ConnectionError:
-        ray.init(include_dashboard=False)  # none: a local one on this machine
+        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1")  # none: a local one, listening on this machine only
 
 
 def run_ray(spec: StageSpec, streams: Sequence[Stream], finished: Mapping[str, Mapping[str, bytes | None]],
