@@ -50,6 +50,7 @@ def main() -> None:
         layouts = scene(args.frames, seed=0)
         write_frames(root / "frames", layouts)
         with_boxes = sum(any(layout) for layout in layouts) / len(layouts)
+        counts = [sum(answer is not None for answer in layout) for layout in layouts]
         config = oracle_config(root / "machine.json", delay_propose=PROPOSER_S, delay_verify=VERIFIER_S)
         limit, serial = 1 / PROPOSER_S, 1 / (PROPOSER_S + VERIFIER_S * with_boxes)
         rows = []
@@ -70,7 +71,7 @@ def main() -> None:
             rows.append(("(b) --ray, 1 worker", one, one["frames_per_s"] / local["frames_per_s"], "in process", 0.8))
             rows.append(("(c) --ray, 2 workers", two, two["frames_per_s"] / one["frames_per_s"], "1 worker", 1.7))
 
-        print(f"{args.frames} frames, {with_boxes:.0%} with boxes; proposer {PROPOSER_S * 1000:.0f} ms/frame, verifier "
+        print(f"{args.frames} frames, {min(counts)} to {max(counts)} boxes a frame ({with_boxes:.0%} with any); proposer {PROPOSER_S * 1000:.0f} ms/frame, verifier "
               f"{VERIFIER_S * 1000:.0f} ms/call; stages in series would do {serial:.2f} frames/s, the slowest stage "
               f"allows {limit:.2f}")
         print(f"{'run':<22}{'frames/s':>10}{'wall s':>9}{'ratio':>8}  {'against':<22}{'goal':>6}")
