@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 case "${1:-}" in
   "") extras="[label,train]" ;;
-  test) extras="[label,train,test]" ;;
+  test) extras="[label,train,test,scale]" ;;
   light) extras="" ;;
   *) extras="[$1]" ;;
 esac

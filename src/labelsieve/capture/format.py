@@ -62,7 +62,7 @@ def capture_file_name(now: datetime | None = None) -> str:
 
 
 def _frame(message: Any) -> bytes:
-    body = message.SerializeToString()
+    body = message.SerializeToString(deterministic=True)  # maps in key order: the same reading, the same bytes
     return _VarintBytes(len(body)) + body
 
 

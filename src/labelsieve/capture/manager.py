@@ -45,7 +45,7 @@ from labelsieve.capture.sync import SyncBusy, SyncReport, sync
 from labelsieve.errors import ConfigError, InputError, LabelsieveError
 from labelsieve.viam.convert import detections_from_viam
 
-__all__ = ["CaptureMethod", "DataManager", "DataManagerConfig"]
+__all__ = ["VISION", "CaptureMethod", "DataManager", "DataManagerConfig", "Reading"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -8,18 +8,19 @@ import logging
 import ssl
 import sys
 
-from labelsieve.cli import dataset, demo, deploy, eval, export, push, review, run, sync, train, validate
+from labelsieve.cli import dataset, demo, deploy, eval, export, label, push, review, run, sync, train, validate
 from labelsieve.errors import LabelsieveError
 
 __all__ = ["main"]
 
-VERBS = (run, validate, sync, dataset, export, push, eval, review, train, deploy, demo)
+VERBS = (run, validate, sync, label, dataset, export, push, eval, review, train, deploy, demo)
 
 EXAMPLES = """examples:
   labelsieve run configs/camera.json                      serve on 127.0.0.1:8080, reload on edits
   labelsieve run configs/camera.json --host 0.0.0.0 --port 9090   (set LABELSIEVE_API_KEY to require a key)
   labelsieve validate configs/camera.json                 check everything, start nothing
   labelsieve sync ~/.labelsieve/capture s3://bucket/robot1   upload closed capture files, verified, resumable
+  labelsieve label ~/.viam/capture clips/ --config machine.json --filter labeler --out labeled/   label the backlog
   labelsieve dataset build s3://bucket/robot1 datasets/glasses   the next dataset version (YOLO + COCO)
   labelsieve eval machine.json --filter labeler --truth sample/coco.json --out eval/v1   label quality vs hand labels
   labelsieve dataset build viam://dataset/glasses?org=ORG datasets/glasses   from Viam's cloud (VIAM_API_KEY[_ID])
