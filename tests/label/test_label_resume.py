@@ -8,6 +8,7 @@ import random
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from labelsieve.label import label
@@ -31,20 +32,22 @@ def test_killed_at_random_moments_and_run_again_writes_what_one_run_writes(tmp_p
     command = [sys.executable, "-m", "labelsieve", "label", str(frames), "--config", str(config), "--filter", "labeler",
                "--out", str(out), "--data-dir", str(tmp_path / "home")]
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT / 'tests'}"}
-    rng, kills, code = random.Random(15), 0, None
-    while code is None:
+    # Killed once the output holds a random number of files (plus a random moment more), six times; then left to finish.
+    rng, kills = random.Random(15), 0
+    for target in [*sorted(rng.sample(range(1, 38), 6)), None]:
         run = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:  # the moment to kill it at is the random part; after six kills it is left to finish
-            code = run.wait(timeout=rng.uniform(1.0, 4.0) if kills < 6 else 120)
-        except subprocess.TimeoutExpired:
+        while target is not None and run.poll() is None and len(files(out)) < target:
+            time.sleep(0.01)
+        if target is not None and run.poll() is None:
+            time.sleep(rng.uniform(0.0, 0.1))
             run.kill()
-            run.wait()
             kills += 1
+        code = run.wait(timeout=120)
         assert run.stderr is not None
         errors = run.stderr.read().decode()
         run.stderr.close()
     assert code == 0, errors
-    assert kills >= 1
+    assert kills >= 3  # a run may finish its share before the kill lands; most must not
 
     assert files(out) == files(tmp_path / "whole")
     ledger = sqlite3.connect(out / "labelsieve-ledger.sqlite")
