@@ -15,7 +15,7 @@ from pathlib import Path
 from labelsieve.dataset import open_dataset
 from labelsieve.errors import InputError, ModelError
 from labelsieve.files import write_atomic
-from labelsieve.train.fleet import MODEL_INFO, fetch_model, is_url, publish, read_pointer
+from labelsieve.fleet import MODEL_INFO, fetch_model, is_url, publish, read_pointer
 from labelsieve.train.trainer import SCORE, held_out_score, load_model_info
 
 __all__ = ["FAST_DETECTOR", "PromotionRefused", "deploy_to_config", "deploy_to_fleet", "promotion_gate"]

@@ -26,7 +26,7 @@ from typing import Any
 
 from labelsieve.dataset import DatasetVersion, open_dataset
 from labelsieve.errors import InputError, ModelError
-from labelsieve.train.fleet import MODEL_INFO
+from labelsieve.fleet import MODEL_INFO
 from labelsieve.train.offline import yolo_class
 
 __all__ = ["evaluate", "held_out_score", "load_model_info", "train"]

@@ -35,7 +35,8 @@ def read_remote_json(url: str) -> dict[str, Any] | None:
     BackendUnavailable, so callers tell "nothing deployed yet" from "cannot see the storage"."""
     try:
         with fsspec.open(url, "rb") as f:
-            return json.loads(f.read())
+            value: dict[str, Any] = json.loads(f.read())
+            return value
     except FileNotFoundError:
         return None
     except Exception as exc:  # each fsspec backend raises its own types (botocore's EndpointConnectionError, ...)
