@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 from grpclib import GRPCError, Status
 from support import Machine, camera, connect, encode, module
+from PIL import Image
 from support.scenes import scene_frames
 from viam.media.video import ViamImage
 from viam.services.vision import VisionClient
 
+from labelsieve import images
 from labelsieve.detect.fast import FastDetectorConfig, OnnxModel, UltralyticsModel
 from labelsieve.errors import ConfigError
 
@@ -43,6 +45,22 @@ def test_numpy_onnx_path_matches_ultralytics(trained_model: Path) -> None:
     assert list(ours.class_name) == list(theirs.class_name) and ours.classes == theirs.classes == ("blue", "red")
     np.testing.assert_allclose(ours.confidence, theirs.confidence, atol=0.02)
     np.testing.assert_allclose(ours.xyxy, theirs.xyxy, atol=2.0)
+
+
+def raw_rgba(image: Image.Image) -> bytes:
+    """viam's raw frame (`image/vnd.viam.rgba`): "RGBA", width and height as big-endian uint32, the pixels."""
+    return b"RGBA" + image.width.to_bytes(4, "big") + image.height.to_bytes(4, "big") + image.convert("RGBA").tobytes()
+
+
+def test_a_raw_frame_and_a_jpeg_of_the_same_pixels_give_the_same_boxes(trained_model: Path) -> None:
+    model = OnnxModel(trained_model / "model.onnx")
+    image = scene_frames(103, 1, 8 * model.input_size[0])[0][0]  # 8x the model's input: the JPEG decodes at 1/8 scale
+    raw = model.detect(images.open_checked(raw_rgba(image)), LOW, 0.45, 20)
+    jpeg = model.detect(images.open_checked(encode(image, quality=95)), LOW, 0.45, 20)
+    assert len(raw) and list(raw.class_name) == list(jpeg.class_name)
+    np.testing.assert_allclose(raw.xyxy, jpeg.xyxy, atol=image.width * 0.02)
+    np.testing.assert_allclose(raw.confidence, jpeg.confidence, atol=0.05)
+    assert all(0 <= x <= image.width for x in raw.xyxy.ravel())
 
 
 def test_config_problems_name_the_field(tmp_path: Path) -> None:

@@ -28,11 +28,12 @@ from labelsieve.detections import Detections
 from labelsieve.errors import ModelError
 from labelsieve.fleet import MODEL_INFO, is_url
 
-__all__ = ["FastDetectorConfig", "FastModel", "OnnxModel", "letterbox", "load_model", "model_info", "pick_model_file"]
+__all__ = ["INT8_FILE", "FastDetectorConfig", "FastModel", "OnnxModel", "letterbox", "load_model", "model_info", "pick_model_file"]
 
 log = logging.getLogger(__name__)
 
 MODEL_SUFFIXES = (".onnx", ".pt")
+INT8_FILE = "model.int8.onnx"  # written by `labelsieve train --int8` (labelsieve.train.quantize)
 _MAX_CANDIDATES = 2000  # boxes entering NMS, best first: bounds its O(n^2) memory when confidence is set near 0
 
 
@@ -241,10 +242,11 @@ class UltralyticsModel:
 
 
 def pick_model_file(path: Path) -> Path:
-    """A model file as it is; in a directory `model.onnx`, then `model.pt`, then a single .onnx or .pt."""
+    """A model file as it is; in a directory `model.int8.onnx`, `model.onnx`, then `model.pt`, then a single .onnx or
+    .pt."""
     if path.is_file():
         return path
-    for candidate in (path / "model.onnx", path / "model.pt"):
+    for candidate in (path / INT8_FILE, path / "model.onnx", path / "model.pt"):
         if candidate.is_file():
             return candidate
     for suffix in MODEL_SUFFIXES:

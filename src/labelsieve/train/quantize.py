@@ -1,0 +1,101 @@
+"""int8 for the fast detector on CPUs: static quantization of a model directory's `model.onnx` with onnxruntime.
+
+Calibration frames come from the training split of the dataset version the model learned from, letterboxed exactly as
+the detector feeds them. Only convolutions (and matmuls) are quantized, weights per channel: the head's decoding (the
+DFL, the concat of box coordinates in pixels with class scores in [0, 1]) stays float, since one 8-bit scale for both
+would erase the scores. Both models are then scored on the held-out (val) split with the validator training uses, and
+model.json records the two side by side:
+
+    "int8": {"file": "model.int8.onnx", "metrics": {...int8...}, "float_metrics": {...model.onnx...},
+             "calibration": {"split": "train", "frames": 64}}
+
+A directory with `model.int8.onnx` serves it (`labelsieve.detect.fast.pick_model_file`), so the promotion gate compares
+the int8 numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from labelsieve import images
+from labelsieve.dataset import open_dataset
+from labelsieve.detect.fast import INT8_FILE, OnnxModel, letterbox
+from labelsieve.errors import InputError, ModelError
+from labelsieve.files import write_atomic
+from labelsieve.fleet import MODEL_INFO
+from labelsieve.train.trainer import evaluate, load_model_info
+
+__all__ = ["quantize_int8"]
+
+log = logging.getLogger(__name__)
+
+_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+
+
+class _Calibration:
+    """onnxruntime's CalibrationDataReader: one letterboxed frame per `get_next`, None when done."""
+
+    def __init__(self, input_name: str, tensors: Iterator[npt.NDArray[np.float32]]) -> None:
+        self.input_name, self.tensors = input_name, tensors
+
+    def get_next(self) -> dict[str, npt.NDArray[np.float32]] | None:
+        tensor = next(self.tensors, None)
+        return None if tensor is None else {self.input_name: tensor}
+
+
+def _frames(folder: Path, size: tuple[int, int], limit: int) -> Iterator[npt.NDArray[np.float32]]:
+    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)[:limit]:
+        yield letterbox(images.open_checked(path.read_bytes(), where=str(path)), size, str(path))[0]
+
+
+def quantize_int8(model_dir: Path, frames: int = 64, device: str | None = None) -> dict[str, Any]:
+    """Write `model_dir/model.int8.onnx`, score it and model.onnx on the val split, record both in model.json; returns
+    the `int8` entry."""
+    from onnx import load, save
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    info = load_model_info(model_dir)
+    version = open_dataset(info["dataset"]["path"])
+    train_images = version.path / "images" / "train"
+    if not train_images.is_dir():
+        raise InputError(f"{version.path}: no images/train folder to calibrate with")
+    source = model_dir / "model.onnx"
+    floats = OnnxModel(source, "cpu")
+    calibration = list(_frames(train_images, floats.input_size, frames))
+    if not calibration:
+        raise InputError(f"{train_images}: no training images to calibrate with")
+    target = model_dir / INT8_FILE
+    with tempfile.TemporaryDirectory(dir=model_dir, prefix=".int8-") as scratch:
+        prepared, staged = Path(scratch) / "prepared.onnx", Path(scratch) / INT8_FILE
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        graph = load(str(prepared))
+        keep_float = [n.name for n in graph.graph.node if "/dfl/" in n.name]
+        quantize_static(str(prepared), str(staged), _Calibration(floats.input_name, iter(calibration)),
+                        quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv", "MatMul"],
+                        nodes_to_exclude=keep_float, per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+        quantized = load(str(staged))
+        del quantized.metadata_props[:]  # the export's names, imgsz, stride: what the detector and ultralytics read
+        quantized.metadata_props.extend(load(str(source)).metadata_props)
+        save(quantized, str(staged))
+        try:
+            OnnxModel(staged, "cpu")  # answers a frame with the right head, or is not written
+        except ModelError as exc:
+            raise ModelError(f"{model_dir}: the int8 model does not run: {exc}") from exc
+        imgsz = int(info.get("imgsz", floats.input_size[0]))
+        entry = {"file": INT8_FILE, "metrics": evaluate(staged, version, imgsz, device),
+                 "float_metrics": evaluate(source, version, imgsz, device),
+                 "calibration": {"split": "train", "frames": len(calibration)}}
+        staged.replace(target)
+    write_atomic(model_dir / MODEL_INFO, json.dumps({**info, "int8": entry}, indent=2))
+    log.info("%s: int8 %s vs float %s on the val split", model_dir, entry["metrics"], entry["float_metrics"])
+    return entry
