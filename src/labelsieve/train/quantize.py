@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from labelsieve.files import write_atomic
 from labelsieve.fleet import MODEL_INFO
 from labelsieve.train.trainer import evaluate, load_model_info
 
-__all__ = ["quantize_int8"]
+__all__ = ["quantize_int8", "quantize_onnx"]
 
 log = logging.getLogger(__name__)
 
@@ -56,30 +56,19 @@ def _frames(folder: Path, size: tuple[int, int], limit: int) -> Iterator[npt.NDA
         yield letterbox(images.open_checked(path.read_bytes(), where=str(path)), size, str(path))[0]
 
 
-def quantize_int8(model_dir: Path, frames: int = 64, device: str | None = None) -> dict[str, Any]:
-    """Write `model_dir/model.int8.onnx`, score it and model.onnx on the val split, record both in model.json; returns
-    the `int8` entry."""
+def quantize_onnx(source: Path, target: Path, calibration: Iterable[npt.NDArray[np.float32]]) -> OnnxModel:
+    """`source` quantized to int8 at `target`, calibrated on letterboxed frames; returns it loaded (so checked: it
+    answers a frame with the right head)."""
     from onnx import load, save
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    info = load_model_info(model_dir)
-    version = open_dataset(info["dataset"]["path"])
-    train_images = version.path / "images" / "train"
-    if not train_images.is_dir():
-        raise InputError(f"{version.path}: no images/train folder to calibrate with")
-    source = model_dir / "model.onnx"
-    floats = OnnxModel(source, "cpu")
-    calibration = list(_frames(train_images, floats.input_size, frames))
-    if not calibration:
-        raise InputError(f"{train_images}: no training images to calibrate with")
-    target = model_dir / INT8_FILE
-    with tempfile.TemporaryDirectory(dir=model_dir, prefix=".int8-") as scratch:
-        prepared, staged = Path(scratch) / "prepared.onnx", Path(scratch) / INT8_FILE
+    input_name = OnnxModel(source, "cpu").input_name
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".int8-") as scratch:
+        prepared, staged = Path(scratch) / "prepared.onnx", Path(scratch) / target.name
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        graph = load(str(prepared))
-        keep_float = [n.name for n in graph.graph.node if "/dfl/" in n.name]
-        quantize_static(str(prepared), str(staged), _Calibration(floats.input_name, iter(calibration)),
+        keep_float = [n.name for n in load(str(prepared)).graph.node if "/dfl/" in n.name]
+        quantize_static(str(prepared), str(staged), _Calibration(input_name, iter(calibration)),
                         quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv", "MatMul"],
                         nodes_to_exclude=keep_float, per_channel=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
@@ -88,14 +77,36 @@ def quantize_int8(model_dir: Path, frames: int = 64, device: str | None = None) 
         quantized.metadata_props.extend(load(str(source)).metadata_props)
         save(quantized, str(staged))
         try:
-            OnnxModel(staged, "cpu")  # answers a frame with the right head, or is not written
+            model = OnnxModel(staged, "cpu")
         except ModelError as exc:
-            raise ModelError(f"{model_dir}: the int8 model does not run: {exc}") from exc
-        imgsz = int(info.get("imgsz", floats.input_size[0]))
+            raise ModelError(f"{source}: its int8 model does not run: {exc}") from exc
+        staged.replace(target)
+    return model
+
+
+def quantize_int8(model_dir: Path, frames: int = 64, device: str | None = None) -> dict[str, Any]:
+    """Write `model_dir/model.int8.onnx`, score it and model.onnx on the val split, record both in model.json; returns
+    the `int8` entry."""
+    info = load_model_info(model_dir)
+    version = open_dataset(info["dataset"]["path"])
+    train_images = version.path / "images" / "train"
+    if not train_images.is_dir():
+        raise InputError(f"{version.path}: no images/train folder to calibrate with")
+    source, target = model_dir / "model.onnx", model_dir / INT8_FILE
+    size = OnnxModel(source, "cpu").input_size
+    calibration = list(_frames(train_images, size, frames))
+    if not calibration:
+        raise InputError(f"{train_images}: no training images to calibrate with")
+    staged = model_dir / f".{INT8_FILE}"  # scored before it takes the name the detector serves
+    try:
+        quantize_onnx(source, staged, calibration)
+        imgsz = int(info.get("imgsz", size[0]))
         entry = {"file": INT8_FILE, "metrics": evaluate(staged, version, imgsz, device),
                  "float_metrics": evaluate(source, version, imgsz, device),
                  "calibration": {"split": "train", "frames": len(calibration)}}
         staged.replace(target)
+    finally:
+        staged.unlink(missing_ok=True)
     write_atomic(model_dir / MODEL_INFO, json.dumps({**info, "int8": entry}, indent=2))
     log.info("%s: int8 %s vs float %s on the val split", model_dir, entry["metrics"], entry["float_metrics"])
     return entry
