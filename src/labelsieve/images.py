@@ -18,6 +18,7 @@ import binascii
 import io
 import math
 import os
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -55,13 +56,28 @@ def _limit(max_pixels: int | None) -> int:
     return MAX_PIXELS if max_pixels is None else max_pixels
 
 
+def _over_limit(where: str, size: str, limit: int,
+                fix: str = f"the camera attribute 'max_pixels' or the environment variable {_ENV}") -> InputError:
+    return InputError(f"{where}: {size} pixels is over the limit of {limit:,} (a decompression bomb or an oversized "
+                      f"frame); if the image is genuine, raise the limit with {fix}")
+
+
 def _check_limit(width: int, height: int, where: str, max_pixels: int | None) -> None:
     limit, pixels = _limit(max_pixels), width * height
     if limit and pixels > limit:
-        raise InputError(
-            f"{where}: {width}x{height} = {pixels:,} pixels is over the limit of {limit:,} (a decompression "
-            f"bomb or an oversized frame); if the image is genuine, raise the limit with the camera attribute "
-            f"'max_pixels' or the environment variable {_ENV}")
+        raise _over_limit(where, f"{width}x{height} = {pixels:,}", limit)
+
+
+def _refused_by_pil(exc: Exception, where: str, max_pixels: int | None) -> InputError:
+    """PIL's own check (process-wide, the process's to set) refused the image before ours saw it: the same message,
+    with the pixel count PIL gives and the lower of the two limits."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    size = f"{int(found.group(1)):,}" if found else "its"
+    pil = (Image.MAX_IMAGE_PIXELS or 0) * (2 if isinstance(exc, Image.DecompressionBombError) else 1)
+    ours = _limit(max_pixels)
+    if ours and ours <= pil:
+        return _over_limit(where, size, ours)
+    return _over_limit(where, size, pil, "PIL.Image.MAX_IMAGE_PIXELS, which this process sets (labelsieve leaves it)")
 
 
 def _raw_rgba(data: bytes, where: str, max_pixels: int | None) -> Image.Image:
@@ -83,9 +99,8 @@ def open_checked(data: bytes, *, where: str = "image", max_pixels: int | None = 
         return _raw_rgba(data, where, max_pixels)
     try:
         image = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as exc:  # PIL's own limit, lower than ours or ours switched off
-        raise InputError(f"{where}: over PIL's limit of {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels (labelsieve's is "
-                         f"{_limit(max_pixels):,}; {_ENV}): {exc}") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # the warning where a filter raises it
+        raise _refused_by_pil(exc, where, max_pixels) from exc
     except UnidentifiedImageError as exc:
         raise InputError(f"{where}: could not decode the image ({len(data)} bytes): not a JPEG, PNG or other "
                          "image format") from exc

@@ -4,14 +4,14 @@ needs to keep one scene on one side (the stream it came from, its time, a percep
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from labelsieve import images
 from labelsieve.capture.format import CaptureFile, decode_provenance
 from labelsieve.errors import InputError
 
@@ -69,14 +69,14 @@ def frames_of(capture: CaptureFile, source: str) -> Iterator[tuple[Frame, bytes]
             continue  # tabular readings carry no image
         data = reading.binary
         try:
-            image = Image.open(io.BytesIO(data))
+            image = images.open_checked(data, where=where)  # labelsieve's pixel limit, as at every decode site
             suffix = _EXTENSIONS.get(image.format or "")
             if suffix is None:
                 raise InputError(f"{where}: unsupported image format {image.format}")
             width, height = image.size
             image.draft("RGB", (64, 64))  # JPEG: decode at 1/8 scale, plenty for a 9x8 hash
             fingerprint = dhash(image)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        except (OSError, ValueError, SyntaxError) as exc:
             yield InputError(f"{where}: not a readable image: {exc}")
             continue
         except InputError as exc:
