@@ -88,10 +88,14 @@ def model_alone(model: Path, size: int, frame: bytes, device: str) -> Callable[[
     import torch
     from ultralytics import YOLO
 
+    image = Image.open(io.BytesIO(frame)).convert("RGB")
     yolo = YOLO(str(model), task="detect")
-    yolo.predict(Image.open(io.BytesIO(frame)).convert("RGB"), imgsz=size, device=device, verbose=False)
+    yolo.predict(image, imgsz=size, device=device, verbose=False)
     network = yolo.predictor.model
-    ready = torch.from_numpy(letterbox(images.open_checked(frame), (size, size))[0]).to(network.device)
+    scale = min(size / image.width, size / image.height)
+    w, h = round(image.width * scale), round(image.height * scale)
+    shape = (h + (size - h) % 32, w + (size - w) % 32)  # predict's letterbox for a .pt pads to a multiple of 32 only
+    ready = torch.from_numpy(letterbox(image, shape)[0]).to(network.device)
 
     def forward(_: bytes) -> object:
         with torch.inference_mode():

@@ -4,6 +4,7 @@ ultralytics in process, a hot swap under a continuous stream of calls, and a lig
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,9 @@ def test_onnx_and_pt_through_the_runtime_and_a_light_process(trained_model: Path
                 image = ViamImage(frame_jpeg(), "image/jpeg")
                 a, b = await onnx.get_detections(image), await pt.get_detections(image)
                 assert a and [d.class_name for d in a] == [d.class_name for d in b]
+                raw = await onnx.get_detections(ViamImage(raw_rgba(scene_frames(100, 1, 64)[0][0]), "image/vnd.viam.rgba"))
+                assert [d.class_name for d in raw] == [d.class_name for d in a]
+                assert all(abs(x.x_min - y.x_min) <= 2 and abs(x.confidence - y.confidence) < 0.05 for x, y in zip(raw, a))
                 assert all(abs(x.x_min - y.x_min) <= 2 and abs(x.confidence - y.confidence) < 0.02 for x, y in zip(a, b))
                 from_camera = await onnx.get_detections_from_camera("cam")
                 captured = await onnx.capture_all_from_camera("cam", return_image=True, return_detections=True)
@@ -92,6 +96,8 @@ def test_onnx_and_pt_through_the_runtime_and_a_light_process(trained_model: Path
                 assert all(0 <= d.x_min <= d.x_max <= 96 for d in from_camera)
                 status = await onnx.do_command({"status": {}})
                 assert status["backend"] == "OnnxModel" and status["classes"] == ["blue", "red"]
+                info = json.loads((trained_model / "model.json").read_text())
+                assert status["model_id"] == info["id"] and status["dataset"] == {k: info["dataset"][k] for k in ("name", "id")}
                 assert (await pt.do_command({"status": {}}))["backend"] == "UltralyticsModel"
                 assert (await onnx.get_properties()).detections_supported
                 with pytest.raises(GRPCError) as err:
