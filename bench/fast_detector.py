@@ -3,9 +3,10 @@
 A random-weight yolo11n (compute does not depend on the weights), as `.pt`, as ONNX exported at each size, and as that
 ONNX quantized to int8 (static, calibrated on the benchmark's frames). Prints, per format and size, frames per second of
 the model alone (onnxruntime `run`, or the torch module's forward, on a ready letterboxed tensor: no decode, no RPC, the
-limit), in process and through the module (also `get_detections_from_camera`), and the ratios (goals on 2 CPU cores: module >= 0.9 of in process and >=
-0.75 of the model alone at 320; ONNX >= 2x torch through the module; int8 >= 1.5x float ONNX); then the module's
-start-to-ready time and resident memory with an ONNX model (no torch in the process) vs a `.pt` model (torch imported).
+limit), in process, through the module, and through the module from a camera (`get_detections_from_camera`), and the
+ratios (goals on 2 CPU cores: module >= 0.9 of in process and >= 0.75 of the model alone at 320; ONNX >= 2x torch
+through the module; int8 >= 1.5x float ONNX); then the module's start-to-ready time and resident memory with an ONNX
+model (no torch in the process) vs a `.pt` model (torch imported).
 
     python bench/fast_detector.py --quick                # 2 rounds of 15 frames per leg, CPU
     python bench/fast_detector.py --device cuda          # on a GPU machine (ONNX on GPU needs onnxruntime-gpu)

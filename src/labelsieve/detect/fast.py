@@ -2,17 +2,17 @@
 or from a `.pt` checkpoint with ultralytics. The ONNX path imports neither torch nor ultralytics, so a robot that runs
 only this needs `pip install labelsieve` (viam-sdk, numpy, pillow, onnxruntime) and nothing heavier.
 
-`model_path` is a `.onnx` or `.pt` file, a model directory (`model.onnx` preferred, then `model.pt`), or a fleet URL
-whose `current` pointer names the model to serve (see `labelsieve.fleet`); `labelsieve.detect.source` keeps the
-served model current.
+`model_path` is a `.onnx` or `.pt` file, a model directory (`model.int8.onnx`, `model.onnx`, then `model.pt`), or a
+fleet URL whose `current` pointer names the model to serve (see `labelsieve.fleet`); `labelsieve.detect.source` keeps
+the served model current.
 """
 
 from __future__ import annotations
 
 import ast
 import json
-import os
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +28,8 @@ from labelsieve.detections import Detections
 from labelsieve.errors import ModelError
 from labelsieve.fleet import MODEL_INFO, is_url
 
-__all__ = ["INT8_FILE", "FastDetectorConfig", "FastModel", "OnnxModel", "letterbox", "load_model", "model_info", "pick_model_file"]
+__all__ = ["INT8_FILE", "FastDetectorConfig", "FastModel", "OnnxModel", "letterbox", "load_model", "model_info",
+           "pick_model_file"]
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,8 @@ def _names(raw: Any) -> tuple[str, ...]:
     return tuple(map(str, names))
 
 
-def letterbox(image: Image.Image, size: tuple[int, int], where: str = "image",
-              ) -> tuple[npt.NDArray[np.float32], float, tuple[float, float]]:
+def letterbox(image: Image.Image, size: tuple[int, int],
+              where: str = "image") -> tuple[npt.NDArray[np.float32], float, tuple[float, float]]:
     """ultralytics' letterbox in numpy: scale to fit, pad evenly with grey 114. -> (1x3xHxW in [0, 1], scale, pad).
 
     `image` may be lazily opened (`images.open_checked`): a JPEG is then decoded at the reduced scale the model needs,
