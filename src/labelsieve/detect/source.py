@@ -5,8 +5,9 @@ see `labelsieve.fleet`) and where it lies locally. `WatchedModel` serves that mo
 a new model loads beside the serving one, must answer a frame (`load_model` checks it) and is swapped in only then, so
 a broken file or an unreachable store leaves the current model serving, with one log line per problem.
 
-    with WatchedModel("models/v3", poll_interval_s=2) as watched:
-        watched.on_swap(lambda version, model: print("now serving", version))
+    watched = WatchedModel("models/v3", poll_interval_s=2)
+    watched.on_swap(lambda version, model: print("now serving", version))
+    with watched:  # start() ... stop()
         version, model = watched.current()
         dets = model.detect(image, 0.25, 0.45, 100)
 """
