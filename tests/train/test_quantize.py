@@ -16,9 +16,11 @@ from labelsieve.train.trainer import SCORE, held_out_score
 def test_int8_model_is_scored_beside_the_float_one_and_served(trained_model: Path, tmp_path: Path) -> None:
     model_dir = tmp_path / "model"
     shutil.copytree(trained_model, model_dir)
+    float_id = json.loads((model_dir / "model.json").read_text())["id"]
     entry = quantize_int8(model_dir, frames=16, device="cpu")
     info = json.loads((model_dir / "model.json").read_text())
     assert info["int8"] == entry and entry["file"] == INT8_FILE
+    assert entry["float_id"] == float_id != info["id"]  # the id names the served model, now the int8 one
     assert SCORE in entry["metrics"] and SCORE in entry["float_metrics"]
     assert entry["calibration"] == {"split": "train", "frames": 16}
     assert pick_model_file(model_dir) == model_dir / INT8_FILE

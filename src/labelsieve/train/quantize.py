@@ -7,7 +7,9 @@ would erase the scores. Both models are then scored on the held-out (val) split 
 model.json records the two side by side:
 
     "int8": {"file": "model.int8.onnx", "metrics": {...int8...}, "float_metrics": {...model.onnx...},
-             "calibration": {"split": "train", "frames": 64}}
+             "calibration": {"split": "train", "frames": 64}, "float_id": "<model.onnx's id>"}
+
+and the directory's `id` becomes the int8 model's (the id names what is served).
 
 A directory with `model.int8.onnx` serves it (`labelsieve.detect.fast.pick_model_file`), so the promotion gate compares
 the int8 numbers.
@@ -15,6 +17,7 @@ the int8 numbers.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import tempfile
@@ -103,10 +106,13 @@ def quantize_int8(model_dir: Path, frames: int = 64, device: str | None = None) 
         imgsz = int(info.get("imgsz", size[0]))
         entry = {"file": INT8_FILE, "metrics": evaluate(staged, version, imgsz, device),
                  "float_metrics": evaluate(source, version, imgsz, device),
-                 "calibration": {"split": "train", "frames": len(calibration)}}
+                 "calibration": {"split": "train", "frames": len(calibration)},
+                 "float_id": info.get("int8", {}).get("float_id", info["id"])}
+        served_id = hashlib.sha256(staged.read_bytes()).hexdigest()[:16]
         staged.replace(target)
     finally:
         staged.unlink(missing_ok=True)
-    write_atomic(model_dir / MODEL_INFO, json.dumps({**info, "int8": entry}, indent=2))
+    # The id names what the directory serves, its int8 model now: a fleet refuses to republish an id with other content.
+    write_atomic(model_dir / MODEL_INFO, json.dumps({**info, "id": served_id, "int8": entry}, indent=2))
     log.info("%s: int8 %s vs float %s on the val split", model_dir, entry["metrics"], entry["float_metrics"])
     return entry
