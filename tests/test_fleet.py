@@ -68,3 +68,17 @@ def test_a_robot_caches_only_what_matches_the_manifest_and_keeps_serving(tmp_pat
         assert model.info["id"] == "m2" and watched.current() == (version, model)
     finally:
         watched.stop()
+
+
+def test_a_fleet_published_before_manifests_is_republished_with_force(trained_model: Path, tmp_path: Path) -> None:
+    from labelsieve.train.deploy import deploy_to_fleet
+
+    fleet = (tmp_path / "fleet").as_uri()
+    model_id = json.loads((trained_model / "model.json").read_text())["id"]
+    publish(trained_model, fleet, model_id)
+    (tmp_path / "fleet" / "models" / model_id / MANIFEST).unlink()  # as an older labelsieve left it
+    with pytest.raises(BackendUnavailable, match="no manifest.json"):
+        deploy_to_fleet(trained_model, fleet, cache=tmp_path)
+    url, decision = deploy_to_fleet(trained_model, fleet, force=True, cache=tmp_path)
+    assert decision.startswith("forced, without a comparison") and url.endswith(model_id)
+    assert fetch_model(fleet, model_id, tmp_path / "robot").name == model_id  # complete and verified again
