@@ -1,9 +1,12 @@
-"""Time the fast detector: the module through `labelsieve run` vs ultralytics `predict` in process, on the same frames.
+"""Time the fast detector: the model alone, ultralytics `predict` in process, and the module through `labelsieve run`.
 
-A random-weight yolo11n (compute does not depend on the weights), as `.pt` and as ONNX exported at each size. Prints,
-per format and size, frames per second in process and through the module, and their ratio (goals: module >= 0.9 of
-in process at 640, >= 0.8 at 320; ONNX >= 2x torch on a CPU); then the module's start-to-ready time and resident
-memory with an ONNX model (no torch in the process) vs a `.pt` model (torch imported).
+A random-weight yolo11n (compute does not depend on the weights), as `.pt`, as ONNX exported at each size, and as that
+ONNX quantized to int8 (static, calibrated on the benchmark's frames). Prints, per format and size, frames per second of
+the model alone (onnxruntime `run`, or the torch module's forward, on a ready letterboxed tensor: no decode, no RPC, the
+limit), in process, through the module, and through the module from a camera (`get_detections_from_camera`), and the
+ratios (goals on 2 CPU cores: module >= 0.9 of in process and >= 0.75 of the model alone at 320; ONNX >= 2x torch
+through the module; int8 >= 1.5x float ONNX); then the module's start-to-ready time and resident memory with an ONNX
+model (no torch in the process) vs a `.pt` model (torch imported).
 
     python bench/fast_detector.py --quick                # 2 rounds of 15 frames per leg, CPU
     python bench/fast_detector.py --device cuda          # on a GPU machine (ONNX on GPU needs onnxruntime-gpu)
@@ -29,8 +32,10 @@ sys.path.insert(0, str(ROOT / "src"))
 import numpy as np
 import psutil
 from PIL import Image
-from support import Machine, connect, module
+from support import Machine, camera, connect, module
 
+from labelsieve import images
+from labelsieve.detect.fast import OnnxModel, letterbox
 from labelsieve.train.offline import ultralytics_offline
 
 
@@ -64,6 +69,41 @@ def build_models(folder: Path, sizes: list[int]) -> dict[tuple[str, int], Path]:
     return models
 
 
+def quantize(onnx: Path, frames: list[bytes]) -> Path:
+    """The ONNX model as `labelsieve train --int8` quantizes it, calibrated on `frames` (a random-weight model has no
+    held-out score to keep: this leg measures speed only)."""
+    from labelsieve.train.quantize import quantize_onnx
+
+    size = OnnxModel(onnx, "cpu").input_size
+    out = onnx.with_suffix(".int8.onnx")
+    quantize_onnx(onnx, out, [letterbox(images.open_checked(f), size)[0] for f in frames])
+    return out
+
+
+def model_alone(model: Path, size: int, frame: bytes, device: str) -> Callable[[bytes], object]:
+    """The limit: only the network, on a tensor letterboxed once (onnxruntime `run`, or the fused torch module)."""
+    if model.suffix == ".onnx":
+        onnx = OnnxModel(model, device)
+        tensor = letterbox(images.open_checked(frame), onnx.input_size)[0]
+        return lambda _: onnx.run(tensor)
+    import torch
+    from ultralytics import YOLO
+
+    image = Image.open(io.BytesIO(frame)).convert("RGB")
+    yolo = YOLO(str(model), task="detect")
+    yolo.predict(image, imgsz=size, device=device, verbose=False)
+    network = yolo.predictor.model
+    scale = min(size / image.width, size / image.height)
+    w, h = round(image.width * scale), round(image.height * scale)
+    shape = (h + (size - h) % 32, w + (size - w) % 32)  # predict's letterbox for a .pt pads to a multiple of 32 only
+    ready = torch.from_numpy(letterbox(image, shape)[0]).to(network.device)
+
+    def forward(_: bytes) -> object:
+        with torch.inference_mode():
+            return network(ready)
+    return forward
+
+
 def in_process(model: Path, size: int, device: str) -> Callable[[bytes], object]:
     """ultralytics as a user calls it: YOLO(model).predict on the decoded frame."""
     from ultralytics import YOLO
@@ -84,10 +124,13 @@ def fps_of(call: Callable[[bytes], object], frames: list[bytes]) -> float:
 
 def service(model: Path, device: str) -> dict[str, Any]:
     return {"name": "det", "api": "rdk:service:vision", "model": "labelsieve:vision:fast-detector",
-            "attributes": {"model_path": str(model), "confidence": 0.25, "iou": 0.45, "device": device}}
+            "attributes": {"model_path": str(model), "confidence": 0.25, "iou": 0.45, "device": device,
+                           "camera_name": "cam"}}
 
 
-async def module_fps(address: str, frames: list[bytes]) -> float:
+async def module_fps(address: str, frames: list[bytes], from_camera: bool = False) -> float:
+    """Frames per second of `get_detections` on each frame, or (`from_camera`) of `get_detections_from_camera`, whose
+    frame comes from the camera module through the runtime (the same frames, served from the camera's folder)."""
     from viam.media.video import ViamImage
     from viam.services.vision import VisionClient
 
@@ -97,28 +140,37 @@ async def module_fps(address: str, frames: list[bytes]) -> float:
         await det.get_detections(ViamImage(frames[0], "image/jpeg"))
         start = time.perf_counter()
         for data in frames:
-            await det.get_detections(ViamImage(data, "image/jpeg"))
+            if from_camera:
+                await det.get_detections_from_camera("cam")
+            else:
+                await det.get_detections(ViamImage(data, "image/jpeg"))
         return len(frames) / (time.perf_counter() - start)
     finally:
         await robot.close()
 
 
 def compare(model: Path, size: int, frames: list[bytes], device: str, rounds: int,
-            tmp: Path) -> tuple[float, float, float, float]:
-    """(in-process f/s, module f/s, seconds from start to the module's first answer, module RSS in MB). The two legs
-    alternate for `rounds` rounds and each keeps its best, so load from other processes skews neither side."""
-    local = in_process(model, size, device)
-    tmp.mkdir(parents=True)
+            tmp: Path) -> tuple[float, float, float, float, float, float]:
+    """(model-alone f/s, in-process f/s, module f/s, from-camera f/s, seconds from start to the module's first answer,
+    module RSS in MB). The legs alternate for `rounds` rounds and each keeps its best, so load from other processes
+    skews none."""
+    alone, local = model_alone(model, size, frames[0], device), in_process(model, size, device)
+    (tmp / "frames").mkdir(parents=True)
+    for i, data in enumerate(frames):
+        (tmp / "frames" / f"{i:03d}.jpg").write_bytes(data)
+    config = {"modules": [module("fast-detector"), module("media-camera")], "services": [service(model, device)],
+              "components": [camera("cam", source=str(tmp / "frames"))]}
     start = time.perf_counter()
-    with Machine({"modules": [module("fast-detector")], "services": [service(model, device)]}, tmp) as machine:
+    with Machine(config, tmp) as machine:
         asyncio.run(module_fps(machine.address, frames[:1]))
         ready = time.perf_counter() - start
-        best_local = best_module = 0.0
+        best = [0.0] * 4
         for _ in range(rounds):
-            best_local = max(best_local, fps_of(local, frames))
-            best_module = max(best_module, asyncio.run(module_fps(machine.address, frames)))
+            legs = (fps_of(alone, frames), fps_of(local, frames), asyncio.run(module_fps(machine.address, frames)),
+                    asyncio.run(module_fps(machine.address, frames, from_camera=True)))
+            best = [max(b, leg) for b, leg in zip(best, legs)]
         rss = psutil.Process(machine.module_pid("fast_detector")).memory_info().rss / 2**20
-    return best_local, best_module, ready, rss
+    return best[0], best[1], best[2], best[3], ready, rss
 
 
 def onnx_on_gpu() -> bool:
@@ -141,31 +193,37 @@ def main() -> None:
         os.environ["LABELSIEVE_HOME"] = str(tmp / "home")
         ultralytics_offline()
         models = build_models(tmp, sizes)
+        for size in sizes:
+            models["int8", size] = quantize(models["onnx", size], frames)
         print(f"\nfast detector, yolo11n random weights, 640x480 JPEG frames, device {args.device}, "
-              f"best of {rounds} alternating rounds of {len(frames)} frames")
-        print(f"{'model':6} {'size':>4} | {'in process':>12} | {'module':>12} | module/in process")
+              f"{len(os.sched_getaffinity(0))} cores, best of {rounds} alternating rounds of {len(frames)} frames")
+        print(f"{'model':6} {'size':>4} | {'model alone':>12} | {'in process':>12} | {'module':>12} | "
+              f"{'from camera':>12} | module/in process | module/model alone")
         fps: dict[tuple[str, int], float] = {}
-        local: dict[tuple[str, int], float] = {}
+        alone: dict[tuple[str, int], float] = {}
         startup: dict[str, tuple[float, float]] = {}
-        for (kind, size), model in models.items():
+        for (kind, size), model in sorted(models.items(), key=lambda item: item[0][1]):
             device = args.device if kind == "pt" or onnx_on_gpu() else "cpu"  # onnxruntime (not -gpu): the CPU
             try:
-                local[kind, size], fps[kind, size], ready, rss = compare(model, size, frames, device, rounds,
-                                                                         tmp / f"{kind}{size}")
+                alone[kind, size], local, fps[kind, size], cam, ready, rss = compare(model, size, frames, device,
+                                                                                     rounds, tmp / f"{kind}{size}")
             except AssertionError as exc:  # e.g. ONNX on cuda without onnxruntime-gpu: report, go on
                 print(f"{kind:6} {size:>4} | module failed: {str(exc).splitlines()[0]}")
                 continue
             startup.setdefault(kind, (ready, rss))
             goal = 0.9 if size >= 640 else 0.8
-            ratio = fps[kind, size] / local[kind, size]
-            print(f"{kind:6} {size:>4} | {local[kind, size]:8.1f} f/s | {fps[kind, size]:8.1f} f/s | {ratio:5.2f} "
-                  f"(goal >= {goal}: {'met' if ratio >= goal else 'MISSED'}) on {device}")
+            ratio, limit = fps[kind, size] / local, fps[kind, size] / alone[kind, size]
+            print(f"{kind:6} {size:>4} | {alone[kind, size]:8.1f} f/s | {local:8.1f} f/s | {fps[kind, size]:8.1f} f/s "
+                  f"| {cam:8.1f} f/s | {ratio:5.2f} (goal >= {goal}: {'met' if ratio >= goal else 'MISSED'}) | {limit:5.2f} on {device}")
         for size in sizes:
             if ("onnx", size) in fps and ("pt", size) in fps:
-                through, inside = fps["onnx", size] / fps["pt", size], local["onnx", size] / local["pt", size]
+                through = fps["onnx", size] / fps["pt", size]
                 goal = f" (goal on a CPU >= 2: {'met' if through >= 2 else 'MISSED'})" if args.device == "cpu" else ""
                 print(f"ONNX / torch at {size}: through the module {through:.2f}x{goal}, "
-                      f"ultralytics in process {inside:.2f}x")
+                      f"model alone {alone['onnx', size] / alone['pt', size]:.2f}x")
+            if ("onnx", size) in fps and ("int8", size) in fps:
+                print(f"int8 / float32 ONNX at {size}: model alone {alone['int8', size] / alone['onnx', size]:.2f}x, "
+                      f"through the module {fps['int8', size] / fps['onnx', size]:.2f}x (goal >= 1.5)")
         for kind, (ready, rss) in startup.items():
             print(f"module with a {kind:4} model: start to first answer {ready:5.2f} s, resident memory {rss:6.0f} MB")
 

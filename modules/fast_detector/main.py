@@ -1,9 +1,8 @@
 """labelsieve:vision:fast-detector: a trained YOLO (ONNX via onnxruntime, or .pt via ultralytics) as a vision service.
 
-The model lives in the resource's `ModelSlot`: `new()` returns at once while it loads in the background, and a watcher
-thread checks `model_path` every `poll_interval_s` (a file's mtime and size, a directory's chosen file, a fleet URL's
-`current` pointer). A new model loads beside the serving one and replaces it when ready, so calls never fail during a
-swap. A local file must look the same on two polls in a row before it loads, so a copy still being written is not read.
+A shell over `labelsieve.detect.source.WatchedModel`, whose model lives in the resource's `ModelSlot`: `new()` returns at
+once while it loads in the background, and the watcher swaps in a new model (after it answered a frame) every
+`poll_interval_s` at most, so calls never fail during a swap.
 
 Only the `.pt` path imports torch; with an ONNX model this process never does (`do_command {"status": {}}` says so).
 """
@@ -11,7 +10,6 @@ Only the `.pt` path imports torch; with an ONNX model this process never does (`
 import asyncio
 import logging
 import sys
-import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Self
 
@@ -27,10 +25,10 @@ from viam.resource.easy_resource import EasyResource
 from viam.services.vision import Vision
 
 from labelsieve import images
-from labelsieve.detect.fast import FastDetectorConfig, FastModel, ModelSource, load_model
+from labelsieve.detect.fast import FastDetectorConfig
+from labelsieve.detect.source import WatchedModel
 from labelsieve.detections import Detections
-from labelsieve.errors import BackendUnavailable, LabelsieveError
-from labelsieve.models import ModelKey, ModelSlot
+from labelsieve.models import ModelSlot
 from labelsieve.viam.commands import command_of, detect_reply, parse_detect
 from labelsieve.viam.convert import attributes_of, detections_to_viam
 from labelsieve.viam.resource import CameraDetector, camera_dependency, labelsieve_resource, requires
@@ -46,9 +44,7 @@ class FastDetectorService(CameraDetector, Vision, EasyResource):
     MODEL: ClassVar = "labelsieve:vision:fast-detector"
     config: FastDetectorConfig
     camera: Camera | None
-    slot: ModelSlot[tuple[str, FastModel]]  # (the version it was loaded from, the model)
-    source: ModelSource
-    _stop: threading.Event
+    model: WatchedModel
 
     @classmethod
     def validate_config(cls, config: ComponentConfig) -> tuple[Sequence[str], Sequence[str]]:
@@ -60,62 +56,28 @@ class FastDetectorService(CameraDetector, Vision, EasyResource):
         self = super().new(config, dependencies)
         self.config = FastDetectorConfig.parse(config.name, attributes_of(config))
         self.camera = camera_dependency(dependencies, self.config.camera_name)
-        self.slot = ModelSlot.for_resource(config.name)
-        self.source = ModelSource(self.config.model_path)
-        self._stop = threading.Event()
-        self._load(self.source.cached_version())  # new() never waits on the network; the watcher looks further
-        threading.Thread(target=self._watch, name=f"watch {config.name}", daemon=True).start()
+        cfg = self.config
+        self.model = WatchedModel(cfg.model_path, device=cfg.device, poll_interval_s=cfg.poll_interval_s,
+                                  name=config.name, slot=ModelSlot.for_resource(config.name)).start()
         return self
 
-    def _key(self, version: str) -> ModelKey:
-        return ModelKey(model=self.config.model_path, device=self.config.device, extra=(("version", version),),
-                        kind="fast-detector")
-
-    def _load(self, version: str | None) -> None:
-        """Load `version` beside the serving model; None (nothing cached yet) asks the source on the loading thread,
-        and the watcher's next poll then finds the real version and hands over from the cache at once."""
-        def factory() -> tuple[str, FastModel]:
-            resolved = version or self.source.version()
-            return resolved, load_model(self.source.fetch(resolved), self.config.device)
-
-        self.slot.load(self._key(version or "first"), factory)
-
-    def _watch(self) -> None:
-        """Poll for a new model, load it on this thread, then hand it to the slot: calls keep the serving model until
-        the new one is ready, and a broken new file or an unreachable store leaves them on it. Local files load once
-        they look the same on two polls; fleet pointers at once (a deploy writes the model before the pointer)."""
-        seen, broken, problem = None, None, ""
-        while not self._stop.wait(self.config.poll_interval_s):
-            try:
-                version = self.source.version()
-                if self.slot.key == self._key(version) or version == broken or not (self.source.is_fleet or version == seen):
-                    seen = version
-                    continue
-                seen = version
-                log.info("%s: new model %s; loading it beside the current one", self.name, version)
-                model = load_model(self.source.fetch(version), self.config.device)
-            except LabelsieveError as exc:
-                if str(exc) != problem:  # once per distinct problem, not once per poll
-                    log.error("%s: still serving the current model: %s", self.name, exc)
-                problem = str(exc)
-                if not isinstance(exc, BackendUnavailable):
-                    broken = seen  # a bad file is not retried until it changes again
-                continue
-            except Exception:  # a bug must not end the watcher: the next poll tries again
-                log.exception("%s: checking for a new model failed; still serving the current model", self.name)
-                continue
-            problem = ""
-            self.slot.load(self._key(version), lambda v=version, m=model: (v, m))
-
     async def _detect(self, frame: Image.Image) -> Detections:
-        _, model = await self.slot.get()
+        _, model = await self.model.get()
         cfg = self.config
         return await asyncio.to_thread(model.detect, frame, cfg.confidence, cfg.iou, cfg.max_detections)
 
     async def get_detections(self, image: ViamImage, *, extra: Mapping[str, Any] | None = None,
                              timeout: float | None = None, **kwargs: Any) -> list[Detection]:
-        frame = images.decode(image.data, where=f"{self.name}: the image")
-        return detections_to_viam(await self._detect(frame), *frame.size)
+        """A JPEG, PNG or raw RGBA frame, opened and decoded on a worker thread (a JPEG at the scale the model needs)."""
+        _, model = await self.model.get()
+        cfg, where = self.config, f"{self.name}: the image"
+
+        def detect() -> list[Detection]:
+            frame = images.open_checked(image.data, where=where)
+            size = frame.size  # before a reduced-scale decode changes it
+            return detections_to_viam(model.detect(frame, cfg.confidence, cfg.iou, cfg.max_detections, where), *size)
+
+        return await asyncio.to_thread(detect)
 
     async def do_command(self, command: Mapping[str, Any], *, timeout: float | None = None,
                          **kwargs: Any) -> Mapping[str, Any]:
@@ -123,18 +85,20 @@ class FastDetectorService(CameraDetector, Vision, EasyResource):
         classes, and whether this process has imported torch or ultralytics (a light install must not)."""
         if "status" in command:
             command_of(self.name, command, "status", SUPPORTED)
-            version, model = await self.slot.get()
-            return {"model_path": self.config.model_path, "version": version,
+            version, model = await self.model.get()
+            dataset = model.info.get("dataset", {})
+            return {"model_path": self.config.model_path, "version": version, "model_id": model.info.get("id"),
+                    "dataset": {"name": dataset.get("name"), "id": dataset.get("id")},
                     "classes": list(model.names), "backend": type(model).__name__,
                     "imported": {name: name in sys.modules for name in ("torch", "ultralytics", "transformers")}}
-        request = parse_detect(self.name, command_of(self.name, command, "detect", SUPPORTED))
+        body = command_of(self.name, command, "detect", SUPPORTED)
+        request = await asyncio.to_thread(parse_detect, self.name, body)
         results = [await self._detect(frame) for frame in request.images]
         return detect_reply(results)
 
     async def close(self) -> None:
         """Idempotent: the SDK closes the resource and calls `new()` again on every reconfigure."""
-        self._stop.set()
-        self.slot.release()
+        self.model.stop()
 
 
 if __name__ == "__main__":

@@ -60,14 +60,15 @@ class GroundingDetectorService(CameraDetector, Vision, EasyResource):
 
     async def get_detections(self, image: ViamImage, *, extra: Mapping[str, Any] | None = None,
                              timeout: float | None = None, **kwargs: Any) -> list[Detection]:
-        frame = images.decode(image.data, where=f"{self.name}: the image")
+        frame = await asyncio.to_thread(images.decode, image.data, where=f"{self.name}: the image")
         (dets,) = await self._detect([frame], (extra or {}).get("query"))
         return detections_to_viam(dets, *frame.size)
 
     async def do_command(self, command: Mapping[str, Any], *, timeout: float | None = None,
                          **kwargs: Any) -> Mapping[str, Any]:
         """`{"detect": {"images": [base64 JPEG/PNG, ...], "query": "..."}}` -> `{"detect": [[box, ...] per image]}`."""
-        request = parse_detect(self.name, command_of(self.name, command, "detect", SUPPORTED))
+        body = command_of(self.name, command, "detect", SUPPORTED)
+        request = await asyncio.to_thread(parse_detect, self.name, body)  # base64 and image decoding, off the loop
         return detect_reply(await self._detect(request.images, request.query))
 
     async def close(self) -> None:

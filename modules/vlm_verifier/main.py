@@ -58,7 +58,7 @@ class VlmVerifierService(Vision, EasyResource):
         return self
 
     async def _classify(self, image: ViamImage, count: int, extra: Mapping[str, Any] | None) -> list[Classification]:
-        crop = images.decode(image.data, where=f"{self.name}: the image")
+        crop = await asyncio.to_thread(images.decode, image.data, where=f"{self.name}: the image")
         if count < 1:
             return []
         question = (extra or {}).get("question")
@@ -79,7 +79,8 @@ class VlmVerifierService(Vision, EasyResource):
 
     async def do_command(self, command: Mapping[str, ValueTypes], *, timeout: float | None = None,
                          **kwargs: Any) -> Mapping[str, ValueTypes]:
-        request = parse_verify(self.name, command_of(self.name, command, "verify", SUPPORTED))
+        body = command_of(self.name, command, "verify", SUPPORTED)
+        request = await asyncio.to_thread(parse_verify, self.name, body)  # base64 and image decoding, off the loop
         questions = [q or self.verifier.config.default_question for q in request.questions]
         verdicts = await self.verifier.verify(request.crops, questions)
         return {"verdicts": [v.as_dict() for v in verdicts]}

@@ -101,7 +101,10 @@ def test_a_decompression_bomb_in_the_folder_names_the_file_and_the_limit(tmp_pat
         message = str(caught.value)
         assert str(tmp_path / "huge.png") in message and f"over the limit of {limit}" in message
         assert "'max_pixels'" in message
-    assert source(source=str(tmp_path), mime_type="image/png", max_pixels=0).read().width == 14_000  # 0 = no limit
+    with pytest.raises(InputError, match=r"over the limit of 178,956,970 .* PIL\.Image\.MAX_IMAGE_PIXELS"):
+        source(source=str(tmp_path), mime_type="image/png", max_pixels=0).read()  # 0: PIL's own check still holds
+    (tmp_path / "huge.png").write_bytes(bomb_png(10_000, 10_000))  # past labelsieve's 64 MP, within PIL's 179 MP
+    assert source(source=str(tmp_path), mime_type="image/png", max_pixels=0).read().width == 10_000  # 0 = no limit
 
 
 def test_the_cache_holds_frames_as_served_within_its_byte_budget(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ ultralytics in process, a hot swap under a continuous stream of calls, and a lig
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -12,10 +13,12 @@ import numpy as np
 import pytest
 from grpclib import GRPCError, Status
 from support import Machine, camera, connect, encode, module
+from PIL import Image
 from support.scenes import scene_frames
 from viam.media.video import ViamImage
 from viam.services.vision import VisionClient
 
+from labelsieve import images
 from labelsieve.detect.fast import FastDetectorConfig, OnnxModel, UltralyticsModel
 from labelsieve.errors import ConfigError
 
@@ -45,6 +48,22 @@ def test_numpy_onnx_path_matches_ultralytics(trained_model: Path) -> None:
     np.testing.assert_allclose(ours.xyxy, theirs.xyxy, atol=2.0)
 
 
+def raw_rgba(image: Image.Image) -> bytes:
+    """viam's raw frame (`image/vnd.viam.rgba`): "RGBA", width and height as big-endian uint32, the pixels."""
+    return b"RGBA" + image.width.to_bytes(4, "big") + image.height.to_bytes(4, "big") + image.convert("RGBA").tobytes()
+
+
+def test_a_raw_frame_and_a_jpeg_of_the_same_pixels_give_the_same_boxes(trained_model: Path) -> None:
+    model = OnnxModel(trained_model / "model.onnx")
+    image = scene_frames(103, 1, 8 * model.input_size[0])[0][0]  # 8x the model's input: the JPEG decodes at 1/8 scale
+    raw = model.detect(images.open_checked(raw_rgba(image)), LOW, 0.45, 20)
+    jpeg = model.detect(images.open_checked(encode(image, quality=95)), LOW, 0.45, 20)
+    assert len(raw) and list(raw.class_name) == list(jpeg.class_name)
+    np.testing.assert_allclose(raw.xyxy, jpeg.xyxy, atol=image.width * 0.02)
+    np.testing.assert_allclose(raw.confidence, jpeg.confidence, atol=0.05)
+    assert all(0 <= x <= image.width for x in raw.xyxy.ravel())
+
+
 def test_config_problems_name_the_field(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="model_path.*does not exist"):
         FastDetectorConfig.parse("det", {"model_path": str(tmp_path / "missing.onnx")})
@@ -67,6 +86,9 @@ def test_onnx_and_pt_through_the_runtime_and_a_light_process(trained_model: Path
                 image = ViamImage(frame_jpeg(), "image/jpeg")
                 a, b = await onnx.get_detections(image), await pt.get_detections(image)
                 assert a and [d.class_name for d in a] == [d.class_name for d in b]
+                raw = await onnx.get_detections(ViamImage(raw_rgba(scene_frames(100, 1, 64)[0][0]), "image/vnd.viam.rgba"))
+                assert [d.class_name for d in raw] == [d.class_name for d in a]
+                assert all(abs(x.x_min - y.x_min) <= 2 and abs(x.confidence - y.confidence) < 0.05 for x, y in zip(raw, a))
                 assert all(abs(x.x_min - y.x_min) <= 2 and abs(x.confidence - y.confidence) < 0.02 for x, y in zip(a, b))
                 from_camera = await onnx.get_detections_from_camera("cam")
                 captured = await onnx.capture_all_from_camera("cam", return_image=True, return_detections=True)
@@ -74,6 +96,8 @@ def test_onnx_and_pt_through_the_runtime_and_a_light_process(trained_model: Path
                 assert all(0 <= d.x_min <= d.x_max <= 96 for d in from_camera)
                 status = await onnx.do_command({"status": {}})
                 assert status["backend"] == "OnnxModel" and status["classes"] == ["blue", "red"]
+                info = json.loads((trained_model / "model.json").read_text())
+                assert status["model_id"] == info["id"] and status["dataset"] == {k: info["dataset"][k] for k in ("name", "id")}
                 assert (await pt.do_command({"status": {}}))["backend"] == "UltralyticsModel"
                 assert (await onnx.get_properties()).detections_supported
                 with pytest.raises(GRPCError) as err:

@@ -13,9 +13,9 @@ import tempfile
 from pathlib import Path
 
 from labelsieve.dataset import open_dataset
-from labelsieve.errors import InputError, PromotionRefused
+from labelsieve.errors import BackendUnavailable, InputError, PromotionRefused
 from labelsieve.files import write_atomic
-from labelsieve.train.fleet import MODEL_INFO, fetch_model, is_url, publish, read_pointer
+from labelsieve.fleet import MODEL_INFO, fetch_model, is_url, publish, read_pointer
 from labelsieve.train.trainer import SCORE, held_out_score, load_model_info
 
 __all__ = ["FAST_DETECTOR", "PromotionRefused", "deploy_to_config", "deploy_to_fleet", "promotion_gate"]
@@ -89,6 +89,12 @@ def deploy_to_fleet(model_dir: Path, fleet: str, force: bool = False, cache: Pat
     info = load_model_info(model_dir)
     pointer = read_pointer(fleet)
     with tempfile.TemporaryDirectory(dir=cache) as scratch:
-        deployed = fetch_model(fleet, str(pointer["model"]), Path(scratch)) if pointer else None
-        decision = promotion_gate(model_dir, deployed, force)
+        try:
+            deployed = fetch_model(fleet, str(pointer["model"]), Path(scratch)) if pointer else None
+        except BackendUnavailable as exc:  # e.g. published before manifests: `force` republishes without comparing
+            if not force:
+                raise
+            decision = f"forced, without a comparison: {exc}"
+        else:
+            decision = promotion_gate(model_dir, deployed, force)
     return publish(model_dir, fleet, str(info["id"])), decision

@@ -24,7 +24,7 @@ from typing import Any
 
 from labelsieve.dataset import DatasetVersion, open_dataset
 from labelsieve.errors import InputError, ModelError
-from labelsieve.train.fleet import MODEL_INFO
+from labelsieve.fleet import MODEL_INFO
 from labelsieve.train.offline import yolo_class
 from labelsieve.versions import locked, next_version
 
@@ -42,7 +42,8 @@ def load_model_info(model_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f"{model_dir}: not a labelsieve model directory (no {MODEL_INFO}); "
                          "train one with `labelsieve train`")
-    return json.loads(path.read_text())
+    info: dict[str, Any] = json.loads(path.read_text())
+    return info
 
 
 def _metrics(results: Any) -> dict[str, float]:
@@ -112,9 +113,12 @@ def evaluate(weights: Path, version: DatasetVersion, imgsz: int, device: str | N
 
 
 def held_out_score(model_dir: Path, version: DatasetVersion) -> float:
-    """`SCORE` of a model directory on `version`'s val split: the recorded number when it was trained on exactly that
-    version, else a fresh evaluation."""
+    """`SCORE` of a model directory on `version`'s val split, for the model it serves (its int8 model when it has one):
+    the recorded number when it was trained on exactly that version, else a fresh evaluation."""
     info = load_model_info(model_dir)
-    if info["dataset"]["id"] == version.id and SCORE in info["metrics"]:
-        return float(info["metrics"][SCORE])
-    return evaluate(model_dir / "model.pt", version, int(info.get("imgsz", 640)))[SCORE]
+    int8 = info.get("int8")
+    metrics = int8["metrics"] if int8 else info["metrics"]
+    if info["dataset"]["id"] == version.id and SCORE in metrics:
+        return float(metrics[SCORE])
+    served = model_dir / (int8["file"] if int8 else "model.pt")
+    return evaluate(served, version, int(info.get("imgsz", 640)))[SCORE]
