@@ -4,6 +4,7 @@ verified, and `labelsieve sync` SIGKILLed at random moments loses and duplicates
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import signal
 import subprocess
@@ -34,7 +35,9 @@ def make_captures(root: Path, count: int, size: int = 20_000, seed: int = 0) -> 
     for _ in range(count):
         path = write_capture(folder, header, [SensorData(binary=rng.randbytes(size))])
         files[path.relative_to(root).as_posix()] = path.read_bytes()
-    (folder / "2099-01-01T00_00_00.000000Z.prog").write_bytes(b"being written")
+    being_written = folder / "2099-01-01T00_00_00.000000Z.prog"
+    being_written.write_bytes(b"being written")
+    os.utime(being_written, (time.time() + 3600,) * 2)  # still changing: never synced, never taken for a stuck file
     return files
 
 

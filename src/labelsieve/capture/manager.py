@@ -40,7 +40,7 @@ from viam.resource.base import ResourceBase
 from viam.utils import dict_to_struct
 
 from labelsieve.attributes import Attributes, FieldProblem, did_you_mean, resolve_path
-from labelsieve.capture.format import capture_dir_for, encode_provenance, write_capture
+from labelsieve.capture.format import STUCK_AFTER_S, capture_dir_for, encode_provenance, recover_stuck, write_capture
 from labelsieve.capture.sync import SyncBusy, SyncReport, sync
 from labelsieve.errors import ConfigError, InputError, LabelsieveError
 
@@ -408,6 +408,7 @@ class DataManager:
         self._sync_lock = asyncio.Lock()
         self._stop_sync = threading.Event()  # ends a sync in progress after its current file
         self._files_synced = 0
+        self._recovered = 0  # stuck `.prog` files finished
         self._last_sync: SyncReport | None = None
         self._closed = False
 
@@ -428,8 +429,17 @@ class DataManager:
             log.info("%s: capturing %s at %g Hz into %s", self.name, method.key, method.capture_frequency_hz,
                      capture_dir_for(self.config.capture_path, method.api, method.resource, method.method))
             self._tasks.append(asyncio.create_task(self._collect(method, resource), name=f"capture {method.key}"))
+        self._tasks.append(asyncio.create_task(self._recover_periodically(), name=f"{self.name} recovery"))
         if self.config.sync_url and not self.config.sync_disabled:
             self._tasks.append(asyncio.create_task(self._sync_periodically(), name=f"{self.name} sync"))
+
+    async def _recover_periodically(self) -> None:
+        """On start and then every STUCK_AFTER_S: finish `.prog` files a killed writer left (never one being written)."""
+        while True:
+            if self.config.capture_path.is_dir():
+                counts = await self._finish(asyncio.to_thread(recover_stuck, self.config.capture_path))
+                self._recovered += counts.get("recovered", 0) + counts.get("cut", 0)
+            await asyncio.sleep(STUCK_AFTER_S)
 
     async def _collect(self, method: CaptureMethod, resource: Any) -> None:
         loop, interval = asyncio.get_running_loop(), 1.0 / method.capture_frequency_hz
@@ -514,6 +524,7 @@ class DataManager:
         methods = {key: {"captured": s.captured, "filtered": s.filtered, "errors": s.errors, "last_error": s.last_error}
                    for key, s in self._stats.items()}
         return {"capture_dir": str(self.config.capture_path), "methods": methods, "files_synced": self._files_synced,
+                "recovered": self._recovered,
                 "last_sync": self._last_sync.summary() if self._last_sync else ""}
 
     async def close(self) -> None:

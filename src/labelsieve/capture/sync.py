@@ -12,7 +12,7 @@ because every step is redone or skipped on the next run by looking at what is th
 The temporary name (`.<file>.<md5>.part`, hidden, not ending in `.capture`) is the only place a partial upload can exist:
 a reader never sees half a file under a final name. A move is a rename on a folder and a server-side copy on object
 stores, so the final object appears whole. The local file is deleted only after the final object is verified. `.prog`
-files (still being written) are never synced.
+files being written are never synced; stuck ones (their writer died) are finished first (`format.recover_stuck`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 from tqdm import tqdm
 
-from labelsieve.capture.format import CAPTURE_SUFFIX
+from labelsieve.capture.format import CAPTURE_SUFFIX, recover_stuck
 from labelsieve.errors import BackendUnavailable, InputError, LabelsieveError
 
 __all__ = ["SyncBusy", "SyncReport", "sync"]
@@ -60,6 +60,7 @@ class SyncReport:
     bytes_uploaded: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (relative path, error); the local file is kept
     conflicts: list[str] = field(default_factory=list)  # relative paths whose remote name holds other content
+    recovered: int = 0  # stuck `.prog` files (a killed writer's) finished before this run
     stopped: bool = False  # stopped early (asked to, or the remote kept failing); the rest waits for the next run
 
     @property
@@ -70,6 +71,8 @@ class SyncReport:
         parts = [f"synced {self.synced} files ({self.bytes_uploaded / 1e6:.1f} MB uploaded) to {self.url}"]
         if self.already_remote:
             parts.append(f"{self.already_remote} were already there")
+        if self.recovered:
+            parts.append(f"{self.recovered} stuck .prog files finished first")
         if self.failed:
             parts.append(f"{len(self.failed)} failed (kept locally; first: {self.failed[0][0]}: {self.failed[0][1]})")
         if self.conflicts:
@@ -196,6 +199,8 @@ def sync(capture_dir: Path, url: str, *, progress: bool = False, workers: int = 
     if isinstance(fs, LocalFileSystem) and Path(root).resolve().is_relative_to(capture_dir.resolve()):
         raise InputError(f"{url} is inside {capture_dir}: the next sync would take its files for new captures")
     with _exclusive(capture_dir):
+        recovered = recover_stuck(capture_dir)
+        report.recovered = recovered.get("recovered", 0) + recovered.get("cut", 0)
         files = sorted(capture_dir.rglob(f"*{CAPTURE_SUFFIX}"), key=lambda p: (p.name, p))  # names are capture times
         sizes = {path: path.stat().st_size for path in files}
         queue = iter(files)
