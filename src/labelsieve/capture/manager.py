@@ -388,6 +388,7 @@ class _Stats:
     filtered: int = 0  # frames a filter declined (NoCaptureToStoreError)
     errors: int = 0
     last_error: str = ""
+    failed_writes: int = 0  # in a row, since the last file written
     #: message -> (when last logged, repeats since), per message as viam-server's lastLoggedErrors, so alternating
     #: failures are quieted too; bounded, since a message may carry changing details.
     logged: dict[str, tuple[float, int]] = dataclasses.field(default_factory=dict)
@@ -461,8 +462,13 @@ class DataManager:
             else:
                 try:  # a close() mid-write lets the file finish; close() waits for it
                     await self._finish(asyncio.to_thread(self._write, method, folder, readings, stats))
-                except OSError as exc:
-                    self._report(method, stats, exc)
+                except OSError as exc:  # a full disk: the failed file is gone; each tick tries again
+                    self._write_failed(method, folder, stats, exc)
+                else:
+                    if stats.failed_writes:
+                        log.info("%s: writing %s again, after %d failed writes", self.name, method.key,
+                                 stats.failed_writes)
+                        stats.failed_writes = 0
             # Like viam-server's time.Ticker: ticks missed during a slow call are dropped, never queued up.
             due += interval * max(1, math.ceil((loop.time() - due) / interval))
 
@@ -477,6 +483,15 @@ class DataManager:
         for reading in readings:  # binary captures: one file per image, as viam-server's WriteBinary
             write_capture(folder, method.header(self.config.tags, reading.mime_type), [reading.sensor_data()])
             stats.captured += 1
+
+    def _write_failed(self, method: CaptureMethod, folder: Path, stats: _Stats, exc: OSError) -> None:
+        """Count it; log only the first failure of a streak (a full disk fails every tick until space returns)."""
+        stats.errors += 1
+        stats.last_error = f"{type(exc).__name__}: {exc}"
+        if not stats.failed_writes:
+            log.error("%s: cannot write %s captures into %s: %s (retrying each tick; logged again once writes resume)",
+                      self.name, method.key, folder, exc.strerror or exc)
+        stats.failed_writes += 1
 
     def _report(self, method: CaptureMethod, stats: _Stats, exc: BaseException) -> None:
         """Count every failure and log it, an identical one at most every 30 s (viam-server: 2 s) with its repeat count."""
