@@ -12,11 +12,11 @@ Only binary methods are captured (CaptureAllFromCamera, GetImages, ReadImage): o
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import logging
 import math
 import os
-import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -407,7 +407,7 @@ class DataManager:
         self._tasks: list[asyncio.Task[None]] = []
         self._pending: set[asyncio.Future[Any]] = set()  # thread work close() waits for: file writes, a sync
         self._sync_lock = asyncio.Lock()
-        self._stop_sync = threading.Event()  # ends a sync in progress after its current file
+        self._stop_sync: concurrent.futures.Future[None] = concurrent.futures.Future()  # ends a sync in progress at once
         self._files_synced = 0
         self._recovered = 0  # stuck `.prog` files finished
         self._last_sync: SyncReport | None = None
@@ -543,9 +543,11 @@ class DataManager:
                 "last_sync": self._last_sync.summary() if self._last_sync else ""}
 
     async def close(self) -> None:
-        """Idempotent. Stops collectors and sync, then waits for files being written so none is left as `.prog`."""
+        """Idempotent. Stops collectors and sync, then waits for files being written so none is left as `.prog`; never
+        for the network (a sync in progress stops at once, leaving its files for the next one)."""
         self._closed = True
-        self._stop_sync.set()
+        if not self._stop_sync.done():
+            self._stop_sync.set_result(None)  # a sync waiting on the network is abandoned, safe as a kill
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
