@@ -25,6 +25,7 @@ from grpclib.server import Server, Stream
 from viam.gen.proto.rpc.v1.auth_grpc import UnimplementedAuthServiceBase
 from viam.proto.rpc.auth import AuthenticateResponse
 
+from labelsieve.viam.h2 import BoundedServer
 from labelsieve.runtime.routing import Forwarder, PassThroughCodec
 
 __all__ = ["DEFAULT_MAX_REQUEST_BYTES", "ApiKeyAuth", "limit_request_size", "make_server", "self_signed", "server_context"]
@@ -110,7 +111,7 @@ class _LiveMapping(dict):  # type: ignore[type-arg]
 
 
 def make_server(handlers: list[Any], auth: ApiKeyAuth | None = None) -> Server:
-    server = Server([*handlers, auth] if auth else handlers, codec=PassThroughCodec())
+    server = BoundedServer([*handlers, auth] if auth else handlers, codec=PassThroughCodec())
     if forwarder := next((h for h in handlers if isinstance(h, Forwarder)), None):
         server._mapping = _LiveMapping(server._mapping, forwarder)
     if auth:

@@ -25,6 +25,7 @@ from viam.resource.registry import Registry
 from viam.resource.rpc_service_base import ResourceRPCServiceBase
 from viam.resource.types import API
 
+from labelsieve.viam.h2 import BoundedChannel, BoundedServer
 from labelsieve.errors import ModuleError
 from labelsieve.runtime.config import MachineConfig, ResourceConfig
 from labelsieve.runtime.listener import make_server
@@ -85,14 +86,14 @@ class BuiltinHost:
 
     async def start(self) -> None:
         parent = make_server([RobotService(self._routes, self._forwarder, BUILTIN), self._forwarder])
-        server = Server([registration.rpc_service(manager=self._manager)
+        server = BoundedServer([registration.rpc_service(manager=self._manager)
                          for registration in Registry.REGISTERED_APIS().values()
                          if issubclass(registration.rpc_service, ResourceRPCServiceBase)])
         await parent.start(path=str(self._parent_socket))
         await server.start(path=str(self._socket))
         self._servers = [server, parent]
-        self.link.channel = Channel(path=str(self._socket), codec=PassThroughCodec())
-        self._dependency_channel = Channel(path=str(self._parent_socket))
+        self.link.channel = BoundedChannel(path=str(self._socket), codec=PassThroughCodec())
+        self._dependency_channel = BoundedChannel(path=str(self._parent_socket))
         self.link.set_up(True)
 
     def is_alive(self) -> bool:
