@@ -18,11 +18,11 @@ import logging
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar, cast
 
 import fsspec
 from fsspec.core import split_protocol
@@ -35,7 +35,7 @@ from viam.components.camera.client import CameraClient
 from viam.errors import NoCaptureToStoreError
 from viam.proto.app.data import Annotations
 from viam.proto.app.datasync import DataCaptureMetadata, DataType, SensorData, SensorMetadata
-from viam.proto.component.camera import GetImagesRequest, Image
+from viam.proto.component.camera import CameraServiceStub, GetImagesRequest, Image
 from viam.resource.base import ResourceBase
 from viam.utils import dict_to_struct
 
@@ -62,6 +62,15 @@ _FROM_DATA_MANAGEMENT = {"fromDataManagement": True}  # what viam-server's colle
 _NO_CAPTURE = "no capture from filter module"  # viam-server drops a frame on FAILED_PRECONDITION with this text
 _SAME_ERROR_QUIET_S = 30.0
 _CALL_TIMEOUT_S = 60.0  # viam-server sets none; a VLM-verified capture on a CPU can take tens of seconds
+
+
+def known_keys(resource: str, where: str, given: Mapping[str, Any], known: Collection[str]) -> dict[str, Any]:
+    """`given` without the keys labelsieve does not know, each logged with a suggestion: viam-server ignores unknown
+    keys, so a config written for it must load here too."""
+    for key in sorted(given.keys() - set(known)):
+        log.warning("%s: unknown key '%s.%s' ignored (as viam-server does) %s", resource, where, key,
+                    did_you_mean(key, known) or f"known: {', '.join(sorted(known))}")
+    return {key: value for key, value in given.items() if key in known}
 
 
 def _default_capture_dir() -> str:
@@ -97,15 +106,10 @@ class DataManagerConfig(Attributes):
 
     @classmethod
     def parse(cls, resource: str, attributes: Mapping[str, Any] | None = None) -> Self:
-        attributes = dict(attributes or {})
-        ours = {f.name for f in dataclasses.fields(cls)}
-        for key in sorted(attributes.keys() - ours):
-            if key in cls.ignored_keys:
-                log.info("%s: viam-server's '%s' is not implemented by labelsieve; ignored", resource, key)
-            else:
-                log.warning("%s: unknown attribute '%s' ignored (as viam-server does) %s", resource, key,
-                            did_you_mean(key, ours) or f"known: {', '.join(sorted(ours))}")
-                del attributes[key]
+        attributes = known_keys(resource, "attributes", attributes or {},
+                                {f.name for f in dataclasses.fields(cls)} | cls.ignored_keys)
+        for key in sorted(attributes.keys() & cls.ignored_keys):
+            log.info("%s: viam-server's '%s' is not implemented by labelsieve; ignored", resource, key)
         parsed = super().parse(resource, attributes)
         if parsed.capture_dir and not Path(parsed.capture_dir).expanduser().is_absolute():
             log.warning("%s: capture_dir %r is relative: labelsieve resolves it against the config's folder, viam-server "
@@ -143,15 +147,18 @@ class DataManagerConfig(Attributes):
 
 
 @dataclass(frozen=True)
-class CaptureMethod:
-    """One `capture_methods` entry of a resource's data_manager service config."""
+class CaptureMethod(Attributes):
+    """One `capture_methods` entry of a resource's data_manager service config, parsed like any attributes (so a mistake
+    names the resource and the field), plus the resource and API it belongs to."""
 
-    resource: str  # the resource's short name
-    api: str
     method: str
-    capture_frequency_hz: float
-    additional_params: Mapping[str, Any]
+    capture_frequency_hz: float = 0.0
+    additional_params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     disabled: bool = False
+    api: str = ""  # the resource's API, set by from_service_configs
+    resource: str = ""  # the resource's short name, set by from_service_configs
+
+    ignored_keys: ClassVar[frozenset[str]] = _VIAM_METHOD_KEYS
 
     @classmethod
     def from_service_configs(cls, resource_name: str, api: str, service_configs: Sequence[Any]) -> list[CaptureMethod]:
@@ -182,40 +189,33 @@ class CaptureMethod:
     def _parse(cls, resource: str, api: str, item: Any, where: str) -> CaptureMethod | None:
         if not isinstance(item, Mapping):
             raise ConfigError(resource, where, f"must be an object, got {item!r}")
-        for key in item.keys() - _METHOD_KEYS - _VIAM_METHOD_KEYS:
-            log.warning("%s: unknown key '%s.%s' ignored (as viam-server does) %s", resource, where, key,
-                        did_you_mean(key, _METHOD_KEYS))
         name = item.get("method")
-        known = _VIAM_METHODS.get(api)
-        if not isinstance(name, str) or not name:
-            raise ConfigError(resource, f"{where}.method", f"must name a method, got {name!r}",
-                              f"one of {', '.join(_SUPPORTED.get(api, ()))}" if known else "")
-        if known is None:
+        if api not in _VIAM_METHODS:
             log.warning("%s: labelsieve captures only from cameras and vision services; %s %s is not captured",
                         resource, api, name)
             return None
-        if name not in known:
-            raise ConfigError(resource, f"{where}.method", f"{name!r} is not a capture method of {api}",
-                              did_you_mean(name, known) or f"one of {', '.join(_SUPPORTED[api])}")
-        if name not in _SUPPORTED[api]:
+        if name in _VIAM_METHODS[api] and name not in _SUPPORTED[api]:
             log.warning("%s: viam-server's %s capture is not implemented by labelsieve; skipped", resource, name)
             return None
-        hz = item.get("capture_frequency_hz", 0)
-        if isinstance(hz, bool) or not isinstance(hz, (int, float)) or not math.isfinite(hz) or hz < 0:
-            raise ConfigError(resource, f"{where}.capture_frequency_hz",
-                              f"must be a number of captures per second, got {hz!r}", "0.2: every 5 s; 0 disables it")
-        disabled = item.get("disabled", False)
-        if not isinstance(disabled, bool):
-            raise ConfigError(resource, f"{where}.disabled", f"must be true or false, got {disabled!r}")
-        params = item.get("additional_params") or {}
-        if not isinstance(params, Mapping):
-            raise ConfigError(resource, f"{where}.additional_params", f"must be an object, got {params!r}")
-        method = cls(resource, api, name, float(hz), dict(params), disabled)
         try:
-            method._check_params()
+            method = cls.parse(resource, {**known_keys(resource, where, item, _METHOD_KEYS | cls.ignored_keys),
+                                          "api": api})
+        except ConfigError as exc:  # the field inside the entry, named from the resource's config
+            raise ConfigError(resource, f"{where}.{exc.field.removeprefix('attributes.')}", exc.problem, exc.fix) from None
+        return dataclasses.replace(method, resource=resource)
+
+    def check(self) -> None:
+        known = _VIAM_METHODS.get(self.api, ())
+        if self.method not in known:
+            raise FieldProblem("method", f"{self.method!r} is not a capture method of {self.api}",
+                               did_you_mean(self.method, known) or f"one of {', '.join(_SUPPORTED.get(self.api, ()))}")
+        if not math.isfinite(self.capture_frequency_hz) or self.capture_frequency_hz < 0:
+            raise FieldProblem("capture_frequency_hz", f"must be a number of captures per second, got "
+                               f"{self.capture_frequency_hz!r}", "0.2: every 5 s; 0 disables it")
+        try:
+            self._check_params()
         except FieldProblem as exc:
-            raise ConfigError(resource, f"{where}.additional_params.{exc.field}", exc.problem, exc.fix) from None
-        return method
+            raise FieldProblem(f"additional_params.{exc.field}", exc.problem, exc.fix) from None
 
     def _check_params(self) -> None:
         params = self.additional_params
@@ -245,7 +245,7 @@ class CaptureMethod:
         if self.method != "ReadImage":
             return ""
         extensions = {"image/jpeg": ".jpeg", "image/png": ".png", "pointcloud/pcd": ".pcd"}
-        return extensions.get(self.additional_params.get("mime_type"), "")
+        return extensions.get(str(self.additional_params.get("mime_type", "")), "")
 
     def header(self, tags: Sequence[str], mime_type: str) -> DataCaptureMetadata:
         return DataCaptureMetadata(component_type=self.api, component_name=self.resource, method_name=self.method,
@@ -339,7 +339,7 @@ async def _camera_images(method: CaptureMethod, camera: Any) -> tuple[list[Image
     names = method.additional_params.get("filter_source_names", []) if method.method == "GetImages" else []
     if isinstance(camera, CameraClient):
         request = GetImagesRequest(name=camera.name, filter_source_names=names, extra=dict_to_struct(_FROM_DATA_MANAGEMENT))
-        response = await camera.client.GetImages(request)
+        response = await cast(CameraServiceStub, camera.client).GetImages(request)
         images, metadata = list(response.images), response.response_metadata
     else:
         named, metadata = await camera.get_images(filter_source_names=names or None, extra=_FROM_DATA_MANAGEMENT)
