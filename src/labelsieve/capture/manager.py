@@ -42,7 +42,7 @@ from viam.utils import dict_to_struct
 from labelsieve.attributes import Attributes, FieldProblem, did_you_mean, resolve_path
 from labelsieve.capture.format import STUCK_AFTER_S, capture_dir_for, encode_provenance, recover_stuck, write_capture
 from labelsieve.capture.sync import SyncBusy, SyncReport, sync
-from labelsieve.errors import ConfigError, InputError, LabelsieveError
+from labelsieve.errors import ConfigError, InputError, LabelsieveError, SourceExhausted
 
 __all__ = ["CaptureMethod", "DataManager", "DataManagerConfig"]
 
@@ -375,6 +375,11 @@ _COLLECTORS: dict[str, Callable[[CaptureMethod, Any], Awaitable[list[Reading]]]]
     "CaptureAllFromCamera": _capture_all_from_camera, "GetImages": _get_images, "ReadImage": _read_image}
 
 
+def _exhausted(exc: BaseException) -> bool:
+    """A source with no more frames: OUT_OF_RANGE through gRPC (how a labelsieve camera answers `SourceExhausted`)."""
+    return isinstance(exc, SourceExhausted) or (isinstance(exc, GRPCError) and exc.status == Status.OUT_OF_RANGE)
+
+
 def _filtered(exc: BaseException) -> bool:
     """viam-server's IsNoCaptureToStoreError: FAILED_PRECONDITION whose message contains the filter's text."""
     if isinstance(exc, NoCaptureToStoreError):
@@ -389,6 +394,7 @@ class _Stats:
     errors: int = 0
     last_error: str = ""
     failed_writes: int = 0  # in a row, since the last file written
+    ended: str = ""  # why the collector stopped for good (its source has no more frames)
     #: message -> (when last logged, repeats since), per message as viam-server's lastLoggedErrors, so alternating
     #: failures are quieted too; bounded, since a message may carry changing details.
     logged: dict[str, tuple[float, int]] = dataclasses.field(default_factory=dict)
@@ -457,6 +463,10 @@ class DataManager:
             except Exception as exc:  # noqa: BLE001 -- as viam-server: any failure is logged and capture goes on
                 if _filtered(exc):
                     stats.filtered += 1
+                elif _exhausted(exc):  # a non-looping camera's expected end: not an error, and nothing more to take
+                    stats.ended = f"no more frames: {exc.message if isinstance(exc, GRPCError) else exc}"
+                    log.info("%s: capturing %s ended: %s", self.name, method.key, stats.ended)
+                    return
                 else:
                     self._report(method, stats, exc)
             else:
@@ -536,7 +546,8 @@ class DataManager:
         return report
 
     def stats(self) -> dict[str, Any]:
-        methods = {key: {"captured": s.captured, "filtered": s.filtered, "errors": s.errors, "last_error": s.last_error}
+        methods = {key: {"captured": s.captured, "filtered": s.filtered, "errors": s.errors, "last_error": s.last_error,
+                         "ended": s.ended}
                    for key, s in self._stats.items()}
         return {"capture_dir": str(self.config.capture_path), "methods": methods, "files_synced": self._files_synced,
                 "recovered": self._recovered,
