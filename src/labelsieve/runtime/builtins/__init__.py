@@ -148,6 +148,10 @@ class BuiltinHost:
         if name in self._manager.resources:
             await self._manager.remove_resource(name)
 
+    def instances(self) -> list[ResourceBase]:
+        """The builtin resources running now (`labelsieve run` reads its status from the data managers among them)."""
+        return list(self._manager.resources.values())
+
     async def close(self) -> None:
         """Idempotent, and safe before `start`."""
         if not self.link.up:
