@@ -200,7 +200,11 @@ def check_capture_all(header: DataCaptureMetadata, reading: SensorData) -> None:
     ("rdk:component:camera", {"method": "GetImages", "capture_frequency_hz": -1},
      "service_configs[0].attributes.capture_methods[1].capture_frequency_hz", "captures per second"),
     ("rdk:component:camera", {"method": "GetImages", "capture_frequency_hz": "fast"},
-     "service_configs[0].attributes.capture_methods[1].capture_frequency_hz", "captures per second"),
+     "service_configs[0].attributes.capture_methods[1].capture_frequency_hz", "must be a number"),
+    ("rdk:component:camera", {"capture_frequency_hz": 1},
+     "service_configs[0].attributes.capture_methods[1].method", "is required"),
+    ("rdk:component:camera", {"method": "GetImages", "capture_frequency_hz": 1, "additional_params": ["x"]},
+     "service_configs[0].attributes.capture_methods[1].additional_params", "must be an object"),
     ("rdk:component:camera", {"method": "GetImages", "capture_frequency_hz": 1, "disabled": "no"},
      "service_configs[0].attributes.capture_methods[1].disabled", "true or false"),
 ])

@@ -5,6 +5,7 @@ follows config edits."""
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +60,29 @@ def test_data_manager_captures_syncs_and_follows_edits(tmp_path: Path) -> None:
         reading = read_capture(path).readings[0]
         assert [b.label for b in reading.metadata.annotations.bboxes] == ["dog"]  # cat is under min_confidence_score
     assert "is disabled" in machine.log
+
+
+def test_run_prints_a_status_line_and_a_closing_summary(tmp_path: Path) -> None:
+    frames = frames_folder(tmp_path / "frames", size=(64, 48))
+    cfg = config(tmp_path, frames, hz=20)
+    with Machine(cfg, tmp_path, args=("--status-interval", "0.2")) as machine:
+        async def captured() -> None:
+            robot = await connect(machine.address)
+            try:
+                manager = DataManagerService.from_robot(robot, "data_manager")
+
+                async def some() -> None:
+                    counts = (await manager.do_command({"stats": {}}))["methods"]
+                    assert counts["rdk:service:vision/labeler/CaptureAllFromCamera"]["filtered"] >= 2
+                await eventually(some)
+            finally:
+                await robot.close()
+        asyncio.run(captured())
+        machine.wait_for_log("labelsieve: captured ")  # the periodic line (no API reports what the CLI printed)
+        assert machine.stop(signal.SIGINT) == 0
+    status = [line for line in machine.lines if line.startswith("labelsieve: captured ")]
+    assert len(status) == len(set(status)), "a line only when something changed"
+    summary = machine.log[machine.log.index("labelsieve: stopped; captured "):].splitlines()
+    assert summary[1].startswith("  data_manager: rdk:service:vision/labeler/CaptureAllFromCamera: ")
+    assert "captured" in summary[1] and "dropped by the filter" in summary[1] and "errors" in summary[1]
+    assert summary[2].startswith("  data_manager: ") and "files synced" in summary[2]

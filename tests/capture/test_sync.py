@@ -3,7 +3,9 @@ verified, and `labelsieve sync` SIGKILLed at random moments loses and duplicates
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import os
 import random
 import signal
 import subprocess
@@ -18,6 +20,7 @@ from support.s3 import s3_server
 from viam.proto.app.datasync import DataCaptureMetadata, DataType, SensorData
 
 from labelsieve.capture import capture_dir_for, read_capture, write_capture
+from labelsieve.capture.manager import DataManager, DataManagerConfig
 from labelsieve.capture.sync import SyncBusy, _exclusive, sync
 from labelsieve.errors import InputError
 
@@ -34,7 +37,9 @@ def make_captures(root: Path, count: int, size: int = 20_000, seed: int = 0) -> 
     for _ in range(count):
         path = write_capture(folder, header, [SensorData(binary=rng.randbytes(size))])
         files[path.relative_to(root).as_posix()] = path.read_bytes()
-    (folder / "2099-01-01T00_00_00.000000Z.prog").write_bytes(b"being written")
+    being_written = folder / "2099-01-01T00_00_00.000000Z.prog"
+    being_written.write_bytes(b"being written")
+    os.utime(being_written, (time.time() + 3600,) * 2)  # still changing: never synced, never taken for a stuck file
     return files
 
 
@@ -156,3 +161,38 @@ def test_cli_killed_at_random_moments_syncing_to_s3(tmp_path: Path) -> None:
 
         assert kill_at_random_points(local, url, originals, listing, spread_s=0.8, kills=3) >= 1
         assert sync(local, url).synced == 0
+
+
+def test_a_frozen_store_ends_the_run_and_never_holds_close(tmp_path: Path) -> None:
+    """moto stopped with SIGSTOP accepts connections and never answers: `labelsieve sync` gives up after its timeout with
+    one line and exit 1, keeping every file; the data manager's close() does not wait for its sync."""
+    local = tmp_path / "capture"
+    originals = make_captures(local, 8)
+    with s3_server() as env:
+        url = f"s3://{env['BUCKET']}/robot-1"
+        pid = int(env["PID"])
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            proc = subprocess.run([sys.executable, "-m", "labelsieve", "sync", str(local), url, "--no-progress",
+                                   "--timeout", "2"], capture_output=True, text=True, timeout=120)
+            assert proc.returncode != 0 and proc.stdout == ""
+            [line] = proc.stderr.strip().splitlines()[-1:]
+            assert "no answer from the store in 2 s" in line and "8 files kept locally" in line, proc.stderr
+
+            async def close_during_sync() -> None:
+                config = DataManagerConfig.parse("dm", {"capture_dir": str(local), "sync_url": url,
+                                                        "sync_disabled": True})
+                manager = DataManager("dm", config, [], {})
+                syncing = asyncio.create_task(manager.sync())
+                while not manager._pending:  # the sync is under way in its thread
+                    await asyncio.sleep(0.01)
+                await asyncio.wait_for(manager.close(), 60)  # a hang guard, not a timing: close() waits for no upload
+                assert (await syncing).stopped
+
+            asyncio.run(close_during_sync())
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        fs, root = fsspec.core.url_to_fs(url)
+        check_nothing_lost(originals, local, remote_files(fs, root))  # an abandoned upload may finish after SIGCONT
+        sync(local, url, timeout_s=30)
+        assert remote_files(fs, root) == originals, "once the store answers again, everything goes, once"

@@ -25,7 +25,7 @@ from viam.services.vision import VisionClient
 from labelsieve.errors import InvalidMachineConfig
 from labelsieve.runtime import Runtime, RuntimeOptions
 from labelsieve.runtime.builtins import register
-from labelsieve.runtime.builtins.data_manager import DataManager
+from labelsieve.runtime.builtins.data_manager import DataManagerService
 
 EVENTS: list[str] = []
 
@@ -142,7 +142,7 @@ def test_builtins_answer_through_the_modules_error_seam(tmp_path: Path, caplog: 
             robot = await connect(runtime.address)
             try:
                 with pytest.raises(GRPCError) as err:
-                    await DataManager.from_robot(robot, "data").sync()
+                    await DataManagerService.from_robot(robot, "data").sync()
                 return err.value.status, str(err.value.message)
             finally:
                 await robot.close()

@@ -7,6 +7,7 @@ the environment, so the code under test takes no test-only argument.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -29,7 +30,8 @@ def _free_port() -> int:
 
 @contextmanager
 def s3_server(bucket: str = "labelsieve-test") -> Iterator[dict[str, str]]:
-    """Start moto, create `bucket`, and yield the environment that points fsspec at it (also set in os.environ)."""
+    """Start moto, create `bucket`, and yield the environment that points fsspec at it (also set in os.environ), plus
+    `BUCKET` and the server's `PID` (a test may freeze it with SIGSTOP; it is continued before it is stopped)."""
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -50,7 +52,7 @@ def s3_server(bucket: str = "labelsieve-test") -> Iterator[dict[str, str]]:
         import fsspec
 
         fsspec.filesystem("s3", skip_instance_cache=True).mkdir(bucket)
-        yield {**env, "BUCKET": bucket}
+        yield {**env, "BUCKET": bucket, "PID": str(proc.pid)}
     finally:
         S3FileSystem.clear_instance_cache()
         for key, value in saved.items():
@@ -58,5 +60,6 @@ def s3_server(bucket: str = "labelsieve-test") -> Iterator[dict[str, str]]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+        proc.send_signal(signal.SIGCONT)
         proc.terminate()
         proc.wait(10)

@@ -7,6 +7,10 @@
 - framing: each message is a uvarint length then the protobuf bytes (Go's `pbutil.WriteDelimited`); the first message is
   the header `DataCaptureMetadata`, each following one a `SensorData`.
 
+A writer holds an exclusive `flock` on its `.prog` file until the rename, so a `.prog` whose lock is free and which has not
+changed for `STUCK_AFTER_S` belongs to a writer that died (a kill, a power cut): `recover_stuck` finishes it, as
+viam-server's sync treats a `.prog` that stopped changing as stuck and syncs it.
+
 Provenance (which proposer and verifier agreed on a box, and how strongly) rides in `BoundingBox.id` as compact JSON: a
 field viam-server leaves empty, so files stay readable by any Viam tool and files written by viam-server simply carry none.
 A frame's ignore regions (asked-about boxes the verifier left unresolved) ride in the first box's id, under `"ignore"`:
@@ -16,13 +20,16 @@ under `"student"`, the same way. A frame without boxes (a student's false alarm 
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import os
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
 from google.protobuf.internal.decoder import _DecodeVarint  # type: ignore[attr-defined]
 from google.protobuf.internal.encoder import _VarintBytes  # type: ignore[attr-defined]
@@ -34,11 +41,15 @@ from viam.proto.app.datasync import DataCaptureMetadata, SensorData
 from labelsieve.detections import Detections
 from labelsieve.errors import CorruptCaptureError, InputError
 
-__all__ = ["CaptureFile", "CorruptCaptureError", "as_annotations", "as_ignore_rows", "capture_dir_for", "capture_file_name",
-           "decode_provenance", "encode_provenance", "from_annotations", "from_ignore_rows", "read_capture",
-           "write_capture"]
+__all__ = ["STUCK_AFTER_S", "CaptureFile", "CorruptCaptureError", "as_annotations", "as_ignore_rows", "capture_dir_for",
+           "capture_file_name", "decode_provenance", "encode_provenance", "from_annotations", "from_ignore_rows",
+           "read_capture", "recover_stuck", "write_capture"]
+
+log = logging.getLogger(__name__)
 
 CAPTURE_SUFFIX, PROGRESS_SUFFIX = ".capture", ".prog"
+#: A `.prog` unchanged this long, with no writer holding its lock, is stuck (its writer died).
+STUCK_AFTER_S = 10.0
 _PROVENANCE_TAG = "ls1:"  # versioned, so an id written by anything else is never mistaken for ours
 
 
@@ -62,13 +73,15 @@ def capture_file_name(now: datetime | None = None) -> str:
 
 
 def _frame(message: Any) -> bytes:
-    body = message.SerializeToString(deterministic=True)  # maps in key order: the same reading, the same bytes
-    return _VarintBytes(len(body)) + body
+    body: bytes = message.SerializeToString(deterministic=True)  # maps in key order: the same reading, the same bytes
+    length: bytes = _VarintBytes(len(body))
+    return length + body
 
 
 def _new_progress_file(folder: Path, name: str | None) -> tuple[Path, Path, BinaryIO]:
-    """Open a fresh `.prog` file. Without a given name, a name already taken (two images in one microsecond, as GetImages
-    can produce) moves on by a microsecond: viam-server would overwrite the first file there; we never do."""
+    """Open a fresh `.prog` file, locked for writing. Without a given name, a name already taken (two images in one
+    microsecond, as GetImages can produce) moves on by a microsecond: viam-server would overwrite the first file there;
+    we never do."""
     now = datetime.now()
     while True:
         stem = name or capture_file_name(now)
@@ -76,24 +89,112 @@ def _new_progress_file(folder: Path, name: str | None) -> tuple[Path, Path, Bina
         if name or not final.exists():
             flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if name else os.O_EXCL)
             try:
-                return progress, final, os.fdopen(os.open(progress, flags, 0o600), "wb")  # viam-server's 0600
+                out = os.fdopen(os.open(progress, flags, 0o600), "wb")  # viam-server's 0600
             except FileExistsError:
                 pass
+            else:
+                fcntl.flock(out, fcntl.LOCK_EX)  # released when closed, or when this process dies
+                return progress, final, out
         now += timedelta(microseconds=1)
 
 
 def write_capture(folder: Path, header: DataCaptureMetadata, readings: Iterable[SensorData], name: str | None = None) -> Path:
-    """Write one closed capture file: `.prog` first, fsync, then rename to `.capture`. Returns the final path."""
+    """Write one closed capture file: `.prog` first, fsync, then rename to `.capture`. Returns the final path.
+
+    A failed write (a full disk) removes its `.prog` and raises: nothing half-written stays behind."""
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)  # viam-server's MkdirAll(dir, 0o700)
     progress, final, out = _new_progress_file(folder, name)
-    with out:
-        out.write(_frame(header))
-        for reading in readings:
-            out.write(_frame(reading))
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(progress, final)
+    try:
+        with out:
+            out.write(_frame(header))
+            for reading in readings:
+                out.write(_frame(reading))
+            out.flush()
+            os.fsync(out.fileno())
+            os.replace(progress, final)  # under the lock, so a recovery never sees this file half renamed
+    except BaseException:
+        progress.unlink(missing_ok=True)
+        raise
     return final
+
+
+def _whole_messages(data: bytes) -> tuple[int, int]:
+    """(bytes, count) of the longest prefix of whole, parseable messages with a header first: what a torn write kept."""
+    position = count = 0
+    while position < len(data):
+        try:
+            size, start = _DecodeVarint(data, position)
+        except (IndexError, DecodeError):
+            break
+        if start + size > len(data):
+            break
+        try:
+            if count == 0:
+                if not DataCaptureMetadata.FromString(data[start : start + size]).component_type:
+                    break
+            else:
+                SensorData.FromString(data[start : start + size])
+        except DecodeError:
+            break
+        position, count = start + size, count + 1
+    return position, count
+
+
+Recovery = Literal["recovered", "cut", "removed", "busy", "young"]
+
+
+def _recover(path: Path, now: float, stuck_after_s: float) -> Recovery:
+    try:
+        f = open(path, "r+b")  # held open: the lock covers the checks and the rename
+    except FileNotFoundError:
+        return "busy"  # renamed or removed meanwhile: its writer finished it
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return "busy"  # a live writer, in this process or another
+        stat = os.fstat(f.fileno())
+        try:
+            if os.stat(path).st_ino != stat.st_ino:
+                return "busy"
+        except FileNotFoundError:
+            return "busy"
+        if now - stat.st_mtime < stuck_after_s:
+            return "young"  # maybe a writer that takes no lock (viam-server itself): wait until it stops changing
+        data = f.read()
+        keep, messages = _whole_messages(data)
+        if messages < 2:  # nothing, or a header without a reading: no data to keep
+            path.unlink()
+            return "removed"
+        if keep < len(data):
+            f.truncate(keep)
+        os.fsync(f.fileno())
+        final = path.with_suffix(CAPTURE_SUFFIX)
+        try:
+            os.link(path, final)  # never over an existing capture
+        except FileExistsError:
+            os.link(path, final.with_name(f"{path.stem}_recovered{CAPTURE_SUFFIX}"))
+        path.unlink()
+        return "cut" if keep < len(data) else "recovered"
+
+
+def recover_stuck(capture_dir: Path, stuck_after_s: float = STUCK_AFTER_S, now: float | None = None) -> dict[str, int]:
+    """Finish every stuck `.prog` under `capture_dir`: whole messages become a `.capture` file (a torn last message is
+    cut off), files without a reading are removed. A `.prog` being written (its lock held) or changed within
+    `stuck_after_s` is left alone. Returns how many files each outcome had."""
+    counts: dict[str, int] = {}
+    when = time.time() if now is None else now
+    for path in sorted(capture_dir.rglob(f"*{PROGRESS_SUFFIX}")):
+        try:
+            outcome = _recover(path, when, stuck_after_s)
+        except OSError as exc:  # a full disk, a foreign file's permissions: the next pass tries again
+            log.warning("%s: cannot finish this stuck capture file yet: %s", path, exc)
+            continue
+        counts[outcome] = counts.get(outcome, 0) + 1
+        if outcome in ("recovered", "cut", "removed"):
+            log.info("%s: stuck in-progress capture file %s", path, {"recovered": "finished", "cut":
+                     "finished without its torn last message", "removed": "removed (it held no reading)"}[outcome])
+    return counts
 
 
 def _messages(data: bytes, where: str) -> Iterator[bytes]:

@@ -12,17 +12,17 @@ Only binary methods are captured (CaptureAllFromCamera, GetImages, ReadImage): o
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import logging
 import math
 import os
-import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar, cast
 
 import fsspec
 from fsspec.core import split_protocol
@@ -35,14 +35,14 @@ from viam.components.camera.client import CameraClient
 from viam.errors import NoCaptureToStoreError
 from viam.proto.app.data import Annotations
 from viam.proto.app.datasync import DataCaptureMetadata, DataType, SensorData, SensorMetadata
-from viam.proto.component.camera import GetImagesRequest, Image
+from viam.proto.component.camera import CameraServiceStub, GetImagesRequest, Image
 from viam.resource.base import ResourceBase
 from viam.utils import dict_to_struct
 
 from labelsieve.attributes import Attributes, FieldProblem, did_you_mean, resolve_path
-from labelsieve.capture.format import as_annotations, capture_dir_for, from_ignore_rows, write_capture
+from labelsieve.capture.format import STUCK_AFTER_S, as_annotations, capture_dir_for, from_ignore_rows, recover_stuck, write_capture
 from labelsieve.capture.sync import SyncBusy, SyncReport, sync
-from labelsieve.errors import ConfigError, InputError, LabelsieveError
+from labelsieve.errors import ConfigError, InputError, LabelsieveError, SourceExhausted
 from labelsieve.viam.convert import detections_from_viam
 
 __all__ = ["VISION", "CaptureMethod", "DataManager", "DataManagerConfig", "Reading"]
@@ -63,6 +63,15 @@ _FROM_DATA_MANAGEMENT = {"fromDataManagement": True}  # what viam-server's colle
 _NO_CAPTURE = "no capture from filter module"  # viam-server drops a frame on FAILED_PRECONDITION with this text
 _SAME_ERROR_QUIET_S = 30.0
 _CALL_TIMEOUT_S = 60.0  # viam-server sets none; a VLM-verified capture on a CPU can take tens of seconds
+
+
+def known_keys(resource: str, where: str, given: Mapping[str, Any], known: Collection[str]) -> dict[str, Any]:
+    """`given` without the keys labelsieve does not know, each logged with a suggestion: viam-server ignores unknown
+    keys, so a config written for it must load here too."""
+    for key in sorted(given.keys() - set(known)):
+        log.warning("%s: unknown key '%s.%s' ignored (as viam-server does) %s", resource, where, key,
+                    did_you_mean(key, known) or f"known: {', '.join(sorted(known))}")
+    return {key: value for key, value in given.items() if key in known}
 
 
 def _default_capture_dir() -> str:
@@ -99,15 +108,10 @@ class DataManagerConfig(Attributes):
 
     @classmethod
     def parse(cls, resource: str, attributes: Mapping[str, Any] | None = None) -> Self:
-        attributes = dict(attributes or {})
-        ours = {f.name for f in dataclasses.fields(cls)}
-        for key in sorted(attributes.keys() - ours):
-            if key in cls.ignored_keys:
-                log.info("%s: viam-server's '%s' is not implemented by labelsieve; ignored", resource, key)
-            else:
-                log.warning("%s: unknown attribute '%s' ignored (as viam-server does) %s", resource, key,
-                            did_you_mean(key, ours) or f"known: {', '.join(sorted(ours))}")
-                del attributes[key]
+        attributes = known_keys(resource, "attributes", attributes or {},
+                                {f.name for f in dataclasses.fields(cls)} | cls.ignored_keys)
+        for key in sorted(attributes.keys() & cls.ignored_keys):
+            log.info("%s: viam-server's '%s' is not implemented by labelsieve; ignored", resource, key)
         parsed = super().parse(resource, attributes)
         if parsed.capture_dir and not Path(parsed.capture_dir).expanduser().is_absolute():
             log.warning("%s: capture_dir %r is relative: labelsieve resolves it against the config's folder, viam-server "
@@ -152,15 +156,18 @@ class DataManagerConfig(Attributes):
 
 
 @dataclass(frozen=True)
-class CaptureMethod:
-    """One `capture_methods` entry of a resource's data_manager service config."""
+class CaptureMethod(Attributes):
+    """One `capture_methods` entry of a resource's data_manager service config, parsed like any attributes (so a mistake
+    names the resource and the field), plus the resource and API it belongs to."""
 
-    resource: str  # the resource's short name
-    api: str
     method: str
-    capture_frequency_hz: float
-    additional_params: Mapping[str, Any]
+    capture_frequency_hz: float = 0.0
+    additional_params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     disabled: bool = False
+    api: str = ""  # the resource's API, set by from_service_configs
+    resource: str = ""  # the resource's short name, set by from_service_configs
+
+    ignored_keys: ClassVar[frozenset[str]] = _VIAM_METHOD_KEYS
 
     @classmethod
     def from_service_configs(cls, resource_name: str, api: str, service_configs: Sequence[Any]) -> list[CaptureMethod]:
@@ -191,40 +198,33 @@ class CaptureMethod:
     def _parse(cls, resource: str, api: str, item: Any, where: str) -> CaptureMethod | None:
         if not isinstance(item, Mapping):
             raise ConfigError(resource, where, f"must be an object, got {item!r}")
-        for key in item.keys() - _METHOD_KEYS - _VIAM_METHOD_KEYS:
-            log.warning("%s: unknown key '%s.%s' ignored (as viam-server does) %s", resource, where, key,
-                        did_you_mean(key, _METHOD_KEYS))
         name = item.get("method")
-        known = _VIAM_METHODS.get(api)
-        if not isinstance(name, str) or not name:
-            raise ConfigError(resource, f"{where}.method", f"must name a method, got {name!r}",
-                              f"one of {', '.join(_SUPPORTED.get(api, ()))}" if known else "")
-        if known is None:
+        if api not in _VIAM_METHODS:
             log.warning("%s: labelsieve captures only from cameras and vision services; %s %s is not captured",
                         resource, api, name)
             return None
-        if name not in known:
-            raise ConfigError(resource, f"{where}.method", f"{name!r} is not a capture method of {api}",
-                              did_you_mean(name, known) or f"one of {', '.join(_SUPPORTED[api])}")
-        if name not in _SUPPORTED[api]:
+        if name in _VIAM_METHODS[api] and name not in _SUPPORTED[api]:
             log.warning("%s: viam-server's %s capture is not implemented by labelsieve; skipped", resource, name)
             return None
-        hz = item.get("capture_frequency_hz", 0)
-        if isinstance(hz, bool) or not isinstance(hz, (int, float)) or not math.isfinite(hz) or hz < 0:
-            raise ConfigError(resource, f"{where}.capture_frequency_hz",
-                              f"must be a number of captures per second, got {hz!r}", "0.2: every 5 s; 0 disables it")
-        disabled = item.get("disabled", False)
-        if not isinstance(disabled, bool):
-            raise ConfigError(resource, f"{where}.disabled", f"must be true or false, got {disabled!r}")
-        params = item.get("additional_params") or {}
-        if not isinstance(params, Mapping):
-            raise ConfigError(resource, f"{where}.additional_params", f"must be an object, got {params!r}")
-        method = cls(resource, api, name, float(hz), dict(params), disabled)
         try:
-            method._check_params()
+            method = cls.parse(resource, {**known_keys(resource, where, item, _METHOD_KEYS | cls.ignored_keys),
+                                          "api": api})
+        except ConfigError as exc:  # the field inside the entry, named from the resource's config
+            raise ConfigError(resource, f"{where}.{exc.field.removeprefix('attributes.')}", exc.problem, exc.fix) from None
+        return dataclasses.replace(method, resource=resource)
+
+    def check(self) -> None:
+        known = _VIAM_METHODS.get(self.api, ())
+        if self.method not in known:
+            raise FieldProblem("method", f"{self.method!r} is not a capture method of {self.api}",
+                               did_you_mean(self.method, known) or f"one of {', '.join(_SUPPORTED.get(self.api, ()))}")
+        if not math.isfinite(self.capture_frequency_hz) or self.capture_frequency_hz < 0:
+            raise FieldProblem("capture_frequency_hz", f"must be a number of captures per second, got "
+                               f"{self.capture_frequency_hz!r}", "0.2: every 5 s; 0 disables it")
+        try:
+            self._check_params()
         except FieldProblem as exc:
-            raise ConfigError(resource, f"{where}.additional_params.{exc.field}", exc.problem, exc.fix) from None
-        return method
+            raise FieldProblem(f"additional_params.{exc.field}", exc.problem, exc.fix) from None
 
     def _check_params(self) -> None:
         params = self.additional_params
@@ -254,7 +254,7 @@ class CaptureMethod:
         if self.method != "ReadImage":
             return ""
         extensions = {"image/jpeg": ".jpeg", "image/png": ".png", "pointcloud/pcd": ".pcd"}
-        return extensions.get(self.additional_params.get("mime_type"), "")
+        return extensions.get(str(self.additional_params.get("mime_type", "")), "")
 
     def header(self, tags: Sequence[str], mime_type: str) -> DataCaptureMetadata:
         return DataCaptureMetadata(component_type=self.api, component_name=self.resource, method_name=self.method,
@@ -343,7 +343,7 @@ async def _camera_images(method: CaptureMethod, camera: Any) -> tuple[list[Image
     names = method.additional_params.get("filter_source_names", []) if method.method == "GetImages" else []
     if isinstance(camera, CameraClient):
         request = GetImagesRequest(name=camera.name, filter_source_names=names, extra=dict_to_struct(_FROM_DATA_MANAGEMENT))
-        response = await camera.client.GetImages(request)
+        response = await cast(CameraServiceStub, camera.client).GetImages(request)
         images, metadata = list(response.images), response.response_metadata
     else:
         named, metadata = await camera.get_images(filter_source_names=names or None, extra=_FROM_DATA_MANAGEMENT)
@@ -379,6 +379,11 @@ _COLLECTORS: dict[str, Callable[[CaptureMethod, Any], Awaitable[list[Reading]]]]
     "CaptureAllFromCamera": _capture_all_from_camera, "GetImages": _get_images, "ReadImage": _read_image}
 
 
+def _exhausted(exc: BaseException) -> bool:
+    """A source with no more frames: OUT_OF_RANGE through gRPC (how a labelsieve camera answers `SourceExhausted`)."""
+    return isinstance(exc, SourceExhausted) or (isinstance(exc, GRPCError) and exc.status == Status.OUT_OF_RANGE)
+
+
 def _filtered(exc: BaseException) -> bool:
     """viam-server's IsNoCaptureToStoreError: FAILED_PRECONDITION whose message contains the filter's text."""
     if isinstance(exc, NoCaptureToStoreError):
@@ -392,6 +397,8 @@ class _Stats:
     filtered: int = 0  # frames a filter declined (NoCaptureToStoreError)
     errors: int = 0
     last_error: str = ""
+    failed_writes: int = 0  # in a row, since the last file written
+    ended: str = ""  # why the collector stopped for good (its source has no more frames)
     #: message -> (when last logged, repeats since), per message as viam-server's lastLoggedErrors, so alternating
     #: failures are quieted too; bounded, since a message may carry changing details.
     logged: dict[str, tuple[float, int]] = dataclasses.field(default_factory=dict)
@@ -410,8 +417,9 @@ class DataManager:
         self._tasks: list[asyncio.Task[None]] = []
         self._pending: set[asyncio.Future[Any]] = set()  # thread work close() waits for: file writes, a sync
         self._sync_lock = asyncio.Lock()
-        self._stop_sync = threading.Event()  # ends a sync in progress after its current file
+        self._stop_sync: concurrent.futures.Future[None] = concurrent.futures.Future()  # ends a sync in progress at once
         self._files_synced = 0
+        self._recovered = 0  # stuck `.prog` files finished
         self._last_sync: SyncReport | None = None
         self._closed = False
 
@@ -432,8 +440,17 @@ class DataManager:
             log.info("%s: capturing %s at %g Hz into %s", self.name, method.key, method.capture_frequency_hz,
                      capture_dir_for(self.config.capture_path, method.api, method.resource, method.method))
             self._tasks.append(asyncio.create_task(self._collect(method, resource), name=f"capture {method.key}"))
+        self._tasks.append(asyncio.create_task(self._recover_periodically(), name=f"{self.name} recovery"))
         if self.config.sync_url and not self.config.sync_disabled:
             self._tasks.append(asyncio.create_task(self._sync_periodically(), name=f"{self.name} sync"))
+
+    async def _recover_periodically(self) -> None:
+        """On start and then every STUCK_AFTER_S: finish `.prog` files a killed writer left (never one being written)."""
+        while True:
+            if self.config.capture_path.is_dir():
+                counts = await self._finish(asyncio.to_thread(recover_stuck, self.config.capture_path))
+                self._recovered += counts.get("recovered", 0) + counts.get("cut", 0)
+            await asyncio.sleep(STUCK_AFTER_S)
 
     async def _collect(self, method: CaptureMethod, resource: Any) -> None:
         loop, interval = asyncio.get_running_loop(), 1.0 / method.capture_frequency_hz
@@ -450,13 +467,22 @@ class DataManager:
             except Exception as exc:  # noqa: BLE001 -- as viam-server: any failure is logged and capture goes on
                 if _filtered(exc):
                     stats.filtered += 1
+                elif _exhausted(exc):  # a non-looping camera's expected end: not an error, and nothing more to take
+                    stats.ended = f"no more frames: {exc.message if isinstance(exc, GRPCError) else exc}"
+                    log.info("%s: capturing %s ended: %s", self.name, method.key, stats.ended)
+                    return
                 else:
                     self._report(method, stats, exc)
             else:
                 try:  # a close() mid-write lets the file finish; close() waits for it
                     await self._finish(asyncio.to_thread(self._write, method, folder, readings, stats))
-                except OSError as exc:
-                    self._report(method, stats, exc)
+                except OSError as exc:  # a full disk: the failed file is gone; each tick tries again
+                    self._write_failed(method, folder, stats, exc)
+                else:
+                    if stats.failed_writes:
+                        log.info("%s: writing %s again, after %d failed writes", self.name, method.key,
+                                 stats.failed_writes)
+                        stats.failed_writes = 0
             # Like viam-server's time.Ticker: ticks missed during a slow call are dropped, never queued up.
             due += interval * max(1, math.ceil((loop.time() - due) / interval))
 
@@ -471,6 +497,15 @@ class DataManager:
         for reading in readings:  # binary captures: one file per image, as viam-server's WriteBinary
             write_capture(folder, method.header(self.config.tags, reading.mime_type), [reading.sensor_data()])
             stats.captured += 1
+
+    def _write_failed(self, method: CaptureMethod, folder: Path, stats: _Stats, exc: OSError) -> None:
+        """Count it; log only the first failure of a streak (a full disk fails every tick until space returns)."""
+        stats.errors += 1
+        stats.last_error = f"{type(exc).__name__}: {exc}"
+        if not stats.failed_writes:
+            log.error("%s: cannot write %s captures into %s: %s (retrying each tick; logged again once writes resume)",
+                      self.name, method.key, folder, exc.strerror or exc)
+        stats.failed_writes += 1
 
     def _report(self, method: CaptureMethod, stats: _Stats, exc: BaseException) -> None:
         """Count every failure and log it, an identical one at most every 30 s (viam-server: 2 s) with its repeat count."""
@@ -515,15 +550,19 @@ class DataManager:
         return report
 
     def stats(self) -> dict[str, Any]:
-        methods = {key: {"captured": s.captured, "filtered": s.filtered, "errors": s.errors, "last_error": s.last_error}
+        methods = {key: {"captured": s.captured, "filtered": s.filtered, "errors": s.errors, "last_error": s.last_error,
+                         "ended": s.ended}
                    for key, s in self._stats.items()}
         return {"capture_dir": str(self.config.capture_path), "methods": methods, "files_synced": self._files_synced,
+                "recovered": self._recovered,
                 "last_sync": self._last_sync.summary() if self._last_sync else ""}
 
     async def close(self) -> None:
-        """Idempotent. Stops collectors and sync, then waits for files being written so none is left as `.prog`."""
+        """Idempotent. Stops collectors and sync, then waits for files being written so none is left as `.prog`; never
+        for the network (a sync in progress stops at once, leaving its files for the next one)."""
         self._closed = True
-        self._stop_sync.set()
+        if not self._stop_sync.done():
+            self._stop_sync.set_result(None)  # a sync waiting on the network is abandoned, safe as a kill
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()

@@ -148,7 +148,7 @@ async def _capture(config_path: Path, out: Path, timeout: float) -> tuple[Any, d
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             stats = (await manager.do_command({"stats": {}}))["methods"]["rdk:service:vision/labeler/CaptureAllFromCamera"]
-            if "no more frames" in str(stats.get("last_error", "")):
+            if stats.get("ended"):  # the camera played its last frame
                 break
             await asyncio.sleep(0.25)
         else:

@@ -29,6 +29,7 @@ from viam.gen.proto.rpc.v1.auth_grpc import UnimplementedAuthServiceBase
 from viam.proto.rpc.auth import AuthenticateResponse
 
 from labelsieve.runtime.routing import Forwarder, PassThroughCodec, Raw
+from labelsieve.viam.h2 import BoundedServer
 
 __all__ = ["DEFAULT_MAX_REQUEST_BYTES", "ApiKeyAuth", "make_server", "self_signed", "server_context"]
 
@@ -143,7 +144,7 @@ class _Handlers(dict[str, Handler]):
 
 def make_server(handlers: list[Any], auth: ApiKeyAuth | None = None,
                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES) -> Server:
-    server = Server([*handlers, auth] if auth else handlers, codec=PassThroughCodec())
+    server = BoundedServer([*handlers, auth] if auth else handlers, codec=PassThroughCodec())
     forwarder = next((h for h in handlers if isinstance(h, Forwarder)), None)
     server._mapping = _Handlers(server._mapping, forwarder, max_request_bytes)
     if auth:

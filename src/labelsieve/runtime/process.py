@@ -26,6 +26,7 @@ from viam.proto.module import (
 )
 from viam.utils import dict_to_struct
 
+from labelsieve.viam.h2 import BoundedChannel
 from labelsieve.errors import ModuleError
 from labelsieve.runtime.config import ModuleConfig, ResourceConfig
 from labelsieve.runtime.routing import PassThroughCodec
@@ -220,7 +221,7 @@ class ModuleProcess:
                 await self.stop()
                 raise ModuleError(f"module '{self.config.name}' did not open {self.socket} within {self.timeout:.0f} s")
             await asyncio.sleep(0.02)
-        self._channel = Channel(path=str(self.socket), codec=PassThroughCodec())
+        self._channel = BoundedChannel(path=str(self.socket), codec=PassThroughCodec())
 
     async def _accepts(self) -> bool:
         try:

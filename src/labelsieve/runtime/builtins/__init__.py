@@ -34,6 +34,7 @@ from labelsieve.runtime.process import VALIDATE_TIMEOUT_S, Dependencies, compone
 from labelsieve.runtime.robot import RobotService
 from labelsieve.runtime.routing import Forwarder, Link, PassThroughCodec, Routes, resource_name
 from labelsieve.viam.errors import grpc_seam
+from labelsieve.viam.h2 import BoundedChannel, BoundedServer
 
 __all__ = ["BUILTIN", "Builtin", "BuiltinHost", "MachineContext", "register", "registered"]
 
@@ -111,14 +112,14 @@ class BuiltinHost:
     async def start(self) -> None:
         parent = make_server([RobotService(self._routes, self._forwarder, BUILTIN), self._forwarder],
                              max_request_bytes=self._max_request_bytes)
-        server = Server([registration.rpc_service(manager=self._manager)
+        server = BoundedServer([registration.rpc_service(manager=self._manager)
                          for registration in Registry.REGISTERED_APIS().values()
                          if issubclass(registration.rpc_service, ResourceRPCServiceBase)])
         await parent.start(path=str(self._parent_socket))
         await server.start(path=str(self._socket))
         self._servers = [server, parent]
-        self.link.channel = Channel(path=str(self._socket), codec=PassThroughCodec())
-        self._dependency_channel = Channel(path=str(self._parent_socket))
+        self.link.channel = BoundedChannel(path=str(self._socket), codec=PassThroughCodec())
+        self._dependency_channel = BoundedChannel(path=str(self._parent_socket))
         self.link.set_up(True)
 
     def is_alive(self) -> bool:
@@ -175,6 +176,10 @@ class BuiltinHost:
         name = resource_name(resource.api, resource.name)
         if name in self._manager.resources:
             await self._manager.remove_resource(name)
+
+    def instances(self) -> list[ResourceBase]:
+        """The builtin resources running now (`labelsieve run` reads its status from the data managers among them)."""
+        return list(self._manager.resources.values())
 
     async def close(self) -> None:
         """Idempotent, and safe before `start`."""
