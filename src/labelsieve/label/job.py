@@ -195,8 +195,8 @@ def output_for(spec: StageSpec, url: str, staging: Path) -> Output:
     methods = [m for m in CaptureMethod.from_service_configs(resource.name, VISION, resource.service_configs)
                if m.method == METHOD]
     config = spec.filter_config()
-    method = methods[0] if methods else CaptureMethod(spec.filter, VISION, METHOD, 0.0,
-                                                      {"camera_name": config.camera_name or ""})
+    method = methods[0] if methods else CaptureMethod(METHOD, additional_params={"camera_name": config.camera_name or ""},
+                                                      api=VISION, resource=spec.filter)
     managers = [DataManagerConfig.parse(r.name, r.attributes) for r in machine.resources
                 if r.api == "rdk:service:data_manager"]
     return Output(url, method, managers[0].tags if managers else (), staging)

@@ -18,6 +18,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 from labelsieve.detections import Detections
+from labelsieve.errors import LabelsieveError
 from labelsieve.filter import Frame
 from labelsieve.label.job import Output, Pending, decoded, gated, label_frame, propose
 from labelsieve.label.ledger import Ledger, Record
@@ -27,7 +28,7 @@ from labelsieve.label.stages import Stages, StageSpec, open_stages, start_runtim
 __all__ = ["run_local"]
 
 
-class _Stopped(Exception):
+class _Stopped(LabelsieveError):
     """The pipeline ended early (an error or Ctrl-C): the reader thread stops too."""
 
 
