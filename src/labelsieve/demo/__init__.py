@@ -23,12 +23,12 @@ from PIL import ImageOps
 
 from labelsieve import images
 from labelsieve.files import write_atomic
+from labelsieve.shipped import module_entry, sample_picture
 
 __all__ = ["DemoResult", "run_demo"]
 
 log = logging.getLogger("labelsieve.demo")
 
-ROOT = Path(__file__).resolve().parents[3]
 DETECTOR, VERIFIER = "IDEA-Research/grounding-dino-tiny", "HuggingFaceTB/SmolVLM-256M-Instruct"
 RULE = {"detect": "person", "question": "Is this person wearing glasses on their face?", "label": "glasses",
         "negative_label": "no_glasses"}
@@ -49,7 +49,7 @@ class DemoResult:
 def _sample_frames(folder: Path, count: int) -> Path:
     """People pictures that ship with installed packages, varied by crop, scale and mirror so the near-duplicate gate
     lets them through and the dataset has more than a handful of frames."""
-    sources = [ROOT / "configs" / "samples" / "grace_hopper.jpg"]
+    sources = [sample_picture()]
     try:
         from ultralytics.utils import ASSETS
 
@@ -102,14 +102,11 @@ def _models(out: Path) -> tuple[str, str, bool]:
 
 
 def _config(out: Path, frames: Path, detector: str, verifier: str, real: bool) -> dict[str, Any]:
-    def module(name: str) -> dict[str, Any]:
-        return {"type": "local", "name": name.replace("_", "-"), "executable_path": str(ROOT / "modules" / name / "run.sh")}
-
     # Tiny random models: every box is kept and the verifier decides almost every crop, so mechanics always run.
     detector_attrs = {} if real else {"box_threshold": 0.0, "text_threshold": 0.0, "max_detections": 3}
     verifier_attrs = {} if real else {"yes_threshold": 0.5001, "no_threshold": 0.4999}
     return {
-        "modules": [module(m) for m in ("media_camera", "grounding_detector", "vlm_verifier", "autolabel_filter",
+        "modules": [module_entry(m) for m in ("media_camera", "grounding_detector", "vlm_verifier", "autolabel_filter",
                                         "fast_detector")],
         "components": [{"name": "cam", "api": "rdk:component:camera", "model": "labelsieve:camera:media",
                         "attributes": {"source": str(frames), "loop": False}}],
