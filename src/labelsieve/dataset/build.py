@@ -187,11 +187,8 @@ def _build(files: Sequence[SourceFile], out: Path, staging: Path, *, seed: int, 
                 os.replace(staging / "images" / "all" / _image_name(frame), staging / "images" / split / _image_name(frame))
     (staging / "images" / "all").rmdir()
     digest, manifest = _export(staging, {s: [f for f, side in zip(frames, sides) if side == s] for s in SPLITS}, classes)
-    if previous is not None and previous.id == digest:
-        log.info("the sources hold exactly %s (%s); no new version", previous.name, digest[:12])
-        return BuildResult(previous, False, json.loads((previous.path / "summary.json").read_text()))
-
-    name = f"v{int(previous.name[1:]) + 1 if previous else 1}"
+    unchanged = previous is not None and previous.id == digest
+    name = previous.name if previous and unchanged else f"v{int(previous.name[1:]) + 1 if previous else 1}"
     negatives = {box.label for f in frames for box in f.boxes if (box.provenance or {}).get("answer") == "no"}
     per_class = Counter(box.label for f in frames for box in f.boxes)
     summary = {
@@ -201,6 +198,9 @@ def _build(files: Sequence[SourceFile], out: Path, staging: Path, *, seed: int, 
         "split": {s: sides.count(s) for s in SPLITS}, "groups": len(groups),
         "duplicate_frames": duplicates, "capture_files": len(files), "skipped": skipped,
     }
+    if previous and unchanged:  # what this build found (its duplicates, its skips), not the earlier build's counts
+        log.info("the sources hold exactly %s (%s); no new version", previous.name, digest[:12])
+        return BuildResult(previous, False, summary)
     info = {
         "name": name, "id": digest, "parent": previous.id if previous else None, "classes": list(classes),
         "negative_classes": sorted(negatives | set(previous.info.get("negative_classes", ()) if previous else ())),
