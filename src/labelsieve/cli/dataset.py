@@ -11,7 +11,7 @@ from labelsieve.cli.common import verb
 __all__ = ["add"]
 
 EXAMPLES = """examples:
-  labelsieve dataset build ~/.viam/capture datasets/glasses          a local capture folder -> datasets/glasses/v1
+  labelsieve dataset build ~/.labelsieve/capture datasets/glasses    a local capture folder -> datasets/glasses/v1
   labelsieve dataset build s3://bucket/capture datasets/glasses      again, from the synced copy -> v2
   labelsieve dataset build cap1 cap2 datasets/glasses --val-fraction 0.25 --seed 3
 """
