@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -60,13 +61,17 @@ def _coerce(value: Any, hint: Any, field: str) -> Any:
     if origin in (Union, types.UnionType):
         if value is None and _NONE in args:
             return None
-        problems = []
+        problems: list[FieldProblem] = []
         for arm in (a for a in args if a is not _NONE):
             try:
                 return _coerce(value, arm, field)
             except FieldProblem as exc:
-                problems.append(exc.problem)
-        raise FieldProblem(field, " or ".join(problems))
+                problems.append(exc)
+        inner = [p for p in problems if p.field != field]  # the value had an arm's shape; its part was wrong
+        kinds = [m.group(1) for p in problems if (m := re.fullmatch(r"must be (.+), got .*", p.problem, re.S))]
+        if inner or len(kinds) != len(problems):
+            raise (inner or problems)[0]
+        raise FieldProblem(field, f"must be {' or '.join(kinds)}, got {value!r}")
     if origin is Literal:
         if value not in args:
             raise FieldProblem(field, f"must be one of {', '.join(map(repr, args))}, got {value!r}",
@@ -94,9 +99,9 @@ def _coerce(value: Any, hint: Any, field: str) -> Any:
         item = args[0] if args else Any
         return tuple(_coerce(v, item, f"{field}[{i}]") for i, v in enumerate(value))
     if origin in (dict, Mapping) or hint is dict:
-        if not isinstance(value, Mapping):
-            raise FieldProblem(field, f"must be an object, got {value!r}")
         val = args[1] if len(args) == 2 else Any
+        if not isinstance(value, Mapping):
+            raise FieldProblem(field, f"must be an object{' of numbers per class' if val is float else ''}, got {value!r}")
         return {str(k): _coerce(v, val, f"{field}.{k}") for k, v in value.items()}
     if isinstance(hint, type) and issubclass(hint, Attributes):  # a nested object, e.g. one of a list of rules
         if not isinstance(value, Mapping):

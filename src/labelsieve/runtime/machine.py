@@ -99,7 +99,7 @@ class Runtime:
     async def validate(self) -> MachineConfig:
         """Everything `start` checks, with no resource added and no listener opened."""
         try:
-            config = load_config(self.options.config_path)
+            config = load_config(self.options.config_path, unset_env="collect")
             await self._checked(config)
             return config
         finally:
@@ -123,10 +123,10 @@ class Runtime:
         """Start-up is all or nothing: every problem is raised together, and nothing is added."""
         await self.builtins.start()
         if failures := await self.pool.start(config.modules):
-            raise InvalidMachineConfig(failures)
+            raise InvalidMachineConfig([*config.unset_env, *failures])
         deps, errors = await self.resources.check(config, config.resources)
-        if errors:
-            raise InvalidMachineConfig(list(errors.values()))
+        if errors or config.unset_env:
+            raise InvalidMachineConfig([*config.unset_env, *errors.values()])
         dependency_order(config, present(deps, {r.name for r in config.resources}))
         return deps
 
