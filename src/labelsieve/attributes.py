@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import os
 import re
 import types
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Self, Union, get_args, get_origin
 
 from labelsieve.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Attributes", "FieldProblem", "check_keys", "did_you_mean", "resolve_path"]
 
@@ -119,10 +122,19 @@ class Attributes:
 
     #: Keys accepted for compatibility but ignored, e.g. keys viam-server adds itself.
     ignored_keys: ClassVar[frozenset[str]] = frozenset()
+    #: Old key -> its new name: still read, with one log line naming the new key, so existing configs keep working.
+    renamed: ClassVar[Mapping[str, str]] = {}
 
     @classmethod
     def parse(cls, resource: str, attributes: Mapping[str, Any] | None = None) -> Self:
         attributes = dict(attributes or {})
+        for old, new in cls.renamed.items():
+            if old in attributes:
+                if new in attributes:
+                    raise ConfigError(resource, f"attributes.{old}", f"is the old name of '{new}', which is also set",
+                                      f"keep only '{new}'")
+                log.warning("%s: 'attributes.%s' is deprecated; call it '%s'", resource or cls.__name__, old, new)
+                attributes[new] = attributes.pop(old)
         hints = typing.get_type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls)}
         check_keys(resource, "attributes.", (k for k in attributes if k not in cls.ignored_keys), fields)

@@ -114,7 +114,7 @@ def _config(out: Path, frames: Path, detector: str, verifier: str, real: bool) -
             {"name": "proposer", "api": "rdk:service:vision", "model": "labelsieve:vision:grounding-detector",
              "attributes": {"model": detector, "classes": ["person"], **detector_attrs}},
             {"name": "verifier", "api": "rdk:service:vision", "model": "labelsieve:vision:vlm-verifier",
-             "attributes": {"backend": "transformers", "model": verifier, "image_size": 256 if real else 64,
+             "attributes": {"backend": "transformers", "model": verifier, "imgsz": 256 if real else 64,
                             **verifier_attrs}},
             {"name": "labeler", "api": "rdk:service:vision", "model": "labelsieve:vision:autolabel-filter",
              "attributes": {"camera_name": "cam", "detector": "proposer", "verifier": "verifier", "rules": [
