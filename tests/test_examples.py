@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -67,6 +68,12 @@ def test_demo_config_serves_the_sample_images(tmp_path: Path) -> None:
                 await robot.close()
         assert asyncio.run(run()) == (ROOT / "configs/samples/grace_hopper.jpg").read_bytes()  # passed through untouched
     assert "connect from Python" in machine.log
+    assert not noise(machine.log), noise(machine.log)
+
+
+def noise(log: str, expected: str = "\x00") -> list[str]:
+    """WARNING and ERROR lines of a run that went as it should (a clean run has none), but for an `expected` one."""
+    return [line for line in log.splitlines() if re.search(r"\b(WARNING|ERROR)\b", line) and expected not in line]
 
 
 def test_runtime_and_model_free_modules_do_not_import_torch() -> None:
@@ -112,6 +119,7 @@ def test_the_demo_runs_the_whole_loop(tmp_path: Path) -> None:
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "NO NETWORK AND NO CACHED WEIGHTS" in result.stderr and "LABELS ARE MEANINGLESS" in result.stdout
+    assert not noise(result.stderr, expected="NO NETWORK AND NO CACHED WEIGHTS"), result.stderr[-5000:]
     assert "frames seen 6," in result.stdout and "the deployed fast detector answered through the runtime" in result.stdout
     assert list((tmp_path / "run" / "synced").rglob("*.capture")) and (tmp_path / "run" / "models" / "v1" / "model.onnx").is_file()
     machine = json.loads((tmp_path / "run" / "machine.json").read_text())
@@ -119,8 +127,6 @@ def test_the_demo_runs_the_whole_loop(tmp_path: Path) -> None:
 
 
 def test_the_readme_names_only_paths_and_verbs_that_exist() -> None:
-    import re
-
     from labelsieve.cli import parser
 
     readme = (ROOT / "README.md").read_text()

@@ -24,6 +24,7 @@ from PIL import ImageOps
 from labelsieve import images
 from labelsieve.files import write_atomic
 from labelsieve.shipped import module_entry, sample_picture
+from labelsieve.train.offline import ultralytics_offline
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -50,6 +51,7 @@ def _sample_frames(folder: Path, count: int) -> Path:
     """People pictures that ship with installed packages, varied by crop, scale and mirror so the near-duplicate gate
     lets them through and the dataset has more than a handful of frames."""
     sources = [sample_picture()]
+    ultralytics_offline()  # before ultralytics' first import, which reads its settings (training later reuses them)
     try:
         from ultralytics.utils import ASSETS
 
