@@ -141,19 +141,21 @@ async def _capture(config_path: Path, out: Path, timeout: float) -> tuple[Any, d
     runtime = Runtime(RuntimeOptions(config_path, port=0, data_dir=out / "home"))
     await runtime.start()
     watcher = asyncio.create_task(runtime.run_until(asyncio.Event()))
-    robot = await runtime.connect()
+    robot: Any = await runtime.connect()  # the SDK's client is untyped
     try:
         manager = DataManager.from_robot(robot, "data_manager")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            stats = (await manager.do_command({"stats": {}}))["methods"]["rdk:service:vision/labeler/CaptureAllFromCamera"]
+            reply: dict[str, Any] = dict(await manager.do_command({"stats": {}}))
+            stats = reply["methods"]["rdk:service:vision/labeler/CaptureAllFromCamera"]
             if "no more frames" in str(stats.get("last_error", "")):
                 break
             await asyncio.sleep(0.25)
         else:
             log.warning("capture did not finish within %.0f s; going on with what was captured", timeout)
         await manager.sync()
-        filter_stats = (await VisionClient.from_robot(robot, "labeler").do_command({"stats": {}}))["stats"]
+        answer: dict[str, Any] = dict(await VisionClient.from_robot(robot, "labeler").do_command({"stats": {}}))
+        filter_stats: dict[str, Any] = answer["stats"]
     finally:
         await robot.close()
     return (runtime, watcher), filter_stats
@@ -161,18 +163,18 @@ async def _capture(config_path: Path, out: Path, timeout: float) -> tuple[Any, d
 
 async def _deploy_and_ask(runtime: Any, config_path: Path, model_dir: Path, frame: Path) -> int:
     """Deploy the trained model to the running machine (a config edit it applies live) and ask it through the runtime."""
-    from viam.media.video import ViamImage
+    from viam.media.video import CameraMimeType, ViamImage
     from viam.services.vision import VisionClient
 
     from labelsieve.train.deploy import deploy_to_config
 
     deploy_to_config(model_dir, config_path, "fast", create=True)
-    robot = await runtime.connect()
+    robot: Any = await runtime.connect()
     try:
         for _ in range(120):
             try:
                 fast = VisionClient.from_robot(robot, "fast")
-                return len(await fast.get_detections(ViamImage(frame.read_bytes(), "image/jpeg")))
+                return len(await fast.get_detections(ViamImage(frame.read_bytes(), CameraMimeType.JPEG)))
             except Exception:  # noqa: BLE001  (not added yet: the runtime applies the edit within a second or two)
                 await asyncio.sleep(1)
                 await robot.refresh()
