@@ -96,7 +96,7 @@ def _models(out: Path) -> tuple[str, str, bool]:
     from labelsieve.demo.tiny_models import build_grounding_dino
     from labelsieve.demo.tiny_vlms import build_idefics3
 
-    log.warning("\n%s\nNO NETWORK AND NO CACHED WEIGHTS for %s and %s: the demo runs on TINY RANDOM-WEIGHT models, so the "
+    log.warning("NO NETWORK AND NO CACHED WEIGHTS\n%s\nfor %s and %s: the demo runs on TINY RANDOM-WEIGHT models, so the "
                 "pipeline runs end to end but its LABELS ARE MEANINGLESS. On a connected machine the real models are "
                 "downloaded once into the Hugging Face cache.\n%s", "=" * 100, DETECTOR, VERIFIER, "=" * 100)
     tiny = out / "tiny-models"

@@ -123,7 +123,7 @@ def _progress(yolo: Any, epochs: int, terminal: TextIO) -> tqdm:
 
     def epoch_done(trainer: Any) -> None:  # also called by the closing validation, for the same epoch
         bar.set_postfix(_metrics(trainer.metrics), refresh=False)
-        bar.update(trainer.epoch + 1 - bar.n)
+        bar.update(min(trainer.epoch + 1, epochs) - bar.n)
 
     yolo.add_callback("on_fit_epoch_end", epoch_done)
     return bar
