@@ -134,7 +134,6 @@ def train(dataset: str | Path, *, model: str = "yolo11n.yaml", epochs: int = 100
           command: str = "") -> Path:
     """Train `model` (an architecture yaml from scratch, or a `.pt` to fine-tune) on `dataset` (a version folder, a
     dataset root for its latest version, or a URL of either); returns the new model directory under `out`."""
-    YOLO = yolo_class()
     device = training_device(device)
     version = open_dataset(dataset)
 
@@ -142,17 +141,21 @@ def train(dataset: str | Path, *, model: str = "yolo11n.yaml", epochs: int = 100
     staging = out / f".training-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
+    started = False
     try:
-        try:
-            yolo = YOLO(model)
-        except OSError as exc:  # ultralytics tries to download a .pt it cannot find
-            raise ModelError(f"cannot load --model {model}: {exc}; training runs offline, so give a local .pt file or "
-                             "an architecture yaml such as yolo11n.yaml (from scratch)") from exc
-        with _ultralytics_output_to(staging / "train.log") as terminal, _progress(yolo, epochs, terminal):
-            results = yolo.train(data=str(version.data_yaml), epochs=epochs, imgsz=imgsz, device=device, batch=batch,
-                                 workers=workers, seed=seed, deterministic=True, project=str(staging.resolve()),
-                                 name="run", exist_ok=True, plots=True, verbose=False,
-                                 amp=False)  # the AMP check downloads a model; offline it would fail or hang
+        with _ultralytics_output_to(staging / "train.log") as terminal:  # its import prints too
+            YOLO = yolo_class()
+            try:
+                yolo = YOLO(model)
+            except OSError as exc:  # ultralytics tries to download a .pt it cannot find
+                raise ModelError(f"cannot load --model {model}: {exc}; training runs offline, so give a local .pt file "
+                                 "or an architecture yaml such as yolo11n.yaml (from scratch)") from exc
+            started = True
+            with _progress(yolo, epochs, terminal):
+                results = yolo.train(data=str(version.data_yaml), epochs=epochs, imgsz=imgsz, device=device,
+                                     batch=batch, workers=workers, seed=seed, deterministic=True,
+                                     project=str(staging.resolve()), name="run", exist_ok=True, plots=True,
+                                     verbose=False, amp=False)  # the AMP check downloads a model; offline it would hang
             best = staging / "run" / "weights" / "best.pt"
             if not best.is_file():
                 raise ModelError(f"training on {version.path} wrote no weights (see {out / 'train.log'})")
@@ -169,7 +172,7 @@ def train(dataset: str | Path, *, model: str = "yolo11n.yaml", epochs: int = 100
         return _finish(staging, out, version, _metrics(results), command=command, model=model, epochs=epochs,
                        imgsz=imgsz, device=device, batch=batch, seed=seed)
     except BaseException:
-        if (staging / "train.log").is_file():  # the failed run's log outlives its staging folder
+        if started:  # a failed training's log outlives its staging folder
             shutil.move(staging / "train.log", out / "train.log")
         raise
     finally:
