@@ -59,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"labelsieve {args.command}: {subject}:\n{exc}" if "\n" in str(exc) and subject
               else f"labelsieve {args.command}: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: the user knows; no traceback
+        return 130
     except Exception:  # noqa: BLE001 (a bug: one traceback, without viam's excepthook printing it twice more)
         traceback.print_exc()
         return 1
