@@ -39,8 +39,9 @@ def check_filter(config: Path, name: str) -> None:
     filters = [r.name for r in resources if r.model == FILTER]
     found = next((r for r in resources if r.name == name), None)
     if found is None or found.model != FILTER:
-        what = f"is a {found.model}, not an auto-label filter" if found else "is not in the config"
-        raise InputError(f"--filter {name!r} {what}; filters here: {', '.join(filters) or f'none (add a {FILTER})'}")
+        what = f"--filter {name!r} is a {found.model}, not an auto-label filter" if found else \
+            f"--filter: no service named {name!r}"
+        raise InputError(f"{what}; filters here: {', '.join(filters) or f'none (add a {FILTER})'}")
 
 
 def handle(args: argparse.Namespace) -> int:
