@@ -57,6 +57,7 @@ def test_create_adds_the_module_and_the_camera_and_validates(tmp_path: Path) -> 
     camera = json.loads((ROOT / "configs/camera.json").read_text())
     camera["modules"][0]["executable_path"] = str(ROOT / "modules/media_camera/run.sh")
     camera["components"][0]["attributes"]["source"] = str(ROOT / "configs/samples")
+    camera["modules"][0]["env"] = {"KEY": "${environment.LABELSIEVE_ROBOTS_OWN}"}  # set on the robot, not here
     config = tmp_path / "machine.json"
     config.write_text(json.dumps(camera))
     model = model_dir(tmp_path / "v1")
@@ -68,5 +69,5 @@ def test_create_adds_the_module_and_the_camera_and_validates(tmp_path: Path) -> 
     assert fast["attributes"] == {"camera_name": "cam", "model_path": str(model)}
     assert any(m["executable_path"].endswith("fast_detector/run.sh") for m in machine["modules"])
     valid = subprocess.run([sys.executable, "-m", "labelsieve", "validate", str(config), "--data-dir", str(tmp_path / "h")],
-                           capture_output=True, text=True, timeout=120, env=dict(os.environ))
+                           capture_output=True, text=True, timeout=120, env={**os.environ, "LABELSIEVE_ROBOTS_OWN": "k"})
     assert valid.returncode == 0, valid.stdout + valid.stderr

@@ -145,7 +145,8 @@ def deploy_to_config(model_dir: Path, config: Path, service: str, force: bool = 
         if not _serves_fast_detector(machine, config.parent):
             raise InputError(f"{config}: no module serves {FAST_DETECTOR}; add the fast_detector module, or deploy "
                              "with --create to a new service name")
-        parse_config(machine, config.resolve())  # everything `validate` checks without starting a module
+        # Everything `validate` checks without starting a module; ${environment.X} is the robot's business, not ours.
+        parse_config(machine, config.resolve(), unset_env="collect")
         FastDetectorConfig.parse(f"resource '{service}'", attributes)
         write_atomic(config, json.dumps(machine, indent=2) + "\n")
     return decision
