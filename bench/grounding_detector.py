@@ -74,23 +74,23 @@ def bench_model(name: str, directory: Path, device: str, iterations: int, with_m
                     dtype=torch.float16 if device == "cuda" else torch.float32)
     base = per_frame(lambda: pipe(one[0], candidate_labels=CLASSES, threshold=0.3), 1, iterations)
     row(f"transformers pipeline @{native}", base, note="baseline")
-    det = detector(directory, device, input_size=native, batch_size=1)
+    det = detector(directory, device, imgsz=native, batch_size=1)
     ours = per_frame(lambda: det.detect_sync(one), 1, iterations)
     row(f"GroundingDetector @{native}", ours, base, "vs pipeline")
     if with_module:
-        via = module_path(directory, {"input_size": native, "batch_size": 1, "device": device}, one[0], iterations)
+        via = module_path(directory, {"imgsz": native, "batch_size": 1, "device": device}, one[0], iterations)
         row(f"module via labelsieve run @{native}", via, ours, "vs GroundingDetector in process")
         row("", via, base, "vs pipeline")
 
     if name == "grounding-dino":
-        small = detector(directory, device, input_size=480, batch_size=1)
+        small = detector(directory, device, imgsz=480, batch_size=1)
         row("GroundingDetector @480 (default)", per_frame(lambda: small.detect_sync(one), 1, iterations), ours,
             f"vs @{native}")
         det = small
-    batched = detector(directory, device, input_size=det.config.input_size, batch_size=4)
+    batched = detector(directory, device, imgsz=det.config.imgsz, batch_size=4)
     single = per_frame(lambda: det.detect_sync(images), 4, max(1, iterations // 2))
-    row(f"4 frames, batch_size 1 @{det.config.input_size}", single)
-    row(f"4 frames, batch_size 4 @{det.config.input_size}", per_frame(lambda: batched.detect_sync(images), 4,
+    row(f"4 frames, batch_size 1 @{det.config.imgsz}", single)
+    row(f"4 frames, batch_size 4 @{det.config.imgsz}", per_frame(lambda: batched.detect_sync(images), 4,
                                                                      max(1, iterations // 2)), single, "vs batch 1")
 
     def fresh_text() -> object:
@@ -102,8 +102,8 @@ def bench_model(name: str, directory: Path, device: str, iterations: int, with_m
     row("repeated query, text re-encoded", per_frame(fresh_text, 1, iterations), cached, "vs reused")
 
     if device == "cpu":
-        int8 = detector(directory, device, input_size=det.config.input_size, batch_size=1, quantize="int8")
-        row(f"quantize int8 @{det.config.input_size} (accuracy unverified)",
+        int8 = detector(directory, device, imgsz=det.config.imgsz, batch_size=1, quantize="int8")
+        row(f"quantize int8 @{det.config.imgsz} (accuracy unverified)",
             per_frame(lambda: int8.detect_sync(one), 1, iterations), cached, "vs float32")
 
 

@@ -93,7 +93,7 @@ def bench_transformers(repeats: int, device: str) -> None:
         forward: dict[int, list[float]] = {512: [], 384: [], 256: []}
         generate: list[float] = []
         for size in forward:
-            v = Verifier.from_attributes({"backend": "transformers", "model": str(path), "image_size": size,
+            v = Verifier.from_attributes({"backend": "transformers", "model": str(path), "imgsz": size,
                                           "cache_size": 0, "device": device}, "bench")
             v.verify_sync([crop], QUESTION)  # load + warm-up
             b = v.backend.start().result()  # type: ignore[attr-defined]  # the loaded model (a LoadedVlm)

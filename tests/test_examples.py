@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,13 +25,36 @@ def tracked_configs() -> list[Path]:
 CONFIGS = tracked_configs()
 
 
+def validate(config: Path, data_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    return subprocess.run([sys.executable, "-m", "labelsieve", "validate", str(config), "--data-dir", str(data_dir)],
+                          capture_output=True, text=True, timeout=120, env={**clean, **env})
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
-def test_example_config_validates(config: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "OPENAI_API_KEY": "sk-placeholder"}  # configs pass keys through ${environment.X}
-    result = subprocess.run([sys.executable, "-m", "labelsieve", "validate", str(config), "--data-dir", str(tmp_path)],
-                            capture_output=True, text=True, timeout=120, env=env)
+def test_example_config_validates_as_shipped(config: Path, tmp_path: Path) -> None:
+    """Only the OpenAI config needs something from the user (its key), and it says which."""
+    needs_key = "${environment.OPENAI_API_KEY}" in config.read_text()
+    result = validate(config, tmp_path)
+    if needs_key:
+        assert result.returncode == 2 and "OPENAI_API_KEY is not set" in result.stderr, result.stderr
+        result = validate(config, tmp_path, OPENAI_API_KEY="sk-placeholder")
     assert result.returncode == 0, result.stderr
     assert "valid (" in result.stdout
+
+
+def test_the_shipped_configs_cover_local_and_openai_labeling_and_a_robot() -> None:
+    models = {c.name: {r["model"]: r.get("attributes", {}) for r in json.loads(c.read_text()).get("services", [])}
+              for c in CONFIGS}
+    verifiers = [m["labelsieve:vision:vlm-verifier"].get("backend") for m in models.values()
+                 if "labelsieve:vision:vlm-verifier" in m]
+    assert {"openai", "transformers"} <= set(verifiers)
+    assert any("labelsieve:vision:fast-detector" in m for m in models.values())
+    for config in CONFIGS:  # nothing writes into configs/: storage paths are absolute, URLs or left to the default
+        for resource in json.loads(config.read_text()).get("services", []):
+            for key in ("capture_dir", "sync_url"):
+                value = resource.get("attributes", {}).get(key)
+                assert value is None or "://" in value or Path(value).expanduser().is_absolute(), (config.name, key)
 
 
 def test_demo_config_serves_the_sample_images(tmp_path: Path) -> None:
@@ -44,6 +68,12 @@ def test_demo_config_serves_the_sample_images(tmp_path: Path) -> None:
                 await robot.close()
         assert asyncio.run(run()) == (ROOT / "configs/samples/grace_hopper.jpg").read_bytes()  # passed through untouched
     assert "connect from Python" in machine.log
+    assert not noise(machine.log), noise(machine.log)
+
+
+def noise(log: str, expected: str = "\x00") -> list[str]:
+    """WARNING and ERROR lines of a run that went as it should (a clean run has none), but for an `expected` one."""
+    return [line for line in log.splitlines() if re.search(r"\b(WARNING|ERROR)\b", line) and expected not in line]
 
 
 def test_runtime_and_model_free_modules_do_not_import_torch() -> None:
@@ -89,7 +119,25 @@ def test_the_demo_runs_the_whole_loop(tmp_path: Path) -> None:
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "NO NETWORK AND NO CACHED WEIGHTS" in result.stderr and "LABELS ARE MEANINGLESS" in result.stdout
+    assert not noise(result.stderr, expected="NO NETWORK AND NO CACHED WEIGHTS"), result.stderr[-5000:]
     assert "frames seen 6," in result.stdout and "the deployed fast detector answered through the runtime" in result.stdout
     assert list((tmp_path / "run" / "synced").rglob("*.capture")) and (tmp_path / "run" / "models" / "v1" / "model.onnx").is_file()
     machine = json.loads((tmp_path / "run" / "machine.json").read_text())
     assert any(s["name"] == "fast" for s in machine["services"])  # deployed into the running machine's config
+
+
+def test_the_readme_names_only_paths_and_verbs_that_exist() -> None:
+    from labelsieve.cli import parser
+
+    readme = (ROOT / "README.md").read_text()
+    paths = set(re.findall(r"(?<![\w/.~])((?:configs|modules|bench|src/labelsieve)/[\w./-]*[\w/])", readme))
+    for row in re.findall(r"^\| `(configs/|bench/|modules/)` \|(.*)$", readme, re.MULTILINE):  # "`configs/` | `x.json` ..."
+        paths |= {row[0] + name for name in re.findall(r"`([\w.-]+\.(?:json|py))`", row[1])}
+    missing = sorted(p for p in paths if "<" not in p and not (ROOT / p).exists())
+    assert not missing, f"the README names paths that do not exist: {missing}"
+    verbs = set(parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    blocks = re.findall(r"```.*?```", readme, re.S)
+    code = "\n".join(blocks + re.findall(r"`[^`\n]+`", re.sub(r"```.*?```", "", readme, flags=re.S)))
+    named = set(re.findall(r"^`?labelsieve ([a-z]+)\b", code, re.MULTILINE))  # commands in code blocks and `spans`
+    unknown = sorted(named - verbs)
+    assert not unknown, f"the README names verbs the CLI lacks: {unknown}"

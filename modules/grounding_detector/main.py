@@ -7,6 +7,7 @@ FAILED_PRECONDITION with the loader's message. Inference runs in `asyncio.to_thr
 """
 
 import asyncio
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Self
 
@@ -28,6 +29,10 @@ from labelsieve.models import ModelSlot
 from labelsieve.viam.commands import command_of, detect_reply, parse_detect
 from labelsieve.viam.convert import attributes_of, detections_to_viam
 from labelsieve.viam.resource import CameraDetector, camera_dependency, labelsieve_resource, requires
+
+# A module has no terminal: transformers' "Loading weights" and hub download bars would reach the runtime's log as
+# stderr warnings. Read by huggingface_hub when transformers is first imported (lazily, for the first model).
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 SUPPORTED = ("get_detections, get_detections_from_camera, capture_all_from_camera (image and detections), "
              "get_properties and do_command {\"detect\": {\"images\": [base64...], \"query\": \"...\"}}")

@@ -9,6 +9,7 @@ A local (transformers) model lives in the resource's `ModelSlot`, so a reconfigu
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Self
 
@@ -30,6 +31,10 @@ from labelsieve.verify import Verifier, VerifierConfig
 from labelsieve.viam.commands import command_of, parse_verify
 from labelsieve.viam.convert import attributes_of, camera_frame
 from labelsieve.viam.resource import camera_dependency, labelsieve_resource, requires
+
+# A module has no terminal: transformers' "Loading weights" and hub download bars would reach the runtime's log as
+# stderr warnings. Read by huggingface_hub when transformers is first imported (lazily, for the first model).
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 SUPPORTED = ("get_classifications and get_classifications_from_camera with extra={'question': ...}, get_properties, "
              "and do_command({'verify': {'crops': [{'image': <base64>, 'question': ...}, ...]}})")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Self, Union, get_args, get_origin
 
 from labelsieve.errors import ConfigError, FieldProblem
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Attributes", "FieldProblem", "check_keys", "did_you_mean", "resolve_path"]
 
@@ -53,13 +57,17 @@ def _coerce(value: Any, hint: Any, field: str) -> Any:
     if origin in (Union, types.UnionType):
         if value is None and _NONE in args:
             return None
-        problems = []
+        problems: list[FieldProblem] = []
         for arm in (a for a in args if a is not _NONE):
             try:
                 return _coerce(value, arm, field)
             except FieldProblem as exc:
-                problems.append(exc.problem)
-        raise FieldProblem(field, " or ".join(problems))
+                problems.append(exc)
+        inner = [p for p in problems if p.field != field]  # the value had an arm's shape; its part was wrong
+        kinds = [m.group(1) for p in problems if (m := re.fullmatch(r"must be (.+), got .*", p.problem, re.S))]
+        if inner or len(kinds) != len(problems):
+            raise (inner or problems)[0]
+        raise FieldProblem(field, f"must be {' or '.join(kinds)}, got {value!r}")
     if origin is Literal:
         if value not in args:
             raise FieldProblem(field, f"must be one of {', '.join(map(repr, args))}, got {value!r}",
@@ -87,9 +95,9 @@ def _coerce(value: Any, hint: Any, field: str) -> Any:
         item = args[0] if args else Any
         return tuple(_coerce(v, item, f"{field}[{i}]") for i, v in enumerate(value))
     if origin in (dict, Mapping) or hint is dict:
-        if not isinstance(value, Mapping):
-            raise FieldProblem(field, f"must be an object, got {value!r}")
         val = args[1] if len(args) == 2 else Any
+        if not isinstance(value, Mapping):
+            raise FieldProblem(field, f"must be an object{' of numbers per class' if val is float else ''}, got {value!r}")
         return {str(k): _coerce(v, val, f"{field}.{k}") for k, v in value.items()}
     if isinstance(hint, type) and issubclass(hint, Attributes):  # a nested object, e.g. one of a list of rules
         if not isinstance(value, Mapping):
@@ -107,10 +115,19 @@ class Attributes:
 
     #: Keys accepted for compatibility but ignored, e.g. keys viam-server adds itself.
     ignored_keys: ClassVar[frozenset[str]] = frozenset()
+    #: Old key -> its new name: still read, with one log line naming the new key, so existing configs keep working.
+    renamed: ClassVar[Mapping[str, str]] = {}
 
     @classmethod
     def parse(cls, resource: str, attributes: Mapping[str, Any] | None = None) -> Self:
         attributes = dict(attributes or {})
+        for old, new in cls.renamed.items():
+            if old in attributes:
+                if new in attributes:
+                    raise ConfigError(resource, f"attributes.{old}", f"is the old name of '{new}', which is also set",
+                                      f"keep only '{new}'")
+                log.warning("%s: 'attributes.%s' is deprecated; call it '%s'", resource or cls.__name__, old, new)
+                attributes[new] = attributes.pop(old)
         hints = typing.get_type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls)}
         check_keys(resource, "attributes.", (k for k in attributes if k not in cls.ignored_keys), fields)

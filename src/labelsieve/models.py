@@ -53,7 +53,7 @@ class ModelKey:
     device: str = "auto"
     dtype: str = "auto"
     quantize: str = "none"
-    #: Anything else that changes the loaded object, as sorted (name, value) pairs, e.g. (("image_size", 512),).
+    #: Anything else that changes the loaded object, as sorted (name, value) pairs, e.g. (("imgsz", 512),).
     extra: tuple[tuple[str, Any], ...] = ()
     #: What the factory builds ("grounding-detector", "vlm-verifier", ...), so different loaders never share an entry.
     kind: str = ""

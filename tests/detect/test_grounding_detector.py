@@ -81,7 +81,7 @@ def test_string_and_list_queries_give_the_same_classes() -> None:
     ({"default_query": "person."}, "attributes.default_query", "together with 'classes'"),
     ({"quantize": "int8", "device": "cuda"}, "attributes.quantize", "CPU only"),
     ({"max_detections": 0}, "attributes.max_detections", "at least 1"),
-    ({"input_size": 640.5}, "attributes.input_size", "whole number"),
+    ({"imgsz": 640.5}, "attributes.imgsz", "whole number"),
     ({"nms_iou": 0}, "attributes.nms_iou", "(0, 1]"),
 ])
 def test_bad_attributes_are_rejected_naming_the_field(attributes: dict[str, Any], field: str, message: str) -> None:
@@ -92,10 +92,10 @@ def test_bad_attributes_are_rejected_naming_the_field(attributes: dict[str, Any]
 
 
 def test_attributes_arrive_as_viam_sends_them() -> None:
-    config = GroundingDetectorConfig.parse("det", {"default_query": "person. dog.", "input_size": 640.0,
+    config = GroundingDetectorConfig.parse("det", {"default_query": "person. dog.", "imgsz": 640.0,
                                                    "box_threshold": {"dog": 0.5}})
     assert config.configured_classes == ("person", "dog")
-    assert config.input_size == 640
+    assert config.imgsz == 640
     assert config.threshold("box_threshold", "dog", 0.35) == 0.5
     assert config.threshold("box_threshold", "person", 0.35) == 0.35
 
@@ -185,8 +185,8 @@ def test_class_names_are_exactly_the_requested_classes(model_dir: Path) -> None:
 
 def test_query_override_and_batching(model_dir: Path) -> None:
     images = [frame(seed=s) for s in range(3)]
-    one = detector(model_dir, box_threshold=0.0, text_threshold=0.0, batch_size=1, input_size=64)
-    three = detector(model_dir, box_threshold=0.0, text_threshold=0.0, batch_size=3, input_size=64)
+    one = detector(model_dir, box_threshold=0.0, text_threshold=0.0, batch_size=1, imgsz=64)
+    three = detector(model_dir, box_threshold=0.0, text_threshold=0.0, batch_size=3, imgsz=64)
     by_string, by_list = one.detect_sync(images, "Dog. cat."), three.detect_sync(images, ["Dog", "cat"])
     for a, b in zip(by_string, by_list):
         assert set(a.class_name.tolist()) <= {"Dog", "cat"} and len(a) > 0
@@ -326,7 +326,7 @@ def test_module_reports_a_failed_load_on_every_call(module: ModuleType, tmp_path
 
 
 def _loose(model: Path) -> dict[str, Any]:
-    return {"model": str(model), "classes": CLASSES, "box_threshold": 0.0, "text_threshold": 0.0, "input_size": 64}
+    return {"model": str(model), "classes": CLASSES, "box_threshold": 0.0, "text_threshold": 0.0, "imgsz": 64}
 
 
 def test_a_threshold_edit_loads_no_weights(module: ModuleType, gdino_dir: Path) -> None:

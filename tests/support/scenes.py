@@ -80,4 +80,6 @@ def train_tiny(root: Path, env: dict[str, str] | None = None) -> tuple[Path, str
                           str(root / "models")], capture_output=True, text=True, timeout=300,
                          env={**os.environ, **(env or {})})
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    (root / "train.stdout").write_text(run.stdout)  # what the user saw, for tests/train
+    (root / "train.stderr").write_text(run.stderr)
     return Path(run.stdout.strip().splitlines()[-1]), run.stdout

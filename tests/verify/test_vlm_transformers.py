@@ -34,7 +34,7 @@ def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def local(path: Path, **attrs: Any) -> Verifier:
-    return Verifier.from_attributes({"backend": "transformers", "model": str(path), "image_size": 0, **attrs}, "vlm")
+    return Verifier.from_attributes({"backend": "transformers", "model": str(path), "imgsz": 0, **attrs}, "vlm")
 
 
 def loaded(v: Verifier) -> LoadedVlm:
@@ -72,12 +72,12 @@ def test_thresholds_decide_the_answer(tiny_dirs: dict[str, Path]) -> None:
     assert always_no[0].answer == "no"
 
 
-def test_smolvlm_image_size_sets_the_encoder_tile(tiny_dirs: dict[str, Path]) -> None:
-    v = local(tiny_dirs["idefics3"], image_size=32)
+def test_smolvlm_imgsz_sets_the_encoder_tile(tiny_dirs: dict[str, Path]) -> None:
+    v = local(tiny_dirs["idefics3"], imgsz=32)
     v.verify_sync(CROPS[:1], QUESTION)
     assert loaded(v).processor.image_seq_len == 1  # (32 / patch 16)^2 / shuffle 2^2
-    with pytest.raises(ModelError, match="'image_size' 48 must be a multiple of 32"):
-        local(tiny_dirs["idefics3"], image_size=48).verify_sync(CROPS[:1], QUESTION)
+    with pytest.raises(ModelError, match="'imgsz' 48 must be a multiple of 32"):
+        local(tiny_dirs["idefics3"], imgsz=48).verify_sync(CROPS[:1], QUESTION)
 
 
 def test_missing_weights_name_the_model_and_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -117,7 +117,7 @@ def test_module_loads_in_background_and_reports_missing_weights(tiny_dirs: dict[
     cls = load_module().VlmVerifierService
 
     def service(model: str, name: str) -> Any:
-        attrs = {"backend": "transformers", "model": model, "image_size": 0, "default_question": QUESTION}
+        attrs = {"backend": "transformers", "model": model, "imgsz": 0, "default_question": QUESTION}
         return cls.new(ComponentConfig(name=name, attributes=dict_to_struct(attrs)), {})
 
     buf = io.BytesIO()

@@ -7,13 +7,15 @@ import argparse
 import logging
 import ssl
 import sys
+import traceback
+from typing import NoReturn
 
-from labelsieve.cli import dataset, demo, deploy, eval, export, label, push, review, run, sync, train, validate
+from labelsieve.cli import dataset, demo, deploy, eval, export, label, predict, push, review, run, sync, train, validate
 from labelsieve.errors import LabelsieveError
 
 __all__ = ["main"]
 
-VERBS = (run, validate, sync, label, dataset, export, push, eval, review, train, deploy, demo)
+VERBS = (run, validate, sync, label, dataset, export, push, eval, review, train, predict, deploy, demo)
 
 EXAMPLES = """examples:
   labelsieve run configs/camera.json                      serve on 127.0.0.1:8080, reload on edits
@@ -28,12 +30,20 @@ EXAMPLES = """examples:
   labelsieve export datasets/glasses --format viam out       Viam's dataset.jsonl + data/
   labelsieve review datasets/glasses                    accept, reject, relabel boxes in the browser -> next version
   labelsieve train datasets/glasses --epochs 50 --imgsz 640      a versioned model directory (weights, ONNX, metrics)
+  labelsieve predict models/v1 frames/                   the model's boxes drawn on pictures, to eyeball it
   labelsieve deploy models/v1 --config machine.json --service fast   hot-swap on one machine (--to URL: a fleet)
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad flag is one line naming the verb's help, exit 2 (argparse's usage block buries the problem)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="labelsieve", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    top = _Parser(prog="labelsieve", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = top.add_subparsers(dest="command", required=True)
     for verb in VERBS:
         verb.add(sub)
@@ -41,6 +51,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Every error ends here, once: importing viam replaces `sys.excepthook` with one that logs through viam's own
+    handler and the root logger and then prints again, so an escaping exception used to print three times."""
     args = parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
@@ -51,3 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"labelsieve {args.command}: {subject}:\n{exc}" if "\n" in str(exc) and subject
               else f"labelsieve {args.command}: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: the user knows; no traceback
+        return 130
+    except Exception:  # noqa: BLE001 (a bug: one traceback, without viam's excepthook printing it twice more)
+        traceback.print_exc()
+        return 1

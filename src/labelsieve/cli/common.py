@@ -11,7 +11,7 @@ __all__ = ["add_data_dir", "add_log_level", "add_machine_config", "verb"]
 
 
 def verb(sub: argparse._SubParsersAction, name: str, text: str, examples: str = "") -> argparse.ArgumentParser:  # type: ignore[type-arg]
-    p = sub.add_parser(name, help=text, description=text, epilog=examples or None,
+    p: argparse.ArgumentParser = sub.add_parser(name, help=text, description=text, epilog=examples or None,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_log_level(p)
     return p

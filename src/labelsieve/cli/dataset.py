@@ -11,7 +11,7 @@ from labelsieve.cli.common import verb
 __all__ = ["add"]
 
 EXAMPLES = """examples:
-  labelsieve dataset build ~/.viam/capture datasets/glasses          a local capture folder -> datasets/glasses/v1
+  labelsieve dataset build ~/.labelsieve/capture datasets/glasses    a local capture folder -> datasets/glasses/v1
   labelsieve dataset build s3://bucket/capture datasets/glasses      again, from the synced copy -> v2
   labelsieve dataset build viam://dataset/glasses?org=ORG datasets/glasses   from Viam's app (VIAM_API_KEY, VIAM_API_KEY_ID)
   labelsieve dataset build exported/ datasets/glasses               a `viam dataset export` folder (dataset.jsonl + data/)

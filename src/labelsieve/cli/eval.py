@@ -27,9 +27,27 @@ def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(handler=handle)
 
 
+FILTER = "labelsieve:vision:autolabel-filter"
+
+
+def check_filter(config: Path, name: str) -> None:
+    """`--filter` names an auto-label filter in `config`; otherwise say what it names and which filters there are."""
+    from labelsieve.errors import InputError
+    from labelsieve.runtime.config import load_config
+
+    resources = load_config(config, unset_env="collect").resources
+    filters = [r.name for r in resources if r.model == FILTER]
+    found = next((r for r in resources if r.name == name), None)
+    if found is None or found.model != FILTER:
+        what = f"--filter {name!r} is a {found.model}, not an auto-label filter" if found else \
+            f"--filter: no service named {name!r}"
+        raise InputError(f"{what}; filters here: {', '.join(filters) or f'none (add a {FILTER})'}")
+
+
 def handle(args: argparse.Namespace) -> int:
     from labelsieve.eval import evaluate, summary_table
 
+    check_filter(args.config, args.filter)
     report = asyncio.run(evaluate(args.config, args.filter, args.truth, args.out, images_dir=args.images,
                                   data_dir=args.data_dir))
     print(summary_table(report))

@@ -6,6 +6,7 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from labelsieve.cli.common import verb
 
@@ -27,7 +28,8 @@ def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--imgsz", type=int, default=640, help="training and export image size")
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--device", default=None, help="cpu, 0, or 0,1 for several GPUs (default: ultralytics picks)")
+    p.add_argument("--device", default="auto",
+                   help="auto (a GPU if there is one), cpu, cuda (every GPU), or GPU numbers: 0, 0,1 (default auto)")
     p.add_argument("--workers", type=int, default=8, help="dataloader processes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("models"), help="model versions v1, v2, ... go here (./models)")
@@ -37,7 +39,7 @@ def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def handle(args: argparse.Namespace) -> int:
-    from labelsieve.train.trainer import train
+    from labelsieve.train.trainer import load_model_info, train
 
     model_dir = train(args.dataset, model=args.model, epochs=args.epochs, imgsz=args.imgsz, device=args.device,
                       batch=args.batch, workers=args.workers, seed=args.seed, out=args.out,
@@ -46,5 +48,15 @@ def handle(args: argparse.Namespace) -> int:
         from labelsieve.train.quantize import quantize_int8
 
         quantize_int8(model_dir, device=args.device)
+    print(summary(model_dir, load_model_info(model_dir)))
     print(model_dir)
     return 0
+
+
+def summary(model_dir: Path, info: dict[str, Any]) -> str:
+    metrics = ", ".join(f"{k} {v:.3f}" for k, v in info["metrics"].items())
+    return (f"model {model_dir.name} ({info['id']}): {', '.join(info['classes'])}\n"
+            f"  held out  {metrics} (val split of dataset {info['dataset']['name']})\n"
+            f"  files     {model_dir / 'model.onnx'}, model.pt, model.json, plots/, train.log (ultralytics' full log)\n"
+            f"  next      labelsieve predict {model_dir} IMAGE...   draws its boxes, to eyeball it\n"
+            f"            labelsieve deploy {model_dir} --config machine.json --service fast")

@@ -177,11 +177,8 @@ def _build(files: Sequence[SourceFile], out: Path, staging: Path, *, seed: int, 
                 os.replace(staging / "images" / "all" / _image_name(frame), staging / "images" / split / _image_name(frame))
     (staging / "images" / "all").rmdir()
     digest, manifest = _export(staging, {s: [f for f, side in zip(frames, sides) if side == s] for s in SPLITS}, classes)
-    if previous is not None and previous.id == digest:
-        log.info("the sources hold exactly %s (%s); no new version", previous.name, digest[:12])
-        return BuildResult(previous, False, json.loads((previous.path / "summary.json").read_text()))
-
-    name = next_version(out).name
+    unchanged = previous is not None and previous.id == digest
+    name = previous.name if previous and unchanged else next_version(out).name
     negatives = {name for f in frames for (_, _, name), p in zip(f.detections, f.detections.provenance)
                  if (p or {}).get("answer") == "no"}
     per_class = _per_class(frames)
@@ -193,6 +190,9 @@ def _build(files: Sequence[SourceFile], out: Path, staging: Path, *, seed: int, 
         "duplicate_frames": duplicates, "capture_files": len(files), "skipped": skipped,
         "ignore_regions_filled": sum(int(f.detections.metadata.get("filled_regions", 0)) for f in frames),
     }
+    if previous and unchanged:  # what this build found (its duplicates, its skips), not the earlier build's counts
+        log.info("the sources hold exactly %s (%s); no new version", previous.name, digest[:12])
+        return BuildResult(previous, False, summary)
     info = {
         "name": name, "id": digest, "parent": previous.id if previous else None, "classes": list(classes),
         "negative_classes": sorted(negatives | set(previous.info.get("negative_classes", ()) if previous else ())),

@@ -23,12 +23,13 @@ from PIL import ImageOps
 
 from labelsieve import images
 from labelsieve.files import write_atomic
+from labelsieve.shipped import module_entry, sample_picture
+from labelsieve.train.offline import ultralytics_offline
 
 __all__ = ["DemoResult", "run_demo"]
 
 log = logging.getLogger("labelsieve.demo")
 
-ROOT = Path(__file__).resolve().parents[3]
 DETECTOR, VERIFIER = "IDEA-Research/grounding-dino-tiny", "HuggingFaceTB/SmolVLM-256M-Instruct"
 RULE = {"detect": "person", "question": "Is this person wearing glasses on their face?", "label": "glasses",
         "negative_label": "no_glasses"}
@@ -49,7 +50,8 @@ class DemoResult:
 def _sample_frames(folder: Path, count: int) -> Path:
     """People pictures that ship with installed packages, varied by crop, scale and mirror so the near-duplicate gate
     lets them through and the dataset has more than a handful of frames."""
-    sources = [ROOT / "configs" / "samples" / "grace_hopper.jpg"]
+    sources = [sample_picture()]
+    ultralytics_offline()  # before ultralytics' first import, which reads its settings (training later reuses them)
     try:
         from ultralytics.utils import ASSETS
 
@@ -94,7 +96,7 @@ def _models(out: Path) -> tuple[str, str, bool]:
     from labelsieve.demo.tiny_models import build_grounding_dino
     from labelsieve.demo.tiny_vlms import build_idefics3
 
-    log.warning("\n%s\nNO NETWORK AND NO CACHED WEIGHTS for %s and %s: the demo runs on TINY RANDOM-WEIGHT models, so the "
+    log.warning("NO NETWORK AND NO CACHED WEIGHTS\n%s\nfor %s and %s: the demo runs on TINY RANDOM-WEIGHT models, so the "
                 "pipeline runs end to end but its LABELS ARE MEANINGLESS. On a connected machine the real models are "
                 "downloaded once into the Hugging Face cache.\n%s", "=" * 100, DETECTOR, VERIFIER, "=" * 100)
     tiny = out / "tiny-models"
@@ -102,14 +104,11 @@ def _models(out: Path) -> tuple[str, str, bool]:
 
 
 def _config(out: Path, frames: Path, detector: str, verifier: str, real: bool) -> dict[str, Any]:
-    def module(name: str) -> dict[str, Any]:
-        return {"type": "local", "name": name.replace("_", "-"), "executable_path": str(ROOT / "modules" / name / "run.sh")}
-
     # Tiny random models: every box is kept and the verifier decides almost every crop, so mechanics always run.
     detector_attrs = {} if real else {"box_threshold": 0.0, "text_threshold": 0.0, "max_detections": 3}
     verifier_attrs = {} if real else {"yes_threshold": 0.5001, "no_threshold": 0.4999}
     return {
-        "modules": [module(m) for m in ("media_camera", "grounding_detector", "vlm_verifier", "autolabel_filter",
+        "modules": [module_entry(m) for m in ("media_camera", "grounding_detector", "vlm_verifier", "autolabel_filter",
                                         "fast_detector")],
         "components": [{"name": "cam", "api": "rdk:component:camera", "model": "labelsieve:camera:media",
                         "attributes": {"source": str(frames), "loop": False}}],
@@ -117,7 +116,7 @@ def _config(out: Path, frames: Path, detector: str, verifier: str, real: bool) -
             {"name": "proposer", "api": "rdk:service:vision", "model": "labelsieve:vision:grounding-detector",
              "attributes": {"model": detector, "classes": ["person"], **detector_attrs}},
             {"name": "verifier", "api": "rdk:service:vision", "model": "labelsieve:vision:vlm-verifier",
-             "attributes": {"backend": "transformers", "model": verifier, "image_size": 256 if real else 64,
+             "attributes": {"backend": "transformers", "model": verifier, "imgsz": 256 if real else 64,
                             **verifier_attrs}},
             {"name": "labeler", "api": "rdk:service:vision", "model": "labelsieve:vision:autolabel-filter",
              "attributes": {"camera_name": "cam", "detector": "proposer", "verifier": "verifier", "rules": [
@@ -142,19 +141,21 @@ async def _capture(config_path: Path, out: Path, timeout: float) -> tuple[Any, d
     runtime = Runtime(RuntimeOptions(config_path, port=0, data_dir=out / "home"))
     await runtime.start()
     watcher = asyncio.create_task(runtime.run_until(asyncio.Event()))
-    robot = await runtime.connect()
+    robot: Any = await runtime.connect()  # the SDK's client is untyped
     try:
         manager = DataManagerService.from_robot(robot, "data_manager")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            stats = (await manager.do_command({"stats": {}}))["methods"]["rdk:service:vision/labeler/CaptureAllFromCamera"]
+            reply: dict[str, Any] = dict(await manager.do_command({"stats": {}}))
+            stats = reply["methods"]["rdk:service:vision/labeler/CaptureAllFromCamera"]
             if stats.get("ended"):  # the camera played its last frame
                 break
             await asyncio.sleep(0.25)
         else:
             log.warning("capture did not finish within %.0f s; going on with what was captured", timeout)
         await manager.sync()
-        filter_stats = (await VisionClient.from_robot(robot, "labeler").do_command({"stats": {}}))["stats"]
+        answer: dict[str, Any] = dict(await VisionClient.from_robot(robot, "labeler").do_command({"stats": {}}))
+        filter_stats: dict[str, Any] = answer["stats"]
     finally:
         await robot.close()
     return (runtime, watcher), filter_stats
@@ -162,18 +163,18 @@ async def _capture(config_path: Path, out: Path, timeout: float) -> tuple[Any, d
 
 async def _deploy_and_ask(runtime: Any, config_path: Path, model_dir: Path, frame: Path) -> int:
     """Deploy the trained model to the running machine (a config edit it applies live) and ask it through the runtime."""
-    from viam.media.video import ViamImage
+    from viam.media.video import CameraMimeType, ViamImage
     from viam.services.vision import VisionClient
 
     from labelsieve.train.deploy import deploy_to_config
 
     deploy_to_config(model_dir, config_path, "fast", create=True)
-    robot = await runtime.connect()
+    robot: Any = await runtime.connect()
     try:
         for _ in range(120):
             try:
                 fast = VisionClient.from_robot(robot, "fast")
-                return len(await fast.get_detections(ViamImage(frame.read_bytes(), "image/jpeg")))
+                return len(await fast.get_detections(ViamImage(frame.read_bytes(), CameraMimeType.JPEG)))
             except Exception:  # noqa: BLE001  (not added yet: the runtime applies the edit within a second or two)
                 await asyncio.sleep(1)
                 await robot.refresh()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from labelsieve.attributes import Attributes, FieldProblem, did_you_mean
 
@@ -41,7 +41,7 @@ def parse_query(query: str | Sequence[str]) -> tuple[str, ...]:
 class GroundingDetectorConfig(Attributes):
     """Stage 1 of auto-labeling: propose boxes for text classes with Grounding DINO or OWLv2.
 
-    `input_size` is the resized image's shortest side (Grounding DINO) or square side (OWLv2). Left unset it is 480 for
+    `imgsz` (formerly `input_size`) is the resized image's shortest side (Grounding DINO) or square side (OWLv2). Left unset it is 480 for
     Grounding DINO, which lies inside its multi-scale training range (480-800) and equals a VGA frame's height, so a
     640x480 camera frame is not upscaled (800 costs ~3x the CPU time for no extra pixels); and the native 960 for OWLv2,
     which was trained at one size only (other sizes interpolate its position embeddings).
@@ -60,11 +60,13 @@ class GroundingDetectorConfig(Attributes):
     text_threshold: Threshold | None = None
     nms_iou: float = 0.5
     max_detections: int = 100
-    input_size: int | None = None
+    imgsz: int | None = None
     #: Frames per forward. Unset: 4 on a GPU, 1 on a CPU, where batching measured 1.1-1.4x slower per frame.
     batch_size: int | None = None
     quantize: Literal["none", "int8"] = "none"
     camera_name: str | None = None
+
+    renamed: ClassVar[Mapping[str, str]] = {"input_size": "imgsz"}
 
     def check(self) -> None:
         if self.classes and self.default_query is not None:
@@ -79,7 +81,7 @@ class GroundingDetectorConfig(Attributes):
             self._check_threshold(name, getattr(self, name))
         if not 0.0 < self.nms_iou <= 1.0:
             raise FieldProblem("nms_iou", f"must be in (0, 1], got {self.nms_iou}", "1 keeps every overlapping box")
-        for name, low in (("max_detections", 1), ("batch_size", 1), ("input_size", 64)):
+        for name, low in (("max_detections", 1), ("batch_size", 1), ("imgsz", 64)):
             value = getattr(self, name)
             if value is not None and value < low:
                 raise FieldProblem(name, f"must be at least {low}, got {value}")

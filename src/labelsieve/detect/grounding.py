@@ -116,7 +116,7 @@ class GroundingDetector:
         cfg, backend = self.config, model.backend
         box_t = np.array([cfg.threshold("box_threshold", c, backend.default_thresholds[0]) for c in classes], np.float32)
         text_t = np.array([cfg.threshold("text_threshold", c, backend.default_thresholds[1]) for c in classes], np.float32)
-        size = cfg.input_size or backend.default_input_size
+        size = cfg.imgsz or backend.default_input_size
         frames = [rgb(im) for im in images]
         raws: list[Raw] = []
         with model.lock:  # one model call at a time; the text cache is shared state too

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from labelsieve.attributes import check_keys
-from labelsieve.errors import ConfigError
+from labelsieve.errors import ConfigError, InvalidMachineConfig
 
 __all__ = ["MachineConfig", "ModuleConfig", "ResourceConfig", "dependency_order", "load_config"]
 
@@ -80,6 +80,9 @@ class MachineConfig:
     source: bytes = field(default=b"", compare=False, repr=False)
     #: What viam-server would refuse or read differently, each with its fix (this runtime accepts it).
     warnings: tuple[str, ...] = ()
+    #: Unset `${environment.X}` placeholders (read as ""), when loaded with `unset_env="collect"` so that `validate`
+    #: reports them beside every other problem; otherwise parsing raises them.
+    unset_env: tuple[ConfigError, ...] = ()
 
     def resource(self, name: str) -> ResourceConfig:
         return next(r for r in self.resources if r.name == name)
@@ -112,23 +115,37 @@ def _package_folder(packages: list[Any], kind: str, name: str, where: str, root:
                       "viam-server's packages folder")
 
 
-def _substitute(value: Any, where: str, packages: list[Any], root: Path) -> Any:
-    """Expand ${environment.X} and ${packages.[type.]name} everywhere, as viam-server does; a missing variable or
-    package is an error, not an empty string."""
+def _substitute(value: Any, where: str, field: str, unset: list[ConfigError], packages: list[Any], root: Path) -> Any:
+    """Expand ${environment.X} and ${packages.[type.]name} everywhere, as viam-server does; a missing variable is a
+    problem (named by the module or resource and field that use it) appended to `unset`, not silently an empty string;
+    a missing package is an error."""
     if isinstance(value, str):
         def repl(m: re.Match[str]) -> str:
             if m.group(1) not in os.environ:
-                raise ConfigError(where, "", f"uses ${{environment.{m.group(1)}}} but {m.group(1)} is not set",
-                                  f"export {m.group(1)}=... before starting, or remove the placeholder")
-            return os.environ[m.group(1)]
+                unset.append(ConfigError(where, field, f"uses ${{environment.{m.group(1)}}} but {m.group(1)} is not set",
+                                         f"export {m.group(1)}=... before starting, or remove the placeholder"))
+            return os.environ.get(m.group(1), "")
         value = _PLACEHOLDER.sub(repl, value)
         return _PACKAGE_PLACEHOLDER.sub(lambda m: _package_folder(packages, m.group(1) or "", m.group(2), where, root),
                                        value)
     if isinstance(value, list):
-        return [_substitute(v, where, packages, root) for v in value]
+        return [_substitute(v, where, f"{field}[{i}]", unset, packages, root) for i, v in enumerate(value)]
     if isinstance(value, dict):
-        return {k: _substitute(v, f"{where}.{k}", packages, root) for k, v in value.items()}
+        return {k: _substitute(v, where, f"{field}.{k}" if field else k, unset, packages, root) for k, v in value.items()}
     return value
+
+
+def _expand(raw: dict[str, Any], unset: list[ConfigError], packages: list[Any], root: Path) -> dict[str, Any]:
+    """Each module's and resource's placeholders, located by its name."""
+    expanded = dict(raw)
+    for section in ("modules", "components", "services"):
+        items = raw.get(section)
+        if isinstance(items, list):
+            kind = "module" if section == "modules" else "resource"
+            expanded[section] = [_substitute(item, f"{kind} '{item.get('name', f'{section}[{i}]')}'", "", unset, packages,
+                                             root)
+                                 if isinstance(item, dict) else item for i, item in enumerate(items)]
+    return expanded
 
 
 def _expect(value: Any, kind: type | tuple[type, ...], resource: str, field_name: str, what: str) -> Any:
@@ -199,7 +216,8 @@ def _parse_resource(raw: Any, section: str, index: int) -> ResourceConfig:
                           str(log.get("level", "")).lower())
 
 
-def parse_config(raw: Any, path: Path, source: bytes = b"", packages_dir: Path = DEFAULT_PACKAGES_DIR) -> MachineConfig:
+def parse_config(raw: Any, path: Path, source: bytes = b"", unset_env: str = "raise",
+                 packages_dir: Path = DEFAULT_PACKAGES_DIR) -> MachineConfig:
     where = path.name
     _expect(raw, dict, where, "", "a JSON object")
     for key in raw:
@@ -207,7 +225,10 @@ def parse_config(raw: Any, path: Path, source: bytes = b"", packages_dir: Path =
             raise ConfigError(where, key, "is not supported by labelsieve's embedded runtime",
                               _UNSUPPORTED_FIX.get(key, "run this config under viam-server"))
     check_keys(where, "", (k for k in raw if k not in _IGNORED_TOP), _TOP_KEYS)
-    raw = _substitute(raw, where, _expect(raw.get("packages", []), list, where, "packages", "a list"), packages_dir)
+    unset: list[ConfigError] = []
+    raw = _expand(raw, unset, _expect(raw.get("packages", []), list, where, "packages", "a list"), packages_dir)
+    if unset and unset_env == "raise":
+        raise unset[0] if len(unset) == 1 else InvalidMachineConfig(unset)
     modules = tuple(_parse_module(m, i, path.parent) for i, m in enumerate(_expect(raw.get("modules", []), list, where, "modules", "a list")))
     resources = tuple(
         _parse_resource(r, section, i)
@@ -223,7 +244,7 @@ def parse_config(raw: Any, path: Path, source: bytes = b"", packages_dir: Path =
                 raise ConfigError(f"resource '{r.name}'", "depends_on", f"names '{dep}', which is not in the config",
                                   "add that resource or remove the dependency")
     config = MachineConfig(path, modules, resources, tuple(sorted(set(raw) & _IGNORED_TOP)), source,
-                           tuple(_viam_server_differences(raw, path.parent)))
+                           tuple(_viam_server_differences(raw, path.parent)), tuple(unset))
     dependency_order(config, {})
     return config
 
@@ -253,7 +274,8 @@ def _unique(labels: Iterable[str]) -> None:
         seen.add(label)
 
 
-def load_config(path: str | os.PathLike[str], packages_dir: Path = DEFAULT_PACKAGES_DIR) -> MachineConfig:
+def load_config(path: str | os.PathLike[str], unset_env: str = "raise",
+                packages_dir: Path = DEFAULT_PACKAGES_DIR) -> MachineConfig:
     path = Path(path).resolve()
     try:
         source = path.read_bytes()
@@ -269,7 +291,7 @@ def load_config(path: str | os.PathLike[str], packages_dir: Path = DEFAULT_PACKA
     if where := _non_finite(raw):
         raise ConfigError(path.name, where, "is NaN or Infinity, which JSON does not allow (Python's parser does)",
                           "use a finite number")
-    return parse_config(raw, path, source, packages_dir)
+    return parse_config(raw, path, source, unset_env, packages_dir)
 
 
 def _non_finite(raw: Any) -> str:

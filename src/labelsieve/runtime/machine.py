@@ -104,7 +104,7 @@ class Runtime:
         """Everything `start` checks, with no resource added and no listener opened; every problem raised together."""
         self.pool.quiet = True
         try:
-            config = load_config(self.options.config_path, self.options.packages_dir)
+            config = load_config(self.options.config_path, unset_env="collect", packages_dir=self.options.packages_dir)
             await self._checked(config)
             return config
         finally:
@@ -113,7 +113,7 @@ class Runtime:
     async def start(self) -> None:
         try:
             async with self._lock:  # a module crashing meanwhile is restarted after, not during, start-up
-                config = load_config(self.options.config_path, self.options.packages_dir)
+                config = load_config(self.options.config_path, packages_dir=self.options.packages_dir)
                 await self._listen()  # first: a taken port should not cost minutes of weight loading
                 if not self.options.strict:
                     await self.builtins.start()
@@ -133,8 +133,8 @@ class Runtime:
         await self.builtins.start()
         failures = await self.pool.start(config.modules)
         deps, errors = await self.resources.check(config, config.resources)
-        if failures or errors:
-            raise InvalidMachineConfig([*failures, *errors.values()])
+        if failures or errors or config.unset_env:
+            raise InvalidMachineConfig([*config.unset_env, *failures, *errors.values()])
         dependency_order(config, present(deps, {r.name for r in config.resources}))
         return deps
 
@@ -218,7 +218,7 @@ class Runtime:
     async def reload(self) -> None:
         """Apply the file's current content."""
         assert self.config is not None
-        await self._apply(self.config, load_config(self.options.config_path, self.options.packages_dir))
+        await self._apply(self.config, load_config(self.options.config_path, packages_dir=self.options.packages_dir))
 
     async def _apply(self, old: MachineConfig, new: MachineConfig, *, starting: bool = False) -> None:
         """Go from `old` to `new`: `reload.plan`, check, then the steps `reload.settle` decides. Start-up is the step

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from grpclib import GRPCError
 
+from labelsieve.attributes import did_you_mean
 from labelsieve.errors import ConfigError, ModuleError
 from labelsieve.runtime.config import MachineConfig, ResourceConfig, dependency_order
 from labelsieve.runtime.modules import Owner
@@ -63,7 +64,9 @@ class Resources:
             owner = self.owner(resource)
             if owner is None:
                 served = sorted(f"{m} ({api})" for o in self._owners() for api, ms in o.served.items() for m in ms)
-                fix = f"served here: {', '.join(served) or 'nothing'}; add the module that provides it"
+                models = {m for o in self._owners() for ms in o.served.values() for m in ms}
+                fix = did_you_mean(resource.model, models) or (f"served here: {', '.join(served) or 'nothing'}; "
+                                                                "add the module that provides it")
                 if self._failed_modules:
                     fix = "; ".join(f"module '{n}' did not start: {e}" for n, e in self._failed_modules.items())
                 errors[resource.name] = ConfigError(where, "model", f"no module serves {resource.model} for {resource.api}",
@@ -78,8 +81,9 @@ class Resources:
                 errors[resource.name] = ConfigError(where, "", str(exc))
                 continue
             if missing := [d for d in found.required if d not in names]:
-                errors[resource.name] = ConfigError(where, "attributes", f"needs '{missing[0]}', which is not in the config",
-                                                    "add that resource or fix the name")
+                field = next((f"attributes.{k}" for k, v in resource.attributes.items() if v == missing[0]), "attributes")
+                errors[resource.name] = ConfigError(where, field, f"names '{missing[0]}', which is not in the config",
+                                                    did_you_mean(missing[0], names) or "add that resource or fix the name")
             else:
                 deps[resource.name] = found
         return deps, errors

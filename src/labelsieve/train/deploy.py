@@ -8,17 +8,25 @@ recorded number when a model was trained on that very version, else a fresh eval
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from labelsieve.dataset import open_dataset
+from labelsieve.detect.fast import FastDetectorConfig
 from labelsieve.errors import BackendUnavailable, InputError, PromotionRefused
 from labelsieve.files import write_atomic
 from labelsieve.fleet import MODEL_INFO, fetch_model, is_url, publish, read_pointer
+from labelsieve.runtime.config import parse_config
+from labelsieve.shipped import module_entry
 from labelsieve.train.trainer import SCORE, held_out_score, load_model_info
 
-__all__ = ["FAST_DETECTOR", "PromotionRefused", "deploy_to_config", "deploy_to_fleet", "promotion_gate"]
+__all__ = ["FAST_DETECTOR", "PromotionRefused", "config_lock", "deploy_to_config", "deploy_to_fleet", "promotion_gate"]
 
 FAST_DETECTOR = "labelsieve:vision:fast-detector"
 
@@ -61,26 +69,82 @@ def _model_dir_of(path: Path) -> Path | None:
     return None
 
 
+@contextlib.contextmanager
+def config_lock(config: Path, timeout_s: float = 30.0) -> Iterator[None]:
+    """`<config>.lock`, created exclusively as git creates `index.lock`, held around a read-modify-write of the config,
+    so two deploys to one config at once both land. A lock older than any deploy is named, not silently broken."""
+    lock = config.with_name(config.name + ".lock")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            break
+        except FileExistsError:
+            if time.monotonic() > deadline:
+                raise InputError(f"{lock} is held by another deploy for over {timeout_s:.0f} s; if none is running, "
+                                 "a crashed one left it: remove the file") from None
+            time.sleep(0.02)  # another process holds it; there is no event to wait on across processes
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _read_machine(config: Path) -> dict[str, Any]:
+    try:
+        machine = json.loads(config.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{config}: not JSON (line {exc.lineno} column {exc.colno}: {exc.msg}); fix the file, "
+                         "or check it with `labelsieve validate`") from None
+    if not isinstance(machine, dict):
+        raise InputError(f"{config}: a machine config is a JSON object, not {type(machine).__name__}")
+    return machine
+
+
+def _serves_fast_detector(machine: dict[str, Any], base: Path) -> bool:
+    """Whether a module in the config runs the fast detector's shell or the all-models entry point."""
+    for module in machine.get("modules", []):
+        exe = (base / str(module.get("executable_path", ""))).resolve()
+        if exe.name == "run.sh" and exe.parent.name in ("fast_detector", "modules"):
+            return True
+    return False
+
+
+def _create_service(machine: dict[str, Any], service: str, base: Path) -> dict[str, Any]:
+    """A fast-detector service with what it needs: the module serving it, and `camera_name` when there is one camera."""
+    cameras = [c["name"] for c in machine.get("components", []) if str(c.get("api", "")).endswith(":camera")]
+    resource: dict[str, Any] = {"name": service, "api": "rdk:service:vision", "model": FAST_DETECTOR,
+                                "attributes": {"camera_name": cameras[0]} if len(cameras) == 1 else {}}
+    machine.setdefault("services", []).append(resource)
+    if not _serves_fast_detector(machine, base):
+        machine.setdefault("modules", []).append(module_entry("fast_detector"))
+    return resource
+
+
 def deploy_to_config(model_dir: Path, config: Path, service: str, force: bool = False, create: bool = False) -> str:
-    """Point fast-detector `service` in machine config `config` at `model_dir` (atomic rewrite); with `create`, add the
-    service when the config has none of that name. Returns the decision."""
+    """Point fast-detector `service` in machine config `config` at `model_dir` (locked, validated, atomic rewrite); with
+    `create`, add the service (and the module serving it) when the config has none of that name. Returns the decision."""
     load_model_info(model_dir)
-    machine = json.loads(config.read_text())
-    found = [r for r in machine.get("services", []) + machine.get("components", []) if r.get("name") == service]
-    if not found and create:
-        found = [{"name": service, "api": "rdk:service:vision", "model": FAST_DETECTOR, "attributes": {}}]
-        machine.setdefault("services", []).append(found[0])
-    if not found:
-        raise InputError(f"{config}: no service named {service!r} (--create adds one)")
-    resource = found[0]
-    if resource.get("model") != FAST_DETECTOR:
-        raise InputError(f"{config}: {service!r} is a {resource.get('model')}, not a {FAST_DETECTOR}")
-    attributes = resource.setdefault("attributes", {})
-    current = attributes.get("model_path")
-    deployed = _model_dir_of(config.parent / current) if current and not is_url(current) else None
-    decision = promotion_gate(model_dir, deployed, force)
-    attributes["model_path"] = str(model_dir.resolve())
-    write_atomic(config, json.dumps(machine, indent=2) + "\n")
+    with config_lock(config):
+        machine = _read_machine(config)
+        found = [r for r in machine.get("services", []) + machine.get("components", []) if r.get("name") == service]
+        if not found and not create:
+            raise InputError(f"{config}: no service named {service!r} (--create adds one)")
+        resource = found[0] if found else _create_service(machine, service, config.parent)
+        if resource.get("model") != FAST_DETECTOR:
+            raise InputError(f"{config}: {service!r} is a {resource.get('model')}, not a {FAST_DETECTOR}")
+        attributes = resource.setdefault("attributes", {})
+        current = attributes.get("model_path")
+        deployed = _model_dir_of(config.parent / current) if current and not is_url(current) else None
+        decision = promotion_gate(model_dir, deployed, force)
+        attributes["model_path"] = str(model_dir.resolve())
+        if not _serves_fast_detector(machine, config.parent):
+            raise InputError(f"{config}: no module serves {FAST_DETECTOR}; add the fast_detector module, or deploy "
+                             "with --create to a new service name")
+        # Everything `validate` checks without starting a module; ${environment.X} is the robot's business, not ours.
+        parse_config(machine, config.resolve(), unset_env="collect")
+        FastDetectorConfig.parse(f"resource '{service}'", attributes)
+        write_atomic(config, json.dumps(machine, indent=2) + "\n")
     return decision
 
 

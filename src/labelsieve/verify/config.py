@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Literal
+from collections.abc import Mapping
+from typing import ClassVar, Literal
 
 from labelsieve.attributes import Attributes, FieldProblem
 from labelsieve.errors import ConfigError
@@ -38,13 +39,16 @@ class VerifierConfig(Attributes):
     yes_threshold: float = 0.6
     no_threshold: float = 0.4
     #: Longest side of the crop sent (openai); encoder tile size for SmolVLM/Idefics3 (0 = the model's own).
-    image_size: int = 512
-    device: str = "cpu"
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "float32"
+    imgsz: int = 512
+    #: As in the detectors: auto = a GPU when torch sees one; auto dtype = float16 on a GPU, float32 on a CPU.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     cache_size: int = 4096
     revision: str = ""
     #: Optional camera for get_classifications_from_camera (a Viam dependency).
     camera_name: str = ""
+
+    renamed: ClassVar[Mapping[str, str]] = {"image_size": "imgsz"}
 
     def check(self) -> None:
         if self.backend == "openai" and not self.base_url:
@@ -64,8 +68,8 @@ class VerifierConfig(Attributes):
                                "above 0.5 so an even split is never 'yes'")
         if not 0 <= self.no_threshold < self.yes_threshold:
             raise FieldProblem("no_threshold", f"must be in [0, yes_threshold), got {self.no_threshold}")
-        if self.image_size < 0 or (self.image_size and self.image_size < 32):
-            raise FieldProblem("image_size", f"must be 0 or >= 32 pixels, got {self.image_size}")
+        if self.imgsz < 0 or (self.imgsz and self.imgsz < 32):
+            raise FieldProblem("imgsz", f"must be 0 or >= 32 pixels, got {self.imgsz}")
 
     def api_key(self, resource: str = "") -> str:
         """The key from the environment, read at call time so a rotated key needs no reconfigure."""

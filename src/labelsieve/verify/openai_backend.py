@@ -67,7 +67,7 @@ class OpenAIBackend:
 
     async def answer(self, image: Image.Image, question: str) -> Verdict:
         content = [{"type": "text", "text": f"{question}\n{_INSTRUCTION}"},
-                   {"type": "image_url", "image_url": {"url": images.data_url(image, self.config.image_size)}}]
+                   {"type": "image_url", "image_url": {"url": images.data_url(image, self.config.imgsz)}}]
         response = await self._call([{"role": "user", "content": content}])
         return self._verdict(response)
 

@@ -42,7 +42,7 @@ class LoadedVlm:
         try:
             self.processor = AutoProcessor.from_pretrained(source, **kwargs)
             self.model = AutoModelForImageTextToText.from_pretrained(
-                source, dtype="auto" if config.dtype == "auto" else resolve_dtype(config.dtype, device), **kwargs)
+                source, dtype=resolve_dtype(config.dtype, device), **kwargs)
         except OSError as exc:  # huggingface_hub's offline / not-found errors are OSErrors
             raise weights.not_found(who, config.model, exc) from exc
         except (ValueError, KeyError) as exc:
@@ -66,14 +66,14 @@ class LoadedVlm:
         return ids
 
     def _set_image_size(self, config: VerifierConfig, who: str) -> None:
-        """SmolVLM/Idefics3: encode one tile of `image_size` px and no splitting (splitting costs ~14x on CPU)."""
-        size, ip = config.image_size, getattr(self.processor, "image_processor", None)
+        """SmolVLM/Idefics3: encode one tile of `imgsz` px and no splitting (splitting costs ~14x on CPU)."""
+        size, ip = config.imgsz, getattr(self.processor, "image_processor", None)
         if not size or not hasattr(self.processor, "image_seq_len") or not hasattr(ip, "max_image_size"):
             return
         vision = self.model.config.vision_config
         step = vision.patch_size * self.model.config.scale_factor
         if size % step:
-            raise ModelError(f"{who}: 'image_size' {size} must be a multiple of {step} for {config.model!r} "
+            raise ModelError(f"{who}: 'imgsz' {size} must be a multiple of {step} for {config.model!r} "
                              f"(patch {vision.patch_size} x pixel shuffle {self.model.config.scale_factor})")
         ip.size = ip.max_image_size = {"longest_edge": size}
         ip.do_image_splitting = False
@@ -111,7 +111,7 @@ class TransformersBackend:
     def key(self) -> ModelKey:
         cfg = self.config
         return ModelKey(cfg.model, cfg.revision or None, cfg.device, cfg.dtype,
-                        extra=(("image_size", cfg.image_size),), kind="vlm-verifier")
+                        extra=(("imgsz", cfg.imgsz),), kind="vlm-verifier")
 
     def start(self) -> Future[LoadedVlm]:
         """Begin loading in the background (instant when the slot or the cache has this model already)."""
