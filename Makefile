@@ -7,6 +7,8 @@ demo: $(VENV)/.installed
 	$(BIN)/labelsieve demo
 
 test: $(VENV)/.installed
+	$(BIN)/ruff check src modules tests bench training_script
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed

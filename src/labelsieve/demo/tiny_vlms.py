@@ -6,6 +6,7 @@ Weights are random (nothing can be downloaded here); what the tests check is plu
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -26,7 +27,7 @@ CHAT_TEMPLATE = (
 )
 
 
-def tiny_tokenizer(**kwargs: object):
+def tiny_tokenizer(**kwargs: object) -> Any:
     """A byte-level BPE trained on a few sentences; 'yes'/'no' and their variants end up as single tokens."""
     from transformers import PreTrainedTokenizerFast
 
@@ -39,7 +40,7 @@ def tiny_tokenizer(**kwargs: object):
                                    unk_token="<unk>", **kwargs)
 
 
-def _text(vocab: int, **extra: object) -> dict:
+def _text(vocab: int, **extra: object) -> dict[str, object]:
     return dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
                 num_key_value_heads=2, max_position_embeddings=512, **extra)
 

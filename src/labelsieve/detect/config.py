@@ -102,7 +102,8 @@ class GroundingDetectorConfig(Attributes):
             return
         per_class = isinstance(value, Mapping)
         known = self.configured_classes
-        for cls, number in value.items() if per_class else [("", value)]:
+        pairs: list[tuple[str, float]] = list(value.items()) if isinstance(value, Mapping) else [("", value)]
+        for cls, number in pairs:
             if per_class and known and cls not in known:
                 hint = did_you_mean(cls, known) or f"configured classes: {', '.join(known)}"
                 raise FieldProblem(f"{name}.{cls}", f"names class {cls!r}, which is not configured", hint)
@@ -112,5 +113,5 @@ class GroundingDetectorConfig(Attributes):
     def threshold(self, name: Literal["box_threshold", "text_threshold"], cls: str, default: float) -> float:
         value = getattr(self, name)
         if isinstance(value, Mapping):
-            return value.get(cls, default)
-        return default if value is None else value
+            return float(value.get(cls, default))
+        return default if value is None else float(value)

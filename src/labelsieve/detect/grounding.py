@@ -11,7 +11,7 @@ import asyncio
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -164,7 +164,7 @@ def _load_backend(cfg: GroundingDetectorConfig, resource: str) -> LoadedModel:
         model_type = AutoConfig.from_pretrained(src, **kwargs).model_type
     except OSError as exc:
         raise weights.not_found(resource, cfg.model, exc) from exc
-    backends = {"grounding-dino": _GroundingDino, "owlv2": _Owlv2}
+    backends: dict[str, Callable[..., _Backend]] = {"grounding-dino": _GroundingDino, "owlv2": _Owlv2}
     if model_type not in backends:
         raise ConfigError(resource, "attributes.model", f"{cfg.model!r} is a {model_type!r} model",
                           f"supported model types: {', '.join(SUPPORTED_MODEL_TYPES)}")
@@ -188,7 +188,8 @@ def _loaded_model(factory: Any, source: str, kwargs: dict[str, Any], device: str
 
     model = factory.from_pretrained(source, **kwargs).to(device=device, dtype=dtype).eval()
     if int8:
-        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        model = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]  # untyped in torch
+            model, {torch.nn.Linear}, dtype=torch.qint8)
     return model
 
 

@@ -95,6 +95,6 @@ async def record_frames(config_path: Path, name: str, truth: Truth, data_dir: Pa
                                   VisionClient.from_robot(robot, config.verifier))
             return [await _record(config, stages, image) for image in tqdm(truth.images, desc=f"eval {name}", unit="frame")]
         finally:
-            await robot.close()
+            await robot.close()  # type: ignore[no-untyped-call]  # untyped in viam-sdk
     finally:
         await runtime.shutdown()

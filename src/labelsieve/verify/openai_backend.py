@@ -77,7 +77,7 @@ class OpenAIBackend:
         while True:
             extra = {"logprobs": True, "top_logprobs": 5} if self._logprobs else {}
             try:
-                return await self._client().chat.completions.create(
+                return await self._client().chat.completions.create(  # type: ignore[call-overload]  # plain-dict messages
                     model=cfg.model, messages=messages, temperature=0, max_tokens=_MAX_TOKENS, **extra)
             except openai.APITimeoutError as exc:
                 raise BackendTimeout(f"{where} did not answer within {cfg.timeout:g} s (attribute 'timeout')") from exc

@@ -68,6 +68,8 @@ class LoadedVlm:
     def _set_image_size(self, config: VerifierConfig, who: str) -> None:
         """SmolVLM/Idefics3: encode one tile of `imgsz` px and no splitting (splitting costs ~14x on CPU)."""
         size, ip = config.imgsz, getattr(self.processor, "image_processor", None)
+        if ip is None:
+            return
         if not size or not hasattr(self.processor, "image_seq_len") or not hasattr(ip, "max_image_size"):
             return
         vision = self.model.config.vision_config
@@ -83,7 +85,7 @@ class LoadedVlm:
         text = f"{question} {_INSTRUCTION}"
         if getattr(self.processor, "chat_template", None):
             messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
-            return self.processor.apply_chat_template(messages, add_generation_prompt=True)
+            return str(self.processor.apply_chat_template(messages, add_generation_prompt=True))
         if self.model.config.model_type == "paligemma":
             return f"<image>answer en {question}"  # PaliGemma's own task prefix; it is trained to answer tersely
         return f"USER: <image>\n{text}\nASSISTANT:"

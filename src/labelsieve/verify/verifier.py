@@ -79,7 +79,7 @@ class Verifier:
     async def verify(self, crops: Sequence[Image.Image], questions: Sequence[str] | str | None = None) -> list[Verdict]:
         """One verdict per crop; identical (crop, question) pairs in a batch or earlier batches cost one backend call."""
         keys = [_key(crop, q) for crop, q in zip(crops, self.questions_for(len(crops), questions), strict=True)]
-        todo = {}
+        todo: dict[tuple[str, str], Image.Image] = {}
         for key, crop in zip(keys, crops):
             if key in self._cache:
                 self._cache.move_to_end(key)

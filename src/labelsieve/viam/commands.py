@@ -113,7 +113,8 @@ def detections_of_reply(reply: Mapping[str, Any]) -> list[Detections]:
     """The `detect` reply back as one `Detections` per image."""
     try:
         return [Detections(np.array([[b[k] for k in _BOX] for b in boxes], np.float32).reshape(-1, 4),
-                           [b["confidence"] for b in boxes], [b["class_name"] for b in boxes])
+                           np.array([b["confidence"] for b in boxes], np.float32),
+                           np.array([b["class_name"] for b in boxes], np.str_))
                 for boxes in reply["detect"]]
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"malformed detect reply: {type(exc).__name__}: {exc}") from exc

@@ -53,16 +53,16 @@ def detections_from_viam(detections: Sequence[Detection], classes: Sequence[str]
                          width: int | None = None, height: int | None = None) -> Detections:
     """The inverse of `detections_to_viam`. A box without pixel coordinates (some services send only the normalized
     ones) is scaled by `width` x `height`, which must then be given."""
-    rows = []
+    rows: list[list[float]] = []
     for i, d in enumerate(detections):
-        if all(d.HasField(f) for f in _PIXEL):
+        if all(d.HasField(f) for f in _PIXEL):  # type: ignore[arg-type]  # the protobuf stubs list literal names
             rows.append([d.x_min, d.y_min, d.x_max, d.y_max])
-        elif width and height and all(d.HasField(f"{f}_normalized") for f in _PIXEL):
+        elif width and height and all(d.HasField(f"{f}_normalized") for f in _PIXEL):  # type: ignore[arg-type]
             rows.append([d.x_min_normalized * width, d.y_min_normalized * height,
                          d.x_max_normalized * width, d.y_max_normalized * height])
         else:
             have = "normalized coordinates only, and no image size was given" if d.HasField("x_min_normalized") \
                 else "no coordinates"
             raise InputError(f"detection {i} ({d.class_name!r}) has {have}")
-    return Detections(np.array(rows, np.float32).reshape(-1, 4), [d.confidence for d in detections],
-                      [d.class_name for d in detections], classes=tuple(classes or ()))
+    return Detections(np.array(rows, np.float32).reshape(-1, 4), np.array([d.confidence for d in detections], np.float32),
+                      np.array([d.class_name for d in detections], np.str_), classes=tuple(classes or ()))

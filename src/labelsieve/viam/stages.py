@@ -49,7 +49,7 @@ async def _remote(call: Awaitable[T]) -> T:
 def _verdict(answer: object, confidence: object) -> Verdict:
     """Any class other than yes / no is "unsure": a verifier from elsewhere can never label by answering oddly."""
     score = float(confidence) if isinstance(confidence, (int, float)) and not isinstance(confidence, bool) else 0.0
-    return Verdict(answer if answer in ("yes", "no") else "unsure", score)  # type: ignore[arg-type]
+    return Verdict("yes" if answer == "yes" else "no" if answer == "no" else "unsure", score)
 
 
 async def detect(service: Vision, frame: Frame, extra: Mapping[str, Any] | None = None) -> Detections:
