@@ -37,6 +37,7 @@ class ReviewServer(ThreadingHTTPServer):
     """`ReviewServer(review, port=0)`; `.url` is where the page is; `.finished` is set once a new version is written."""
 
     daemon_threads = True
+    request_queue_size = 1024  # the listen backlog: socketserver's 5 reset connections when many decisions arrive at once
 
     def __init__(self, review: Review, host: str = "127.0.0.1", port: int = 0, reviewer: str = "") -> None:
         super().__init__((host, port), _Handler)
