@@ -7,7 +7,7 @@
     POST /api/decide                {"box": id, "decision": "accept" | "reject" | "relabel" | "move" | "add",
                                      "class": name, "xyxy": [x0, y0, x1, y1], "image": path}, or {"changes": [...]}
                                     (a grid page: one fsync for all); answered once the log has them on disk
-    POST /api/undo                  takes the latest change back; {"undone": entry, "state": the box now}
+    POST /api/undo                  takes the latest change back; {"undone": entry, "decision": the box's entry now}
     POST /api/finish                writes the next version; {"version": name, "path": folder}
 """
 
@@ -120,7 +120,7 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError:
                 self._json({"error": "offset and limit must be integers"}, HTTPStatus.BAD_REQUEST)
                 return
-            self._json({"total": len(review.rows), "boxes": review.boxes(max(offset, 0), limit)})
+            self._json({"total": len(review.rows) + len(review.added), "boxes": review.boxes(max(offset, 0), limit)})
         elif (m := _IMAGE.fullmatch(url.path)) and (path := review.version.path / "images" / m[1] / m[2]).is_file():
             self._send(HTTPStatus.OK, path.read_bytes(), mimetypes.guess_type(path.name)[0] or "image/jpeg", cache=True)
         else:
@@ -143,7 +143,7 @@ class _Handler(BaseHTTPRequestHandler):
                             "counts": review.counts()})
             elif path == "/api/undo":
                 undone = review.undo()
-                self._json({"undone": undone, "state": undone and review.current(undone["box"]),
+                self._json({"undone": undone, "decision": undone and review.decisions.get(undone["box"]),
                             "counts": review.counts()})
             elif path == "/api/finish":
                 if self.server.result is None:

@@ -150,7 +150,7 @@ class Review:
                         "verifier_confidence": prov.get("verifier_confidence"), "question": prov.get("question"),
                         "proposer_class": prov.get("proposer_class"), "proposer_score": prov.get("proposer_score"),
                         "crop": prov.get("crop"), "source": row.get("source"), "time": row.get("time"),
-                        "decision": self.decisions.get(i)})
+                        "added": i >= len(self.rows), "decision": self.decisions.get(i)})
         return out
 
     def decide(self, box: int, decision: str, label: str | None = None, xyxy: Any = None,
