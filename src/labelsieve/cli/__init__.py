@@ -8,12 +8,12 @@ import logging
 import ssl
 import sys
 
-from labelsieve.cli import dataset, demo, deploy, eval, review, run, sync, train, validate
+from labelsieve.cli import dataset, demo, deploy, eval, export, imports, review, run, sync, train, validate
 from labelsieve.errors import LabelsieveError
 
 __all__ = ["main"]
 
-VERBS = (run, validate, sync, dataset, eval, review, train, deploy, demo)
+VERBS = (run, validate, sync, dataset, eval, review, export, imports, train, deploy, demo)
 
 EXAMPLES = """examples:
   labelsieve run configs/camera.json                      serve on 127.0.0.1:8080, reload on edits
@@ -22,7 +22,9 @@ EXAMPLES = """examples:
   labelsieve sync ~/.labelsieve/capture s3://bucket/robot1   upload closed capture files, verified, resumable
   labelsieve dataset build s3://bucket/robot1 datasets/glasses   the next dataset version (YOLO + COCO)
   labelsieve eval machine.json --filter labeler --truth sample/coco.json --out eval/v1   label quality vs hand labels
-  labelsieve review datasets/glasses                    accept, reject, relabel boxes in the browser -> next version
+  labelsieve review datasets/glasses                    accept, delete, fix, relabel, draw boxes in the browser -> next version
+  labelsieve export datasets/glasses --format label-studio ls/   tasks + predictions for Label Studio (or --format coco)
+  labelsieve import label-studio export.json datasets/glasses     Label Studio's review back -> next version
   labelsieve train datasets/glasses --epochs 50 --imgsz 640      a versioned model directory (weights, ONNX, metrics)
   labelsieve deploy models/v1 --config machine.json --service fast   hot-swap on one machine (--to URL: a fleet)
 """
