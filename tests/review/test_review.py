@@ -71,6 +71,9 @@ def test_changes_survive_a_restart_and_land_in_the_next_version(tmp_path: Path) 
     review.decide(third, "move", xyxy=[0.1, 0.1, 0.5, 0.6])
     review.decide(third, "relabel", "red" if boxes[2]["class"] != "red" else "blue")
     drawn = review.decide(0, "add", "not_blue", [0.7, 0.7, 0.9, 0.95], boxes[3]["image"])["box"]
+    for n in (1, 2):  # a drawn box taken back leaves its id unused: the page may still hold it
+        assert review.decide(0, "add", "red", [0.1, 0.1, 0.2, 0.2], boxes[3]["image"])["box"] == drawn + n
+        review.undo()
     review.decide(fourth, "reject")
     assert review.undo() is not None and fourth not in review.decisions  # the last change taken back
     with pytest.raises(InputError, match="already"):

@@ -94,6 +94,7 @@ class Review:
         self.history: list[dict[str, Any]] = []  # applied entries, oldest first, without the undone ones
         self.added: dict[int, dict[str, Any]] = {}  # boxes the reviewer drew: id -> their "add" entry
         self._seq = 0
+        self._top = len(self.rows) - 1  # the highest box id so far: a drawn box gets the next, never one undone before
         self._lock = threading.Lock()
         self._log: TextIO | None = None
         if persist and self.log.is_file():
@@ -165,7 +166,7 @@ class Review:
             entries: list[dict[str, Any]] = []
             staged: dict[int, dict[str, Any]] = {}
             for change in changes:
-                entry = self._entry(change, staged)
+                entry = self._entry(change, staged, self._seq + len(entries))
                 staged[entry["box"]] = entry
                 entries.append(entry)
             self._write(entries)
@@ -183,7 +184,7 @@ class Review:
             self._apply({"n": self._seq, "undo": last["n"]})
             return last
 
-    def _entry(self, change: Any, staged: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    def _entry(self, change: Any, staged: dict[int, dict[str, Any]], n: int) -> dict[str, Any]:
         if not isinstance(change, dict):
             raise InputError(f"a change is a JSON object, got {change!r}")
         decision, label = change.get("decision"), change.get("class")
@@ -192,14 +193,13 @@ class Review:
         if label is not None and label not in self.classes:
             raise InputError(f"the class must be one the rules can produce ({', '.join(self.classes)}), got {label!r}")
         when = datetime.now(UTC).isoformat(timespec="milliseconds")
-        n = self._seq + len(staged)
         if decision == "add":
             image = str(change.get("image"))
             if not _IMAGE.fullmatch(image) or not (self.version.path / image).is_file():
                 raise InputError(f"no image {image!r} in {self.version.name}")
             if label is None:
                 raise InputError("a drawn box needs a class")
-            box = max([len(self.rows) - 1, *self.added, *staged]) + 1
+            box = max([self._top, *staged]) + 1
             return {"n": n, "box": box, "decision": "add", "class": label, "xyxy": _xyxy(change.get("xyxy")),
                     "image": image, "when": when}
         try:
@@ -239,6 +239,7 @@ class Review:
         entry.setdefault("n", self._seq - 1)
         if entry["decision"] == "add":
             self.added[entry["box"]] = entry
+            self._top = max(self._top, entry["box"])
         self.history.append(entry)
 
     def changes(self, box: int) -> list[str]:
