@@ -1,5 +1,5 @@
 """A reviewer in Label Studio, run with the Label Studio venv's Python (label-studio-sdk lives there, not in labelsieve's
-venv): `python label_studio_reviewer.py URL TOKEN OUT_DIR`. Creates a project from OUT_DIR/label_config.xml, grants
+venv): `python label_studio_reviewer.py URL TOKEN OUT_DIR DOCUMENT_ROOT`. Creates a project from OUT_DIR/label_config.xml, grants
 local-files access to the version's images, imports OUT_DIR/tasks.json, then annotates from the predictions: one box
 accepted, one moved, one deleted, one drawn; exports the project's JSON to OUT_DIR/export.json and prints, as JSON, what
 it did and whether Label Studio served a task's image."""
@@ -11,14 +11,15 @@ import json
 import sys
 import urllib.request
 from pathlib import Path
+from urllib.parse import unquote
 
 from label_studio_sdk import LabelStudio
 
-url, token, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+url, token, out, root = sys.argv[1], sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
 ls = LabelStudio(base_url=url, api_key=token)
 project = ls.projects.create(title="labelsieve review", label_config=(out / "label_config.xml").read_text())
 tasks = json.loads((out / "tasks.json").read_text())
-images = Path("/", tasks[0]["data"]["image"].split("?d=", 1)[1]).parent.parent
+images = (root / unquote(tasks[0]["data"]["image"].split("?d=", 1)[1])).parent.parent
 ls.import_storage.local.create(project=project.id, path=str(images), use_blob_urls=True, title="version images")
 ls.projects.import_tasks(project.id, request=tasks)
 imported = sorted(ls.tasks.list(project=project.id), key=lambda t: t.id)

@@ -87,14 +87,15 @@ def test_label_studio_round_trip(label_studio: str, tmp_path: Path) -> None:
     prediction = tasks[0]["predictions"][0]
     assert prediction["model_version"] == "v1" and prediction["result"][0]["score"] > 0
     reviewer = subprocess.run([str(VENV / "bin" / "python"), str(HERE / "label_studio_reviewer.py"), label_studio, TOKEN,
-                               str(out)], capture_output=True, text=True, timeout=300,
+                               str(out), str(tmp_path)], capture_output=True, text=True, timeout=300,
                               env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert reviewer.returncode == 0, reviewer.stderr[-3000:]
     done = json.loads(reviewer.stdout.strip().splitlines()[-1])
     assert done["served"]  # Label Studio serves the version's images from where they are
 
+    printed = _cli("import", "label-studio", str(out / "export.json"), str(root))
     v2 = versions(root)[-1]
-    assert _cli("import", "label-studio", str(out / "export.json"), str(root)) == str(v2.path) != str(v1.path)
+    assert printed == str(v2.path) and v2.name == "v2"
     assert v2.classes == (*v1.classes, "not_blue") and v2.info["review"]["via"] == "label-studio"
     old, new = _rows(v1.path), _rows(v2.path)
     reviewed = {tuple(r["provenance"]["review"]["before"]["box"]) if r["provenance"]["review"]["before"] else None: r
