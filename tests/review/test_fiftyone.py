@@ -56,3 +56,18 @@ def test_coco_export_loads_in_fiftyone_with_provenance_fields(tmp_path: Path) ->
         row = want[(path, d["label"])]
         assert d["agreement"] == row["provenance"]["agreement"] and d["answer"] == row["provenance"]["answer"]
         assert d["provenance"] == row["provenance"]
+
+
+def test_coco_export_carries_each_boxes_provenance(tmp_path: Path) -> None:
+    """What FiftyOne reads, checked where it is not installed: every labelled box, in pixels, with its provenance."""
+    version = open_dataset(review_dataset(tmp_path))
+    coco = json.loads(export_coco(version, tmp_path / "coco").read_text())
+    assert [c["name"] for c in coco["categories"]] == list(version.classes)
+    images = {image["id"]: image for image in coco["images"]}
+    rows = [json.loads(line) for line in (version.path / "manifest.jsonl").read_text().splitlines()]
+    got = sorted((images[a["image_id"]]["file_name"], a["bbox"], a["agreement"], a["answer"], a["provenance"]["question"])
+                 for a in coco["annotations"])
+    want = sorted((r["image"], [round(r["box"][0] * 64, 2), round(r["box"][1] * 64, 2),
+                                round((r["box"][2] - r["box"][0]) * 64, 2), round((r["box"][3] - r["box"][1]) * 64, 2)],
+                   r["provenance"]["agreement"], r["provenance"]["answer"], r["provenance"]["question"]) for r in rows)
+    assert got == want and all((version.path / image["file_name"]).is_file() for image in coco["images"])
