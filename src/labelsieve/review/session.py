@@ -92,6 +92,7 @@ class Review:
         self.log = version.path.parent / f".review-{version.name}-{version.id[:12]}.jsonl"
         self.persist = persist
         self.history: list[dict[str, Any]] = []  # applied entries, oldest first, without the undone ones
+        self.decisions: dict[int, dict[str, Any]] = {}  # each changed box's latest entry
         self.added: dict[int, dict[str, Any]] = {}  # boxes the reviewer drew: id -> their "add" entry
         self._seq = 0
         self._top = len(self.rows) - 1  # the highest box id so far: a drawn box gets the next, never one undone before
@@ -109,11 +110,6 @@ class Review:
                  for key in ("label", "negative_label") if p.get(key)}
         extra = named | set(self.version.info.get("negative_classes", ()))
         return (*self.version.classes, *sorted(extra - set(self.version.classes)))
-
-    @property
-    def decisions(self) -> dict[int, dict[str, Any]]:
-        """Each changed box's latest entry."""
-        return {entry["box"]: entry for entry in self.history}
 
     def before(self, box: int) -> dict[str, Any] | None:
         """A box as the version has it (class, xyxy); None for a box the reviewer added."""
@@ -233,14 +229,20 @@ class Review:
             undone = next((e for e in reversed(self.history) if e["n"] == entry["undo"]), None)
             if undone is not None:
                 self.history.remove(undone)
-                if undone["decision"] == "add":
-                    self.added.pop(undone["box"], None)
+                box = undone["box"]
+                earlier = next((e for e in reversed(self.history) if e["box"] == box), None)
+                if earlier is None:
+                    self.decisions.pop(box, None)
+                    self.added.pop(box, None)
+                else:
+                    self.decisions[box] = earlier
             return
         entry.setdefault("n", self._seq - 1)
         if entry["decision"] == "add":
             self.added[entry["box"]] = entry
             self._top = max(self._top, entry["box"])
         self.history.append(entry)
+        self.decisions[entry["box"]] = entry
 
     def changes(self, box: int) -> list[str]:
         """What the review did to a box, in `CHANGES` words; [] for one not reviewed (or drawn, then deleted)."""
