@@ -2,7 +2,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench setup module training-script clean
+.PHONY: demo test bench setup module training-script clean label-studio-venv
 demo: $(VENV)/.installed
 	$(BIN)/labelsieve demo
 
@@ -27,10 +27,23 @@ $(VENV)/.installed: pyproject.toml setup.sh
 	touch $@
 
 clean:
-	rm -rf $(VENV) .pytest_cache module.tar.gz training-script.tar.gz
+	rm -rf $(VENV) $(LABEL_STUDIO_VENV) .pytest_cache module.tar.gz training-script.tar.gz
 
 # Viam custom training script (training_script/) as a source distribution: `viam training-script upload --path=training-script.tar.gz
 # --framework=onnx --type=object_detection --org-id=... --script-name=...`.
 training-script: training-script.tar.gz
 training-script.tar.gz: $(shell git ls-files training_script)
 	tar czf $@ --transform 's,^training_script,labelsieve-yolo-training-0.1.0,' $^
+
+# Label Studio for the review round-trip test, in a venv of its own (it pins many packages): the package, and a data
+# folder already migrated with a test user and API token, which the test copies (a fresh migration takes minutes).
+LABEL_STUDIO_VENV ?= .venv-label-studio
+label-studio-venv: $(LABEL_STUDIO_VENV)/template
+$(LABEL_STUDIO_VENV)/template:
+	test -x $(LABEL_STUDIO_VENV)/bin/pip || python3.11 -m venv $(LABEL_STUDIO_VENV)
+	$(LABEL_STUDIO_VENV)/bin/pip install -q label-studio label-studio-sdk
+	rm -rf $@.tmp
+	LABEL_STUDIO_BASE_DATA_DIR=$(abspath $@.tmp) DJANGO_DB=sqlite LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true \
+	  $(LABEL_STUDIO_VENV)/bin/label-studio init labelsieve --username reviewer@labelsieve.local \
+	  --password labelsieve-test --user-token labelsieve0test0token0000000000000000000 >/dev/null
+	mv $@.tmp $@

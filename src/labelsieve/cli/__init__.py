@@ -10,12 +10,13 @@ import sys
 import traceback
 from typing import NoReturn
 
-from labelsieve.cli import dataset, demo, deploy, eval, export, label, predict, push, review, run, sync, train, validate
+from labelsieve.cli import (dataset, demo, deploy, eval, export, imports, label, predict, push, review, run, sync, train,
+                            validate)
 from labelsieve.errors import LabelsieveError
 
 __all__ = ["main"]
 
-VERBS = (run, validate, sync, label, dataset, export, push, eval, review, train, predict, deploy, demo)
+VERBS = (run, validate, sync, label, dataset, export, imports, push, eval, review, train, predict, deploy, demo)
 
 EXAMPLES = """examples:
   labelsieve run configs/camera.json                      serve on 127.0.0.1:8080, reload on edits
@@ -28,7 +29,9 @@ EXAMPLES = """examples:
   labelsieve dataset build viam://dataset/glasses?org=ORG datasets/glasses   from Viam's cloud (VIAM_API_KEY[_ID])
   labelsieve push datasets/glasses viam://dataset/glasses   verified boxes back to Viam, into a Viam dataset
   labelsieve export datasets/glasses --format viam out       Viam's dataset.jsonl + data/
-  labelsieve review datasets/glasses                    accept, reject, relabel boxes in the browser -> next version
+  labelsieve review datasets/glasses                    accept, delete, fix, relabel, draw boxes in the browser -> next version
+  labelsieve export datasets/glasses --format label-studio ls/   tasks + predictions for Label Studio (or --format coco)
+  labelsieve import label-studio export.json datasets/glasses     Label Studio's review back -> next version
   labelsieve train datasets/glasses --epochs 50 --imgsz 640      a versioned model directory (weights, ONNX, metrics)
   labelsieve predict models/v1 frames/                   the model's boxes drawn on pictures, to eyeball it
   labelsieve deploy models/v1 --config machine.json --service fast   hot-swap on one machine (--to URL: a fleet)

@@ -17,13 +17,14 @@ log = logging.getLogger(__name__)
 EXAMPLES = """examples:
   labelsieve review datasets/glasses                 review the latest version; prints the page's address
   labelsieve review datasets/glasses --port 8765 --open   a fixed port, and open it in the default browser
-keys on the page: a accept, r reject, 1-9 relabel to class N, n/p or arrows next/previous, f finish
+keys on the page: a accept, r delete, 1-9 relabel to class N, z undo, n/p or arrows next/previous, g grid of crops,
+f finish; drag a box to move it, a corner to resize, elsewhere to draw a missed one
 """
 
 
 def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = verb(sub, "review", "serve a local page to review a dataset's boxes (least agreement first); finishing writes "
-             "the next version and prints its folder last", EXAMPLES)
+    p = verb(sub, "review", "serve a local page to review and fix a dataset's boxes (least agreement first); finishing "
+             "writes the next version and prints its folder last", EXAMPLES)
     p.add_argument("dataset", metavar="DATASET", help="dataset folder (its latest version is reviewed)")
     p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: any free one)")
     p.add_argument("--reviewer", default=None, help="name recorded with each change (default: the login name)")

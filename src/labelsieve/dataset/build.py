@@ -241,10 +241,14 @@ def _commit(staging: Path, out: Path, info: dict[str, Any], summary: dict[str, A
 
 
 def revise_dataset(previous: DatasetVersion, members: dict[str, list[CapturedFrame]], note: dict[str, Any],
-                   extra_rows: Sequence[dict[str, Any]] = ()) -> DatasetVersion:
+                   extra_rows: Sequence[dict[str, Any]] = (), classes: Sequence[str] | None = None) -> DatasetVersion:
     """The next version after `previous` (which must be its dataset's latest) holding the same images with `members`'
     boxes (a human review's decisions), made as atomically as a build. Images are hard-linked where the filesystem
-    allows; `note` goes into version.json and `extra_rows` (e.g. rejected boxes) to the end of the manifest."""
+    allows; `note` goes into version.json and `extra_rows` (e.g. rejected boxes) to the end of the manifest. `classes`
+    (default: the previous ones) must start with the previous classes in their order: the frozen class order."""
+    classes = tuple(classes or previous.classes)
+    if classes[:len(previous.classes)] != previous.classes:
+        raise InputError(f"the classes {list(classes)} do not keep {previous.name}'s order {list(previous.classes)}")
     out = previous.path.parent
     with locked(out):
         latest = versions(out)
@@ -262,15 +266,15 @@ def revise_dataset(previous: DatasetVersion, members: dict[str, list[CapturedFra
                         os.link(previous.path / "images" / split / name, staging / "images" / split / name)
                     except OSError:  # another filesystem, or one without hard links
                         shutil.copyfile(previous.path / "images" / split / name, staging / "images" / split / name)
-            digest, manifest = _export(staging, members, previous.classes)
+            digest, manifest = _export(staging, members, classes)
             frames = [f for split in SPLITS for f in members[split]]
             per_class = _per_class(frames)
             name = next_version(out).name
             summary = {**json.loads((previous.path / "summary.json").read_text()), "version": name, "id": digest,
                        "background_images": sum(1 for f in frames if not len(f.detections)),
                        "boxes": sum(per_class.values()),
-                       "boxes_per_class": {c: per_class.get(c, 0) for c in previous.classes}}
-            info = {**previous.info, "name": name, "id": digest, "parent": previous.id,
+                       "boxes_per_class": {c: per_class.get(c, 0) for c in classes}}
+            info = {**previous.info, "name": name, "id": digest, "parent": previous.id, "classes": list(classes),
                     "created": datetime.now(UTC).isoformat(timespec="seconds"), "review": note}
             return _commit(staging, out, info, summary, [*manifest, *extra_rows])
         finally:

@@ -1,10 +1,13 @@
 """The review page's local HTTP server (stdlib, threads, 127.0.0.1 only): the page, a JSON API over `Review`, the images.
 
     GET  /                          the page
-    GET  /api/meta                  dataset, version, classes, counts
-    GET  /api/boxes?offset=&limit=  boxes least agreement first
+    GET  /api/meta                  dataset, version, classes (every class the rules can produce), image sizes, counts
+    GET  /api/boxes?offset=&limit=  boxes least agreement first, then the drawn ones
     GET  /images/<split>/<file>     an image of the version
-    POST /api/decide                {"box": id, "decision": "accept" | "reject" | "relabel", "class": name}
+    POST /api/decide                {"box": id, "decision": "accept" | "reject" | "relabel" | "move" | "add",
+                                     "class": name, "xyxy": [x0, y0, x1, y1], "image": path}, or {"changes": [...]}
+                                    (a grid page: one fsync for all); answered once the log has them on disk
+    POST /api/undo                  takes the latest change back; {"undone": entry, "decision": the box's entry now}
     POST /api/finish                writes the next version; {"version": name, "path": folder}
 """
 
@@ -37,6 +40,7 @@ class ReviewServer(ThreadingHTTPServer):
     """`ReviewServer(review, port=0)`; `.url` is where the page is; `.finished` is set once a new version is written."""
 
     daemon_threads = True
+    request_queue_size = 1024  # the listen backlog: socketserver's 5 reset connections when many decisions arrive at once
 
     def __init__(self, review: Review, host: str = "127.0.0.1", port: int = 0, reviewer: str = "") -> None:
         super().__init__((host, port), _Handler)
@@ -59,8 +63,7 @@ class ReviewServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}/"
+        return f"http://{self.server_address[0]!s}:{self.server_address[1]}/"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -104,8 +107,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(HTTPStatus.OK, self.server.page, "text/html; charset=utf-8")
         elif url.path == "/api/meta":
             version = review.version
-            self._json({"dataset": str(version.path.parent), "version": version.name, "classes": version.classes,
-                        "counts": review.counts(), "finished": self.server.result.name if self.server.result else None})
+            self._json({"dataset": str(version.path.parent), "version": version.name, "id": version.id,
+                        "classes": review.classes, "labels": version.classes,
+                        "sizes": review.image_sizes(), "counts": review.counts(),
+                        "finished": self.server.result and {"version": self.server.result.name,
+                                                            "path": str(self.server.result.path)}})
         elif url.path == "/api/boxes":
             query = parse_qs(url.query)
             try:
@@ -114,7 +120,7 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError:
                 self._json({"error": "offset and limit must be integers"}, HTTPStatus.BAD_REQUEST)
                 return
-            self._json({"total": len(review.rows), "boxes": review.boxes(max(offset, 0), limit)})
+            self._json({"total": len(review.rows) + len(review.added), "boxes": review.boxes(max(offset, 0), limit)})
         elif (m := _IMAGE.fullmatch(url.path)) and (path := review.version.path / "images" / m[1] / m[2]).is_file():
             self._send(HTTPStatus.OK, path.read_bytes(), mimetypes.guess_type(path.name)[0] or "image/jpeg", cache=True)
         else:
@@ -128,14 +134,20 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
             if not isinstance(body, dict):
                 raise InputError("the body must be a JSON object")
+            review = self.server.review
+            if path in ("/api/decide", "/api/undo") and self.server.result is not None:
+                raise InputError(f"this review is finished: {self.server.result.path}")
             if path == "/api/decide":
-                if self.server.result is not None:
-                    raise InputError(f"this review is finished: {self.server.result.path}")
-                entry = self.server.review.decide(int(body["box"]), str(body["decision"]), body.get("class"))
-                self._json({"decision": entry, "counts": self.server.review.counts()})
+                entries = review.decide_many(body["changes"] if "changes" in body else [body])
+                self._json({"decisions": entries, "decision": entries[-1] if entries else None,
+                            "counts": review.counts()})
+            elif path == "/api/undo":
+                undone = review.undo()
+                self._json({"undone": undone, "decision": undone and review.decisions.get(undone["box"]),
+                            "counts": review.counts()})
             elif path == "/api/finish":
                 if self.server.result is None:
-                    self.server.result = self.server.review.finish(self.server.reviewer)
+                    self.server.result = review.finish(self.server.reviewer)
                     self.server.finished.set()
                 self._json({"version": self.server.result.name, "path": str(self.server.result.path)})
             else:

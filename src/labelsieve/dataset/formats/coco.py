@@ -12,21 +12,30 @@ import numpy as np
 from labelsieve.detections import Detections
 from labelsieve.errors import InputError
 
-__all__ = ["as_coco", "from_coco"]
+__all__ = ["PROVENANCE_FIELDS", "as_coco", "from_coco"]
 
 
-def as_coco(frames: Sequence[Detections], classes: Sequence[str]) -> dict[str, Any]:
+#: Provenance keys `as_coco(..., provenance=True)` lifts onto each annotation, for tools that show label fields.
+PROVENANCE_FIELDS = ("agreement", "answer", "verifier_confidence", "question")
+
+
+def as_coco(frames: Sequence[Detections], classes: Sequence[str], *, provenance: bool = False) -> dict[str, Any]:
+    """With `provenance`, each annotation also carries its box's `provenance` record and the `PROVENANCE_FIELDS` from it
+    (FiftyOne loads them with `extra_attrs=True`), and an image its `split` where its metadata has one."""
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     ids = {name: i + 1 for i, name in enumerate(classes)}
     for image_id, dets in enumerate(frames, start=1):
         meta = dets.metadata
-        images.append({"id": image_id, "file_name": meta["file_name"], "width": meta["width"], "height": meta["height"]})
-        for (x0, y0, x1, y1), confidence, name in dets:
+        images.append({"id": image_id, "file_name": meta["file_name"], "width": meta["width"], "height": meta["height"],
+                       **({"split": meta["split"]} if provenance and "split" in meta else {})})
+        for ((x0, y0, x1, y1), confidence, name), record in zip(dets, dets.provenance):
             w, h = float(x1 - x0), float(y1 - y0)
+            fields = {**{k: (record or {}).get(k) for k in PROVENANCE_FIELDS}, "provenance": record or {}} \
+                if provenance else {}
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": ids[name],
                                 "bbox": [round(float(x0), 2), round(float(y0), 2), round(w, 2), round(h, 2)],
-                                "area": round(w * h, 2), "iscrowd": 0, "score": confidence})
+                                "area": round(w * h, 2), "iscrowd": 0, "score": confidence, **fields})
     categories = [{"id": ids[name], "name": name, "supercategory": "none"} for name in classes]
     return {"images": images, "annotations": annotations, "categories": categories}
 
