@@ -23,9 +23,9 @@ def test_packages_resolve_in_viam_servers_layout(tmp_path: Path) -> None:
     folder = tmp_path / "packages" / "data" / "ml_model" / "org-1-det-3"
     folder.mkdir(parents=True)
     for placeholder in ("${packages.ml_model.det}", "${packages.det}"):
-        (resource,) = load_config(_config(tmp_path, placeholder), tmp_path / "packages").resources
+        (resource,) = load_config(_config(tmp_path, placeholder), packages_dir=tmp_path / "packages").resources
         assert resource.attributes["model_path"] == f"{folder}/model.onnx" and resource.attributes["other"] == str(folder)
-    (resource,) = load_config(_config(tmp_path, "${packages.det}", version="latest"), tmp_path / "packages").resources
+    (resource,) = load_config(_config(tmp_path, "${packages.det}", version="latest"), packages_dir=tmp_path / "packages").resources
     assert resource.attributes["other"] == str(folder)
 
 
@@ -36,4 +36,4 @@ def test_packages_resolve_in_viam_servers_layout(tmp_path: Path) -> None:
 ])
 def test_a_missing_package_is_a_config_error(tmp_path: Path, placeholder: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        load_config(_config(tmp_path, placeholder), tmp_path / "packages")
+        load_config(_config(tmp_path, placeholder), packages_dir=tmp_path / "packages")
