@@ -10,9 +10,10 @@ from labelsieve.paths import home
 __all__ = ["add_data_dir", "add_log_level", "add_machine_config", "verb"]
 
 
-def verb(sub: argparse._SubParsersAction, name: str, text: str, examples: str = "") -> argparse.ArgumentParser:  # type: ignore[type-arg]
+def verb(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, text: str,
+         examples: str = "") -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = sub.add_parser(name, help=text, description=text, epilog=examples or None,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                                                formatter_class=argparse.RawDescriptionHelpFormatter)
     add_log_level(p)
     return p
 

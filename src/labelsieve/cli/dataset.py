@@ -19,7 +19,7 @@ EXAMPLES = """examples:
 """
 
 
-def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     top = sub.add_parser("dataset", help="build dataset versions from captures")
     verbs = top.add_subparsers(dest="dataset_command", required=True)
     p = verb(verbs, "build", "build the next version of a YOLO + COCO dataset from .capture files "

@@ -10,7 +10,7 @@ from labelsieve.cli.common import verb
 __all__ = ["add"]
 
 
-def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = verb(sub, "demo", "run the whole loop: capture with the auto-label filter, sync, dataset, training, deploy",
              "examples:\n  labelsieve demo                 into ./demo-run (replaced on each run)\n"
              "  labelsieve demo --epochs 20 --frames 48")

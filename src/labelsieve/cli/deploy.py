@@ -16,7 +16,7 @@ EXAMPLES = """examples:
 """
 
 
-def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = verb(sub, "deploy", "deploy a model directory to a machine config or a fleet URL, if it has the deployed "
              "model's classes and scores no worse on held-out data", EXAMPLES)
     p.add_argument("model_dir", type=Path, metavar="MODEL_DIR", help="a directory written by `labelsieve train`")

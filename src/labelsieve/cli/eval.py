@@ -16,7 +16,7 @@ EXAMPLES = """examples:
 """
 
 
-def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = verb(sub, "eval", "measure an auto-label filter against a hand-labelled COCO sample: precision and recall per "
              "class with and without the verifier, its confusion, cost per frame, thresholds; an HTML report", EXAMPLES)
     add_machine_config(p)

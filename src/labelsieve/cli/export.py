@@ -45,7 +45,7 @@ formats:
 """ + "".join(f"  {name:14} {text}\n" for name, (text, _) in FORMATS.items())
 
 
-def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = verb(sub, "export", "write a dataset's latest version (or a version folder) in another tool's format; prints "
              "what it wrote last", EXAMPLES)
     p.add_argument("dataset", metavar="DATASET", help="dataset folder (its latest version) or a version folder")

@@ -16,7 +16,7 @@ annotated keep their boxes as they are.
 """
 
 
-def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     top = sub.add_parser("import", help="bring another tool's review back as a dataset's next version")
     tools = top.add_subparsers(dest="import_command", required=True)
     p = verb(tools, "label-studio", "turn a Label Studio JSON export into the dataset's next version; prints its "

@@ -19,7 +19,7 @@ EXAMPLES = """examples:
 """
 
 
-def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = verb(sub, "label", "label captured frames (capture files, image folders or globs, videos) with an auto-label "
              "filter's stages into capture files, as the live filter and the data manager would; resumable", EXAMPLES)
     p.add_argument("sources", nargs="+", metavar="SOURCE",

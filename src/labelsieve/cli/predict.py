@@ -18,7 +18,7 @@ EXAMPLES = """examples:
 SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
-def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = verb(sub, "predict", "draw a model's boxes on images (a folder is read for its pictures) and print a line per "
              "image, with the same detector the fast-detector service runs", EXAMPLES)
     p.add_argument("model", type=Path, metavar="MODEL", help="a model directory from `labelsieve train`, or a .onnx/.pt")

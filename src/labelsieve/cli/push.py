@@ -17,7 +17,7 @@ Viam get their boxes on the same binary data; pushing again adds no box twice.
 """
 
 
-def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = verb(sub, "push", "push a dataset version's verified boxes (and images Viam lacks) into a Viam dataset", EXAMPLES)
     p.add_argument("dataset", help="dataset version folder, or a dataset root for its latest version")
     p.add_argument("url", help="viam://dataset/<name or id>[?org=<org id>][&part=<part id>]; a new name is created")

@@ -22,7 +22,7 @@ f finish; drag a box to move it, a corner to resize, elsewhere to draw a missed 
 """
 
 
-def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = verb(sub, "review", "serve a local page to review and fix a dataset's boxes (least agreement first); finishing "
              "writes the next version and prints its folder last", EXAMPLES)
     p.add_argument("dataset", metavar="DATASET", help="dataset folder (its latest version is reviewed)")

@@ -26,7 +26,7 @@ EXAMPLES = """examples:
 """
 
 
-def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = verb(sub, "run", "run a machine config: modules, resources and a robot API listener", EXAMPLES)
     add_machine_config(run)
     run.add_argument("--host", default="127.0.0.1", help="listen address for SDK clients (default: localhost only)")

@@ -20,7 +20,7 @@ A store that stops answering fails each file after --timeout; after three in a r
 """
 
 
-def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = verb(sub, "sync", "upload closed .capture files, keeping their layout; each local file is deleted once verified",
              EXAMPLES)
     p.add_argument("capture_dir", type=Path, help="the data manager's capture_dir")

@@ -20,7 +20,7 @@ EXAMPLES = """examples:
 """
 
 
-def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = verb(sub, "train", "train a YOLO on a dataset version; writes weights, ONNX, metrics, plots, classes and "
              "this command into a new model directory and prints its path last", EXAMPLES)
     p.add_argument("dataset", metavar="DATASET", help="dataset version folder, dataset root (latest version), or URL")

@@ -10,7 +10,7 @@ from labelsieve.cli.common import add_machine_config, verb
 __all__ = ["add"]
 
 
-def add(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = verb(sub, "validate", "validate a machine config, including each module's own checks, then exit",
              "examples:\n  labelsieve validate configs/camera.json")
     add_machine_config(p)
