@@ -45,6 +45,7 @@ class FastDetectorService(CameraDetector, Vision, EasyResource):
     config: FastDetectorConfig
     camera: Camera | None
     model: WatchedModel
+    problem: str  # why the watcher is not serving the newest model (a broken file, storage down); "" when it is
 
     @classmethod
     def validate_config(cls, config: ComponentConfig) -> tuple[Sequence[str], Sequence[str]]:
@@ -57,8 +58,12 @@ class FastDetectorService(CameraDetector, Vision, EasyResource):
         self.config = FastDetectorConfig.parse(config.name, attributes_of(config))
         self.camera = camera_dependency(dependencies, self.config.camera_name)
         cfg = self.config
+        self.problem = ""  # not None: a Struct's null comes back to SDK clients as 0
         self.model = WatchedModel(cfg.model_path, device=cfg.device, poll_interval_s=cfg.poll_interval_s,
-                                  name=config.name, slot=ModelSlot.for_resource(config.name)).start()
+                                  name=config.name, slot=ModelSlot.for_resource(config.name))
+        self.model.on_problem(lambda text: setattr(self, "problem", text))
+        self.model.on_swap(lambda version, model: setattr(self, "problem", ""))
+        self.model.start()
         return self
 
     async def _detect(self, frame: Image.Image) -> Detections:
@@ -82,14 +87,15 @@ class FastDetectorService(CameraDetector, Vision, EasyResource):
     async def do_command(self, command: Mapping[str, Any], *, timeout: float | None = None,
                          **kwargs: Any) -> Mapping[str, Any]:
         """`{"detect": {"images": [base64...]}}` -> boxes per image; `{"status": {}}` -> the model served now, its
-        classes, and whether this process has imported torch or ultralytics (a light install must not)."""
+        classes, why a newer model is not served (`problem`), and whether this process has imported torch or
+        ultralytics (a light install must not)."""
         if "status" in command:
             command_of(self.name, command, "status", SUPPORTED)
             version, model = await self.model.get()
             dataset = model.info.get("dataset", {})
             return {"model_path": self.config.model_path, "version": version, "model_id": model.info.get("id"),
                     "dataset": {"name": dataset.get("name"), "id": dataset.get("id")},
-                    "classes": list(model.names), "backend": type(model).__name__,
+                    "classes": list(model.names), "backend": type(model).__name__, "problem": self.problem,
                     "imported": {name: name in sys.modules for name in ("torch", "ultralytics", "transformers")}}
         body = command_of(self.name, command, "detect", SUPPORTED)
         request = await asyncio.to_thread(parse_detect, self.name, body)

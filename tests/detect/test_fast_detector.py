@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from grpclib import GRPCError, Status
-from support import Machine, camera, connect, encode, module
+from support import Machine, camera, connect, encode, eventually, module
 from PIL import Image
 from support.scenes import scene_frames
 from viam.media.video import ViamImage
@@ -133,6 +133,8 @@ def test_hot_swap_under_a_stream_of_calls_fails_none(trained_model: Path, tmp_pa
             failures: list[BaseException] = []
             calls = 0
             stop = asyncio.Event()
+            enough = asyncio.Event()  # set once `wanted` more calls have been answered
+            wanted = 0
 
             async def stream() -> None:
                 nonlocal calls
@@ -142,28 +144,44 @@ def test_hot_swap_under_a_stream_of_calls_fails_none(trained_model: Path, tmp_pa
                     except (GRPCError, AssertionError) as exc:
                         failures.append(exc)
                     calls += 1
+                    if calls >= wanted:
+                        enough.set()
+
+            async def more_calls(n: int) -> None:
+                nonlocal wanted
+                wanted = calls + n
+                enough.clear()
+                await asyncio.wait_for(enough.wait(), 60)
+
+            async def status() -> dict[str, Any]:
+                return dict(await det.do_command({"status": {}}))
+
+            async def swapped() -> dict[str, Any]:
+                now = await status()
+                assert now["version"] != before, "the new model was never loaded"
+                return now
+
+            async def refused() -> dict[str, Any]:
+                now = await status()
+                assert now["problem"], "the broken file was never looked at"
+                return now
 
             try:
-                before = (await det.do_command({"status": {}}))["version"]
+                before = (await status())["version"]
                 callers = [asyncio.create_task(stream()) for _ in range(3)]
-                await asyncio.sleep(0.5)
+                await more_calls(6)  # the stream is flowing before the swap
                 staged = live / ".model.onnx.tmp"
                 onnx.save(changed, str(staged))
                 staged.replace(live / "model.onnx")  # atomic, as `cp` to a temp name + `mv` would do
-                for _ in range(200):
-                    after = (await det.do_command({"status": {}}))["version"]
-                    if after != before:
-                        break
-                    await asyncio.sleep(0.1)
-                await asyncio.sleep(0.5)
+                after = (await eventually(swapped, timeout=60))["version"]
+                await more_calls(6)  # and goes on after it
                 stop.set()
                 await asyncio.gather(*callers)
-                assert after != before, "the new model was never loaded"
                 assert failures == [] and calls > 10
                 staged.write_bytes(b"not an onnx model")  # a broken replacement: the served model stays
                 staged.replace(live / "model.onnx")
-                await asyncio.to_thread(machine.wait_for_log, "still serving the current model")
-                assert (await det.do_command({"status": {}}))["version"] == after and await det.get_detections(image)
+                broken = await eventually(refused, timeout=60)
+                assert "model.onnx" in broken["problem"] and broken["version"] == after and await det.get_detections(image)
             finally:
                 await robot.close()
         asyncio.run(run())
