@@ -121,6 +121,7 @@ def test_the_demo_runs_the_whole_loop(tmp_path: Path) -> None:
     assert "NO NETWORK AND NO CACHED WEIGHTS" in result.stderr and "LABELS ARE MEANINGLESS" in result.stdout
     assert not noise(result.stderr, expected="NO NETWORK AND NO CACHED WEIGHTS"), result.stderr[-5000:]
     assert "frames seen 6," in result.stdout and "the deployed fast detector answered through the runtime" in result.stdout
+    assert "second round, the deployed detector as the student: 6 frames, teacher calls" in result.stdout
     assert list((tmp_path / "run" / "synced").rglob("*.capture")) and (tmp_path / "run" / "models" / "v1" / "model.onnx").is_file()
     machine = json.loads((tmp_path / "run" / "machine.json").read_text())
     assert any(s["name"] == "fast" for s in machine["services"])  # deployed into the running machine's config

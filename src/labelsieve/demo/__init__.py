@@ -1,6 +1,7 @@
 """The main job end to end, as a user would run it: frames -> grounding detector + VLM verifier behind the auto-label
 filter -> data capture and sync -> a dataset version -> a trained fast detector -> deployed live -> answering through the
-runtime. `labelsieve demo` (and `make demo`) runs it and prints where every output is.
+runtime -> a second round in which the deployed detector is the filter's student and chooses what the slow models label.
+`labelsieve demo` (and `make demo`) runs it and prints where every output is.
 
 It uses the real default models (Grounding DINO tiny, SmolVLM-256M), downloaded once into the Hugging Face cache with
 progress. With no network and no cache it says so loudly and builds tiny random-weight models instead, so the mechanics
@@ -44,6 +45,7 @@ class DemoResult:
     model_dir: Path
     metrics: dict[str, Any]
     fast_detections: int
+    student_stats: dict[str, Any]
     seconds: dict[str, float]
 
 
@@ -183,6 +185,46 @@ async def _deploy_and_ask(runtime: Any, config_path: Path, model_dir: Path, fram
         await robot.close()
 
 
+async def _second_round(runtime: Any, config_path: Path, frames: Path, timeout: float) -> dict[str, Any]:
+    """The deployed fast detector becomes the filter's student and the frames play again: the teacher (proposer and
+    verifier) runs only where the student is unsure, sees something new, or on a sampled share; capture stores the
+    disagreements and the sampled agreements. A config edit the runtime applies live, as a user would make it."""
+    from viam.services.vision import VisionClient
+
+    from labelsieve.runtime.builtins.data_manager import DataManagerService
+
+    replay = frames.with_name(f"{frames.name}-round2")  # a new source: the camera starts again from its first frame
+    shutil.copytree(frames, replay, dirs_exist_ok=True)
+    config = json.loads(config_path.read_text())
+    next(c for c in config["components"] if c["name"] == "cam")["attributes"]["source"] = str(replay)
+    labeler = next(s for s in config["services"] if s["name"] == "labeler")
+    labeler["attributes"].update(student="fast", teacher_sample_rate=0.25)
+    labeler["service_configs"][0]["attributes"]["capture_methods"][0]["capture_frequency_hz"] = 3  # a new collector
+    write_atomic(config_path, json.dumps(config, indent=2))
+    played = len(list(replay.iterdir()))
+    robot: Any = await runtime.connect()
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                stats: dict[str, Any] = dict(await VisionClient.from_robot(robot, "labeler").do_command({"stats": {}}))
+                manager: dict[str, Any] = dict(
+                    await DataManagerService.from_robot(robot, "data_manager").do_command({"stats": {}}))
+            except Exception:  # noqa: BLE001  (the edit being applied: resources are re-added within a second or two)
+                await robot.refresh()
+                stats, manager = {}, {}
+            student = stats.get("student") or {}
+            method = manager.get("methods", {}).get("rdk:service:vision/labeler/CaptureAllFromCamera", {})
+            if student.get("frames", 0) >= played or (student and method.get("ended")):
+                await DataManagerService.from_robot(robot, "data_manager").sync()
+                return student
+            await asyncio.sleep(0.25)
+        log.warning("the second round did not finish within %.0f s; its counts so far are shown", timeout)
+        return student
+    finally:
+        await robot.close()
+
+
 def run_demo(out: Path, *, frames: int = 24, epochs: int = 5, imgsz: int = 320, timeout: float = 1800) -> DemoResult:
     out = out.resolve()
     shutil.rmtree(out, ignore_errors=True)
@@ -215,13 +257,25 @@ def run_demo(out: Path, *, frames: int = 24, epochs: int = 5, imgsz: int = 320, 
             lap("train")
             answered = await _deploy_and_ask(runtime, config_path, model_dir, min(frame_dir.iterdir()))
             lap("deploy and ask")
+            student = await _second_round(runtime, config_path, frame_dir, timeout)
+            lap("second round, the student choosing")
             return DemoResult(out, real, filter_stats, built.summary, model_dir,
-                              load_model_info(model_dir).get("metrics", {}), answered, seconds)
+                              load_model_info(model_dir).get("metrics", {}), answered, student, seconds)
         finally:
             watcher.cancel()
             await runtime.shutdown()
 
     return asyncio.run(main())
+
+
+def _student_line(student: dict[str, Any]) -> str:
+    if not student:
+        return "  second round: the student never answered (see the log)"
+    n = {k: int(v) for k, v in student.items() if isinstance(v, (int, float))}
+    kinds = {k: int(v) for k, v in (student.get("disagreements") or {}).items()}
+    return (f"  second round, the deployed detector as the student: {n.get('frames')} frames, teacher calls "
+            f"{n.get('teacher_calls')} ({n.get('teacher_calls_saved')} saved), disagreements captured {kinds} "
+            f"in {n.get('frames_disagreed')} frame(s), sampled agreements kept {n.get('agreements_kept')}")
 
 
 def summary(result: DemoResult) -> str:
@@ -235,6 +289,7 @@ def summary(result: DemoResult) -> str:
         f"  labels by class: {d.get('boxes_per_class')}; split {d.get('split')}",
         f"  model metrics (held-out): {result.metrics}",
         f"  the deployed fast detector answered through the runtime with {result.fast_detections} box(es)",
+        _student_line(result.student_stats),
         f"  seconds by stage: {result.seconds}",
         (f"  outputs: config {result.out / 'machine.json'}, captures {result.out / 'synced'}, dataset "
         f"{result.out / 'dataset'}, model {result.model_dir}"),
