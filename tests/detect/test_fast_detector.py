@@ -14,6 +14,7 @@ import pytest
 from grpclib import GRPCError, Status
 from support import Machine, camera, connect, encode, eventually, module
 from PIL import Image
+from support.fast import LOW, config, fast, frame_jpeg
 from support.scenes import scene_frames
 from viam.media.video import ViamImage
 from viam.services.vision import VisionClient
@@ -21,22 +22,6 @@ from viam.services.vision import VisionClient
 from labelsieve import images
 from labelsieve.detect.fast import FastDetectorConfig, OnnxModel, UltralyticsModel
 from labelsieve.errors import ConfigError
-
-LOW = 0.001  # a 3-epoch model is unsure of everything; a low threshold still gives boxes to compare
-
-
-def fast(name: str, model_path: Path | str, **attrs: Any) -> dict[str, Any]:
-    return {"name": name, "api": "rdk:service:vision", "model": "labelsieve:vision:fast-detector",
-            "attributes": {"model_path": str(model_path), "confidence": LOW, "max_detections": 20, **attrs}}
-
-
-def config(*services: dict[str, Any]) -> dict[str, Any]:
-    return {"modules": [module("fast-detector")], "services": list(services)}
-
-
-def frame_jpeg(scene: int = 100, size: int = 64) -> bytes:
-    return encode(scene_frames(scene, 1, size)[0][0], quality=95)
-
 
 def test_numpy_onnx_path_matches_ultralytics(trained_model: Path) -> None:
     image = scene_frames(101, 1, 96)[0][0]  # not the training size: exercises the letterbox

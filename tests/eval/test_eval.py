@@ -168,9 +168,42 @@ def test_eval_reads_the_filter_as_the_runtime_does(scene: dict[str, Any], tmp_pa
     from labelsieve.eval.stages import filter_config
 
     config = json.loads(scene["config"].read_text())
-    config["services"][2]["attributes"]["detector"] = "${environment.EVAL_DETECTOR}"
+    labeler = next(s for s in config["services"] if s["name"] == "labeler")
+    labeler["attributes"]["detector"] = "${environment.EVAL_DETECTOR}"
     (tmp_path / "machine.json").write_text(json.dumps(config))
     monkeypatch.setenv("EVAL_DETECTOR", "proposer")
     assert filter_config(tmp_path / "machine.json", "labeler").detector == "proposer"
     with pytest.raises(InputError, match="'proposer' is a test:vision:scripted-proposer, not an auto-label filter"):
         filter_config(tmp_path / "machine.json", "proposer")
+
+
+def test_eval_measures_the_filters_student(scene: dict[str, Any], tmp_path: Path) -> None:
+    """A stand-in student that drops the first truth square and adds a ghost on the blue face, every frame: its precision
+    and recall against the hand labels and against the teacher's labels, and its disagreements, are known exactly."""
+    boxes = {f"{i:03d}.jpg": [[*square(70), 0.9, "glasses"], [*square(130), 0.9, "glasses"], [*square(190), 0.8, "glasses"]]
+             for i in range(FRAMES)}
+    (tmp_path / "student.json").write_text(json.dumps(boxes))
+    config = json.loads(scene["config"].read_text())
+    frames = next(s for s in config["services"] if s["name"] == "proposer")["attributes"]["frames"]
+    config["services"].append({"name": "student", "api": "rdk:service:vision", "model": "test:vision:scripted-proposer",
+                               "attributes": {"frames": frames, "boxes": str(tmp_path / "student.json")}})
+    next(s for s in config["services"] if s["name"] == "labeler")["attributes"]["student"] = "student"
+    (tmp_path / "machine.json").write_text(json.dumps(config))
+
+    report = asyncio.run(evaluate(tmp_path / "machine.json", "labeler", scene["truth"], tmp_path / "out",
+                                  data_dir=tmp_path / "data"))
+    student = report["student"]
+    assert student["service"] == "student" and student["frames"] == FRAMES
+    # against the hand labels (3 red/green squares a frame): 2 found, the ghost false, the first square missed
+    truth = student["against_truth"]["glasses"]
+    assert (truth["tp"], truth["fp"], truth["fn"]) == (2 * FRAMES, FRAMES, FRAMES)
+    # against the teacher (red at 10 unless the proposer missed it, red at 70, the red decoy on even frames)
+    teacher = student["against_teacher"]["glasses"]
+    missed_first = sum(1 for i in range(FRAMES) if i % 4 != 0)
+    decoys = sum(1 for i in range(FRAMES) if i % 2 == 0)
+    assert (teacher["tp"], teacher["fp"], teacher["fn"]) == (FRAMES, 2 * FRAMES, missed_first + decoys)
+    assert student["frames_disagreeing_with_teacher"] == {"missed": FRAMES, "extra": FRAMES, "wrong_class": 0,
+                                                          "any": FRAMES}
+    assert report["classes"]["glasses"] == asyncio.run(evaluate(scene["config"], "labeler", scene["truth"],
+                                                                tmp_path / "plain", data_dir=tmp_path / "data2")
+                                                       )["classes"]["glasses"]  # the student changes no teacher number

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from support import Machine, connect, eventually
 from support.scenes import write_scenes
-from test_fast_detector import config, fast, frame_jpeg
+from support.fast import config, fast, frame_jpeg
 from viam.media.video import ViamImage
 from viam.services.vision import VisionClient
 
@@ -62,6 +62,22 @@ def test_promotion_gate_names_the_deciding_number(trained_model: Path, tmp_path:
     renamed = variant(trained_model, tmp_path / "renamed", classes=["blue", "green"])
     with pytest.raises(PromotionRefused, match="classes differ"):
         promotion_gate(renamed, trained_model)
+
+
+def test_the_teacher_gate_wants_fewer_disagreements_than_the_deployed_model(trained_model: Path, tmp_path: Path) -> None:
+    """The same weights under another id disagree with the teacher's held-out labels exactly as often as the deployed
+    model: the score gate lets it through, the teacher gate does not (it must disagree less), and --force still can."""
+    from labelsieve.dataset import open_dataset
+    from labelsieve.train.deploy import teacher_disagreement
+
+    info = json.loads((trained_model / "model.json").read_text())
+    same = variant(trained_model, tmp_path / "same", id="same-weights")
+    rate = teacher_disagreement(trained_model, open_dataset(info["dataset"]["path"]))
+    assert 0.0 <= rate <= 1.0 and rate == teacher_disagreement(same, open_dataset(info["dataset"]["path"]))
+    assert ">= deployed" in promotion_gate(same, trained_model)
+    with pytest.raises(PromotionRefused, match=f"disagreeing with the teacher.*candidate {rate:.3f} is not below deployed"):
+        promotion_gate(same, trained_model, teacher=True)
+    assert "forced" in promotion_gate(same, trained_model, force=True, teacher=True)
 
 
 def test_deploy_to_a_machine_config_applies_live(trained_model: Path, tmp_path: Path) -> None:

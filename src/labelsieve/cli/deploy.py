@@ -26,6 +26,9 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--service", help="the fast-detector service in --config")
     p.add_argument("--force", action="store_true", help="deploy even if classes differ or the score is worse")
     p.add_argument("--create", action="store_true", help="add the --service to --config if it has none of that name")
+    p.add_argument("--teacher-gate", action="store_true",
+                   help="also require the candidate to disagree with the teacher's labels on fewer held-out frames than "
+                        "the deployed model")
     p.set_defaults(handler=handle)
 
 
@@ -36,9 +39,9 @@ def handle(args: argparse.Namespace) -> int:
     if args.config:
         if not args.service:
             raise InputError("--config needs --service NAME (the fast-detector service to point at the model)")
-        decision = deploy_to_config(args.model_dir, args.config, args.service, args.force, args.create)
+        decision = deploy_to_config(args.model_dir, args.config, args.service, args.force, args.create, args.teacher_gate)
         print(f"promotion: {decision}\n{args.config}: {args.service} now serves {args.model_dir.resolve()}")
     else:
-        url, decision = deploy_to_fleet(args.model_dir, args.to, args.force)
+        url, decision = deploy_to_fleet(args.model_dir, args.to, args.force, teacher=args.teacher_gate)
         print(f"promotion: {decision}\npublished {url}; {args.to.rstrip('/')}/current points at it")
     return 0

@@ -28,7 +28,7 @@ async def evaluate(config_path: Path, name: str, coco_path: Path, out: Path, *, 
 
     truth = load_coco(coco_path, images_dir)
     config = filter_config(config_path, name)
-    records = await record_frames(config_path, name, truth, data_dir or home())
-    report = summarize(records, config, truth.classes)
+    records, student = await record_frames(config_path, name, truth, data_dir or home())
+    report = summarize(records, config, truth.classes, student)
     write_report(report, records, Path(out), f"labelsieve eval: {name} against {Path(coco_path).name}")
     return report

@@ -19,7 +19,8 @@ import numpy as np
 from labelsieve.detections import Detections, box_iou
 from labelsieve.filter import BoxTrace, Decision, FilterConfig
 
-__all__ = ["FrameRecord", "Score", "confusion", "match", "proposer_labels", "score", "sweep", "two_stage_labels"]
+__all__ = ["FrameRecord", "Score", "confusion", "match", "proposer_labels", "score", "student_report", "sweep",
+           "two_stage_labels"]
 
 IOU = 0.5
 
@@ -31,6 +32,7 @@ class FrameRecord:
     decision: Decision  # the filter's own, with its proposals and trace
     propose_s: float
     verify_s: float
+    student: Detections | None = None  # the filter's student's boxes on the frame, where the filter has a student
 
     @property
     def crops(self) -> int:
@@ -92,6 +94,28 @@ def score(frames: Iterable[tuple[Detections, Detections]], classes: Sequence[str
             if not f and name in counts:
                 counts[name][2] += 1
     return {c: Score(*n) for c, n in counts.items()}
+
+
+def student_report(frames: Sequence[FrameRecord], config: FilterConfig, truth_classes: Sequence[str]) -> dict[str, Any]:
+    """The student against the teacher's labels (the boxes the filter kept) and against the hand labels, per class, and
+    the frames where it disagrees with the teacher by kind (`labelsieve.filter.student.compare`, as active learning
+    counts them)."""
+    from labelsieve.filter.student import compare
+
+    seen = [f for f in frames if f.student is not None]
+    pairs = [(f.student, f) for f in seen if f.student is not None]
+    judged_classes = [c for c in config.labels if c in truth_classes]
+    disagreeing = {"missed": 0, "extra": 0, "wrong_class": 0, "any": 0}
+    for student, f in pairs:
+        kinds = compare(student, f.decision.detections).kinds
+        disagreeing["any"] += bool(kinds)
+        for kind in kinds:
+            disagreeing[kind] += 1
+    return {"frames": len(seen),
+            "against_teacher": {c: s.as_dict() for c, s in score(((s, f.decision.detections) for s, f in pairs),
+                                                                 config.labels).items()},
+            "against_truth": {c: s.as_dict() for c, s in score(((s, f.truth) for s, f in pairs), judged_classes).items()},
+            "frames_disagreeing_with_teacher": disagreeing}
 
 
 def _labelled(frame: FrameRecord, kept: list[tuple[BoxTrace, str, float]]) -> Detections:

@@ -16,7 +16,7 @@ from PIL import ImageDraw
 from labelsieve import images
 from labelsieve.dataset.frames import fillable
 from labelsieve.errors import UnsupportedError
-from labelsieve.eval.metrics import FrameRecord, confusion, judged, match, proposer_labels, score, sweep
+from labelsieve.eval.metrics import FrameRecord, confusion, judged, match, proposer_labels, score, student_report, sweep
 from labelsieve.files import write_atomic
 from labelsieve.filter import FilterConfig
 
@@ -32,7 +32,10 @@ def _per_frame(value: float, frames: int) -> float:
     return value / frames if frames else 0.0
 
 
-def summarize(records: Sequence[FrameRecord], config: FilterConfig, truth_classes: Sequence[str]) -> dict[str, Any]:
+def summarize(records: Sequence[FrameRecord], config: FilterConfig, truth_classes: Sequence[str],
+              student: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The report's numbers; `student` (the student model's identity) adds the student's section where the filter has
+    one."""
     classes = [c for c in config.labels if c in truth_classes]
     alone = score(((proposer_labels(f, config), f.truth) for f in records), classes)
     both = score(((f.decision.detections, f.truth) for f in records), classes)
@@ -58,6 +61,8 @@ def summarize(records: Sequence[FrameRecord], config: FilterConfig, truth_classe
                            "dropped_by_default": len(unresolved), "filled_with_fill_ignore": len(unresolved) - blocked,
                            "dropped_with_fill_ignore": blocked},
         "sweep": sweep(records, config, classes, sorted({*PROPOSER_THRESHOLDS, floor}), VERIFIER_THRESHOLDS),
+        **({"student": {"service": config.student, "model": student, **student_report(records, config, truth_classes)}}
+           if student is not None else {}),
     }
 
 
@@ -81,6 +86,13 @@ def summary_table(report: dict[str, Any]) -> str:
                      f"{ignore['filled_with_fill_ignore']} and drops {ignore['dropped_with_fill_ignore']}")
     if report["not_judged"]:
         lines.append(f"not in the truth's categories, so not judged: {', '.join(report['not_judged'])}")
+    if student := report.get("student"):
+        lines.append(f"student {student['service']} {student['model'].get('model_id') or ''}: disagrees with the teacher on "
+                     f"{student['frames_disagreeing_with_teacher']['any']} of {student['frames']} frames")
+        for name, row in student["against_truth"].items():
+            teacher = student["against_teacher"].get(name, {})
+            lines.append(f"  {name:<18} vs hand labels P {_fmt(row['precision'])} R {_fmt(row['recall'])}; vs teacher P "
+                         f"{_fmt(teacher.get('precision'))} R {_fmt(teacher.get('recall'))}")
     return "\n".join(lines)
 
 

@@ -11,10 +11,13 @@ import asyncio
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from grpclib import GRPCError
 
 from PIL import Image
 from tqdm import tqdm
-from viam.services.vision import VisionClient
+from viam.services.vision import Vision, VisionClient
 
 from labelsieve import images
 from labelsieve.detections import Detections
@@ -25,7 +28,7 @@ from labelsieve.filter import AutoLabelFilter, FilterConfig, Frame
 from labelsieve.runtime import Runtime, RuntimeOptions
 from labelsieve.runtime.config import load_config
 from labelsieve.verify import Verdict
-from labelsieve.viam.stages import VisionStages
+from labelsieve.viam.stages import VisionStages, detect
 
 __all__ = ["filter_config", "record_frames", "runtime_options"]
 
@@ -57,7 +60,7 @@ async def _frame(path: Path) -> Frame:
     return Frame(image, data, "image/png" if path.suffix.lower() == ".png" else "image/jpeg", {"source": str(path)})
 
 
-async def _record(config: FilterConfig, stages: VisionStages, truth: Detections) -> FrameRecord:
+async def _record(config: FilterConfig, stages: VisionStages, truth: Detections, student: Vision | None) -> FrameRecord:
     """One frame through a filter whose stages are timed (a filter per frame: with the gate off it holds no state worth
     keeping). What it asked and how each box ended is the decision's own trace."""
     path = Path(truth.metadata["path"])
@@ -80,11 +83,24 @@ async def _record(config: FilterConfig, stages: VisionStages, truth: Detections)
 
     sieve = AutoLabelFilter(config, propose, verify, proposer_name=config.detector, verifier_name=config.verifier)
     decision = await sieve.examine(frame, gate=False)
-    return FrameRecord(path, truth, decision, seconds["propose"], seconds["verify"])
+    students = (await detect(student, frame)).clip(*frame.image.size) if student is not None else None
+    return FrameRecord(path, truth, decision, seconds["propose"], seconds["verify"], students)
 
 
-async def record_frames(config_path: Path, name: str, truth: Truth, data_dir: Path) -> list[FrameRecord]:
-    """Start the machine, examine every truth image with the named filter's stages (near-duplicate gate off), stop it."""
+async def _identity(student: Vision) -> dict[str, Any]:
+    """Which model the student serves, where it says (the fast detector's `status`: its model id and dataset)."""
+    try:
+        status = dict(await student.do_command({"status": {}}))
+    except GRPCError:
+        return {}
+    return {key: status[key] for key in ("model_id", "dataset", "version") if key in status}
+
+
+async def record_frames(config_path: Path, name: str, truth: Truth, data_dir: Path
+                        ) -> tuple[list[FrameRecord], dict[str, Any] | None]:
+    """Start the machine, examine every truth image with the named filter's stages (near-duplicate gate off), and ask
+    the filter's student too where it has one; stop it. Returns the records and the student's identity (None: no
+    student)."""
     config = filter_config(config_path, name)
     runtime = Runtime(runtime_options(config_path, data_dir))
     await runtime.start()
@@ -93,7 +109,10 @@ async def record_frames(config_path: Path, name: str, truth: Truth, data_dir: Pa
         try:
             stages = VisionStages(config, VisionClient.from_robot(robot, config.detector),
                                   VisionClient.from_robot(robot, config.verifier))
-            return [await _record(config, stages, image) for image in tqdm(truth.images, desc=f"eval {name}", unit="frame")]
+            student = VisionClient.from_robot(robot, config.student) if config.student else None
+            records = [await _record(config, stages, image, student)
+                       for image in tqdm(truth.images, desc=f"eval {name}", unit="frame")]
+            return records, (await _identity(student) if student is not None else None)
         finally:
             await robot.close()  # type: ignore[no-untyped-call]  # untyped in viam-sdk
     finally:

@@ -17,8 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from labelsieve.dataset import open_dataset
-from labelsieve.detect.fast import FastDetectorConfig
+from labelsieve import images
+from labelsieve.dataset import DatasetVersion, open_dataset
+from labelsieve.dataset.formats import from_coco
+from labelsieve.detect.fast import FastDetectorConfig, load_model
+from labelsieve.filter.student import compare
 from labelsieve.errors import BackendUnavailable, InputError, PromotionRefused
 from labelsieve.files import write_atomic
 from labelsieve.fleet import MODEL_INFO, fetch_model, is_url, publish, read_pointer
@@ -26,17 +29,19 @@ from labelsieve.runtime.config import parse_config
 from labelsieve.shipped import module_entry
 from labelsieve.train.trainer import SCORE, held_out_score, load_model_info
 
-__all__ = ["FAST_DETECTOR", "PromotionRefused", "config_lock", "deploy_to_config", "deploy_to_fleet", "promotion_gate"]
+__all__ = ["FAST_DETECTOR", "PromotionRefused", "config_lock", "deploy_to_config", "deploy_to_fleet", "promotion_gate",
+           "teacher_disagreement"]
 
 FAST_DETECTOR = "labelsieve:vision:fast-detector"
 
 
-def promotion_gate(candidate: Path, deployed: Path | None, force: bool = False) -> str:
-    """The sentence that decided; raises PromotionRefused (unless `force`) naming the number that refused."""
+def promotion_gate(candidate: Path, deployed: Path | None, force: bool = False, teacher: bool = False) -> str:
+    """The sentence that decided; raises PromotionRefused (unless `force`) naming the number that refused. With
+    `teacher`, the candidate must also disagree with the teacher on fewer held-out frames than the deployed model."""
     if deployed is None:
         return "nothing deployed yet: no comparison to make"
     try:
-        decision = _compare(candidate, deployed)
+        decision = _compare(candidate, deployed, teacher)
     except PromotionRefused as exc:
         if not force:
             raise
@@ -44,7 +49,7 @@ def promotion_gate(candidate: Path, deployed: Path | None, force: bool = False) 
     return f"forced ({decision})" if force else decision
 
 
-def _compare(candidate: Path, deployed: Path) -> str:
+def _compare(candidate: Path, deployed: Path, teacher: bool) -> str:
     new, old = load_model_info(candidate), load_model_info(deployed)
     if new["classes"] != old["classes"]:
         raise PromotionRefused(f"the classes differ: deployed {old['classes']}, candidate {new['classes']} "
@@ -59,7 +64,30 @@ def _compare(candidate: Path, deployed: Path) -> str:
     where = f"{SCORE} on the val split of dataset {version.name} ({version.id[:12]})"
     if new_score < old_score:
         raise PromotionRefused(f"{where}: candidate {new_score:.4f} < deployed {old_score:.4f}")
-    return f"{where}: candidate {new_score:.4f} >= deployed {old_score:.4f}"
+    decided = f"{where}: candidate {new_score:.4f} >= deployed {old_score:.4f}"
+    if not teacher:
+        return decided
+    new_rate, old_rate = teacher_disagreement(candidate, version), teacher_disagreement(deployed, version)
+    where = f"frames disagreeing with the teacher's labels on the val split of {version.name}"
+    if not new_rate < old_rate:
+        raise PromotionRefused(f"{where}: candidate {new_rate:.3f} is not below deployed {old_rate:.3f}")
+    return f"{decided}; {where}: candidate {new_rate:.3f} < deployed {old_rate:.3f}"
+
+
+def teacher_disagreement(model_dir: Path, version: DatasetVersion) -> float:
+    """The share of `version`'s val images (their labels are the teacher's) on which the model, run as the fast
+    detector serves it, misses a box, adds one or names one wrongly at IoU 0.5 (active learning's `compare`)."""
+    cfg = FastDetectorConfig.parse("promotion gate", {"model_path": str(model_dir)})
+    model = load_model(model_dir, "cpu")
+    path = version.path / "annotations" / "instances_val.json"
+    frames, _ = from_coco(json.loads(path.read_text()), str(path))
+    if not frames:
+        raise PromotionRefused(f"{version.path}: the val split is empty, so nothing tells the models apart")
+    wrong = 0
+    for labels in frames:
+        image = images.decode((version.path / labels.metadata["file_name"]).read_bytes(), where=labels.metadata["file_name"])
+        wrong += bool(compare(model.detect(image, cfg.confidence, cfg.iou, cfg.max_detections), labels).kinds)
+    return wrong / len(frames)
 
 
 def _model_dir_of(path: Path) -> Path | None:
@@ -121,7 +149,8 @@ def _create_service(machine: dict[str, Any], service: str, base: Path) -> dict[s
     return resource
 
 
-def deploy_to_config(model_dir: Path, config: Path, service: str, force: bool = False, create: bool = False) -> str:
+def deploy_to_config(model_dir: Path, config: Path, service: str, force: bool = False, create: bool = False,
+                     teacher: bool = False) -> str:
     """Point fast-detector `service` in machine config `config` at `model_dir` (locked, validated, atomic rewrite); with
     `create`, add the service (and the module serving it) when the config has none of that name. Returns the decision."""
     load_model_info(model_dir)
@@ -136,7 +165,7 @@ def deploy_to_config(model_dir: Path, config: Path, service: str, force: bool = 
         attributes = resource.setdefault("attributes", {})
         current = attributes.get("model_path")
         deployed = _model_dir_of(config.parent / current) if current and not is_url(current) else None
-        decision = promotion_gate(model_dir, deployed, force)
+        decision = promotion_gate(model_dir, deployed, force, teacher)
         attributes["model_path"] = str(model_dir.resolve())
         if not _serves_fast_detector(machine, config.parent):
             raise InputError(f"{config}: no module serves {FAST_DETECTOR}; add the fast_detector module, or deploy "
@@ -148,7 +177,8 @@ def deploy_to_config(model_dir: Path, config: Path, service: str, force: bool = 
     return decision
 
 
-def deploy_to_fleet(model_dir: Path, fleet: str, force: bool = False, cache: Path | None = None) -> tuple[str, str]:
+def deploy_to_fleet(model_dir: Path, fleet: str, force: bool = False, cache: Path | None = None,
+                    teacher: bool = False) -> tuple[str, str]:
     """Publish `model_dir` under `fleet` and move its `current` pointer. Returns (model URL, decision)."""
     info = load_model_info(model_dir)
     pointer = read_pointer(fleet)
@@ -160,5 +190,5 @@ def deploy_to_fleet(model_dir: Path, fleet: str, force: bool = False, cache: Pat
                 raise
             decision = f"forced, without a comparison: {exc}"
         else:
-            decision = promotion_gate(model_dir, deployed, force)
+            decision = promotion_gate(model_dir, deployed, force, teacher)
     return publish(model_dir, fleet, str(info["id"])), decision
