@@ -10,35 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from google.protobuf.struct_pb2 import Value
 from google.protobuf.timestamp_pb2 import Timestamp
 from viam.proto.app.data import Annotations
 from viam.proto.app.datasync import DataCaptureMetadata, DataType, SensorData, SensorMetadata
 
-from labelsieve.capture.format import capture_file_name, decode_provenance, read_capture, write_capture
+from labelsieve.capture.format import capture_file_name, write_capture
 from labelsieve.errors import InputError
 from labelsieve.label import label
 from support import encode
-from support.oracle import expected, module_stages_config, oracle_config, oracle_frame, scene, write_frames
+from support.oracle import expected, module_stages_config, oracle_config, oracle_frame, outputs, scene, write_frames
 
 os.environ["LABELSIEVE_LABEL_STAGES"] = "support.oracle"
-
-
-def outputs(out: Path) -> dict[str, dict[str, Any]]:
-    """Each labeled file by the frame it came from: its labels, boxes, provenance and header."""
-    found = {}
-    for path in sorted(out.rglob("*.capture")):
-        capture = read_capture(path)
-        packed = Value()
-        capture.header.method_parameters["source"].Unpack(packed)
-        origin = json.loads(packed.string_value)
-        (reading,) = capture.readings
-        boxes = reading.metadata.annotations.bboxes
-        key = f"{origin['file']}#{int(origin['reading'])}" if "reading" in origin else \
-            f"{origin['file']}@{int(origin['frame'])}" if "frame" in origin else origin["file"]
-        found[key] = {"labels": [b.label for b in boxes], "provenance": [decode_provenance(b.id) for b in boxes],
-                      "header": capture.header, "path": path, "reading": reading, "origin": origin}
-    return found
 
 
 def get_images_captures(folder: Path, layouts: list[list[str | None]]) -> list[Path]:

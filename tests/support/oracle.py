@@ -13,16 +13,19 @@ call) to stand in for a model's cost without using a CPU.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from google.protobuf.struct_pb2 import Value
 from PIL import Image, ImageDraw
 
+from labelsieve.capture.format import decode_provenance, read_capture
 from labelsieve.detections import Detections
 from labelsieve.filter import FilterConfig, Frame
-from labelsieve.label.stages import PROPOSERS, VERIFIERS
+from labelsieve.label.stages import PROPOSERS, STUDENTS, VERIFIERS
 from labelsieve.runtime.config import ResourceConfig
 from labelsieve.verify import Verdict
 
@@ -68,6 +71,23 @@ def write_frames(folder: Path, layouts: Sequence[Sequence[str | None]], *, backg
         oracle_frame(layout, background + i % 7).save(path)
         paths.append(path)
     return paths
+
+
+def outputs(out: Path) -> dict[str, dict[str, Any]]:
+    """Each labeled file by the frame it came from: its labels, boxes, provenance and header."""
+    found = {}
+    for path in sorted(out.rglob("*.capture")):
+        capture = read_capture(path)
+        packed = Value()
+        capture.header.method_parameters["source"].Unpack(packed)
+        origin = json.loads(packed.string_value)
+        (reading,) = capture.readings
+        boxes = reading.metadata.annotations.bboxes
+        key = f"{origin['file']}#{int(origin['reading'])}" if "reading" in origin else \
+            f"{origin['file']}@{int(origin['frame'])}" if "frame" in origin else origin["file"]
+        found[key] = {"labels": [b.label for b in boxes], "provenance": [decode_provenance(b.id) for b in boxes],
+                      "header": capture.header, "path": path, "reading": reading, "origin": origin}
+    return found
 
 
 def _bright(pixels: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -117,7 +137,33 @@ class OracleVerifier:
         return None
 
 
+class OracleStudent:
+    """A deployed detector of known errors: "glasses" at every red box at 0.95, except that it misses the red box in
+    slot `miss` and, with `extra`, also calls each blue box "glasses" at 0.5 (inside the default unsure band)."""
+
+    def __init__(self, resource: ResourceConfig, config: FilterConfig, base: Path) -> None:
+        self.miss, self.extra = resource.attributes.get("miss"), bool(resource.attributes.get("extra"))
+
+    async def detect(self, frame: Frame) -> Detections:
+        pixels = np.asarray(frame.image.convert("RGB"))
+        found = OracleProposer._boxes(pixels)
+        rows = []
+        for xyxy in found.xyxy:
+            x0, y0, x1, y1 = (int(v) for v in xyxy)
+            answer = OracleVerifier._answer(pixels[y0:y1, x0:x1]).answer
+            if answer == "yes" and x0 // (WIDTH // SLOTS) != self.miss:
+                rows.append((xyxy, 0.95))
+            elif answer == "no" and self.extra:
+                rows.append((xyxy, 0.5))
+        return Detections(np.array([r[0] for r in rows], np.float32).reshape(-1, 4), [r[1] for r in rows],
+                          ["glasses"] * len(rows))
+
+    async def close(self) -> None:
+        return None
+
+
 PROPOSERS["test:vision:oracle-proposer"] = OracleProposer
+STUDENTS["test:vision:oracle-student"] = OracleStudent
 VERIFIERS["test:vision:oracle-verifier"] = OracleVerifier
 
 
@@ -125,8 +171,6 @@ def oracle_config(path: Path, *, delay_propose: float = 0.0, delay_verify: float
                   duplicate_threshold: float = 0.01, batch: int = 1, extra_services: Sequence[dict[str, Any]] = (),
                   modules: Sequence[dict[str, Any]] = (), detector: str = "det", verifier: str = "ver") -> Path:
     """A machine config with the filter `labeler` over the oracle stages (or `detector` / `verifier` given instead)."""
-    import json
-
     rule: dict[str, Any] = {"detect": "person", "question": "Glasses?", "label": "glasses"}
     if negative:
         rule["negative_label"] = negative
@@ -147,8 +191,6 @@ def oracle_config(path: Path, *, delay_propose: float = 0.0, delay_verify: float
 def module_stages_config(root: Path) -> tuple[Path, Path]:
     """Three JPEG frames (a red, a blue and a green box) and a config whose filter's stages are module processes
     (tests/modules/filter_stages: the scripted proposer and the colour verifier). Expected: glasses, no_glasses, none."""
-    import json
-
     from support.machine import TEST_MODULES, module
 
     frames = root / "frames"

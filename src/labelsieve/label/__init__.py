@@ -76,16 +76,19 @@ def label(sources: Sequence[str], config: Path, filter: str, out: str, *, data_d
         with tqdm(total=sum(s.estimate for s in streams), unit="frame", desc=f"label {filter}", disable=not progress,
                   dynamic_ncols=True) as bar:
             advance = _Progress(bar)
+            student: dict[str, Any] | None = None
             if ray:
                 from labelsieve.label.ray import run_ray  # Ray only when asked for
 
                 run_ray(spec, streams, finished, book, output, advance, address=ray, data_dir=work / "runtime",
                         proposers=proposers, verifiers=verifiers, actor_cpus=actor_cpus)
             else:
-                asyncio.run(run_local(spec, streams, finished, book, output, advance, data_dir=work / "runtime",
+                student = asyncio.run(run_local(spec, streams, finished, book, output, advance, data_dir=work / "runtime",
                                       in_flight=in_flight))
         summary = book.summary() | {"output": out, "ledger": str(book.path), "this_run": {
             **advance.pace(), "wall_s": round(time.perf_counter() - start, 3)}}
+        if student is not None:
+            summary["student"] = student  # this run's policy counters (frames finished before are not in them)
         summary["summary_file"] = output.save_summary(json.dumps(summary, indent=2))
         return summary
     finally:

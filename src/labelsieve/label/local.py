@@ -6,6 +6,11 @@
 
 The proposer works on the next frames while earlier frames' crops are being verified, so a frame costs the slowest
 stage, not the sum of both. Backpressure: the reader blocks on the full queue, the proposer on the `in_flight` slots.
+
+With the filter's `student` (active learning, `labelsieve.filter.student`) the policy must see each stream's frames in
+time order (novelty and the repeat rule are per stream), so each stream runs its frames one at a time, student then
+teacher where the policy asks, and up to `in_flight` streams run at once; a frame the policy skips is done (the ledger
+records it as `student_skipped`), a kept one is written with the student's record in its first box's provenance.
 """
 
 from __future__ import annotations
@@ -17,13 +22,18 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+import dataclasses
+import time
+from typing import Any
+
 from labelsieve.detections import Detections
 from labelsieve.errors import LabelsieveError
-from labelsieve.filter import Frame
+from labelsieve.filter import AutoLabelFilter, Frame
+from labelsieve.filter.student import StudentPolicy, StudentStats
 from labelsieve.label.job import Output, Pending, decoded, gated, label_frame, propose
-from labelsieve.label.ledger import Ledger, Record
+from labelsieve.label.ledger import FAILED, Ledger, Record
 from labelsieve.label.sources import Stream
-from labelsieve.label.stages import Stages, StageSpec, open_stages, start_runtime
+from labelsieve.label.stages import Stages, StageSpec, Student, open_stages, open_student, start_runtime
 
 __all__ = ["run_local"]
 
@@ -34,11 +44,80 @@ class _Stopped(LabelsieveError):
 
 async def run_local(spec: StageSpec, streams: Sequence[Stream], finished: Mapping[str, Mapping[str, bytes | None]],
                     ledger: Ledger, output: Output, advance: Callable[[int], object], *, data_dir: Path,
-                    in_flight: int = 8) -> None:
+                    in_flight: int = 8) -> dict[str, Any] | None:
+    """Returns the student policy's stats, summed over the streams (None without a student)."""
     async with AsyncExitStack() as exits:
         spec = await start_runtime(spec, data_dir, exits)
         stages = await open_stages(spec, exits)
-        await _pipeline(stages, streams, finished, ledger, output, advance, in_flight)
+        student = await open_student(spec, exits)
+        if student is None:
+            await _pipeline(stages, streams, finished, ledger, output, advance, in_flight)
+            return None
+        slots = asyncio.Semaphore(in_flight)
+
+        async def one(stream: Stream) -> StudentStats:
+            async with slots:
+                return await _student_stream(stages, student, stream, finished.get(stream.name, {}), ledger, output,
+                                             advance)
+
+        return _summed(await asyncio.gather(*(one(s) for s in streams))).as_dict()
+
+
+def _summed(all_stats: Sequence[StudentStats]) -> StudentStats:
+    total = StudentStats()
+    for stats in all_stats:
+        for field in dataclasses.fields(StudentStats):
+            mine, theirs = getattr(total, field.name), getattr(stats, field.name)
+            if isinstance(mine, dict):
+                for key, value in theirs.items():
+                    mine[key] = mine.get(key, 0) + value
+            else:
+                setattr(total, field.name, mine + theirs)
+    return total
+
+
+async def _student_stream(stages: Stages, student: Student, stream: Stream, finished: Mapping[str, bytes | None],
+                          ledger: Ledger, output: Output, advance: Callable[[int], object]) -> StudentStats:
+    """One stream in time order through the gate and the student policy."""
+    config = stages.config
+
+    async def proposed(frame: Frame) -> Detections:
+        found = await stages.proposer.propose([frame])
+        return found[0]
+
+    teacher = AutoLabelFilter(config, proposed, stages.verifier.verify, proposer_name=config.detector,
+                              verifier_name=config.verifier)
+    policy = StudentPolicy(config, student, teacher)
+    items = gated(stream, finished, config.duplicate_threshold)
+    while (item := await asyncio.to_thread(next, items, None)) is not None:
+        if isinstance(item, Record):
+            await asyncio.to_thread(ledger.record, [item])
+        if isinstance(item, Pending):
+            await asyncio.to_thread(ledger.record, [await _chosen(policy, output, item)])
+        advance(1)
+    return policy.stats
+
+
+async def _chosen(policy: StudentPolicy, output: Output, pending: Pending) -> Record:
+    """The policy's decision on one frame; a kept frame is written with the teacher's labels and the student's record."""
+    start = time.perf_counter()
+    frame = (await asyncio.to_thread(decoded, [pending]))[0]
+    chosen = await policy.examine(frame, gate=False)
+    seconds = {"read": pending.read_s, "examine": time.perf_counter() - start}
+    key, stream = pending.frame.key, pending.frame.stream
+    if chosen.keep and chosen.teacher is not None:
+        found = chosen.teacher.detections
+        found.metadata["student"] = chosen.provenance
+        written = await asyncio.to_thread(output.write, pending.frame, frame.image, chosen.teacher)
+        return Record(key, stream, "kept", pending.reference, written, tuple(str(c) for c in found.class_name), "",
+                      seconds)
+    teacher = chosen.teacher
+    if teacher is not None and teacher.outcome in FAILED:  # redone by the next run
+        return Record(key, stream, teacher.outcome, pending.reference, "", (), "; ".join(teacher.reasons), seconds)
+    why = ("the student was sure and the teacher was not needed" if teacher is None
+           else "the teacher agreed with the student" if chosen.comparison is not None
+           else "the teacher left a box unsettled")
+    return Record(key, stream, "student_skipped", pending.reference, "", (), why, seconds)
 
 
 async def _pipeline(stages: Stages, streams: Sequence[Stream], finished: Mapping[str, Mapping[str, bytes | None]],

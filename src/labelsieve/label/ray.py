@@ -153,6 +153,9 @@ def run_ray(spec: StageSpec, streams: Sequence[Stream], finished: Mapping[str, M
             proposers: int | None = None, verifiers: int | None = None, actor_cpus: float = 1.0,
             batch_size: int = 4) -> None:
     """Pool sizes default to the cluster's resources: a proposer per GPU (else half the CPUs), half the CPUs verifying."""
+    if spec.filter_config().student:
+        raise ConfigError(spec.filter, "student", "--ray cannot keep each stream's frames in order, which the student "
+                          "policy needs", "label this filter without --ray")
     try:
         import ray
         import ray.data

@@ -17,7 +17,8 @@ import hashlib
 import importlib
 import json
 import os
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +33,13 @@ from labelsieve.filter import FilterConfig, Frame
 from labelsieve.runtime.config import MachineConfig, ResourceConfig, load_config
 from labelsieve.verify import Verdict
 
-__all__ = ["PROPOSERS", "VERIFIERS", "LocalProposer", "LocalVerifier", "StageSpec", "Stages", "open_stage", "open_stages", "start_runtime"]
+__all__ = ["PROPOSERS", "STUDENTS", "VERIFIERS", "LocalProposer", "LocalVerifier", "StageSpec", "Stages", "Student",
+           "open_stage", "open_stages", "open_student", "start_runtime"]
 
 GROUNDING, VLM = "labelsieve:vision:grounding-detector", "labelsieve:vision:vlm-verifier"
+FAST = "labelsieve:vision:fast-detector"
+#: The filter's `student` (active learning), as `StudentPolicy` calls it.
+Student = Callable[[Frame], Awaitable[Detections]]
 HOOK = "LABELSIEVE_LABEL_STAGES"
 
 
@@ -71,9 +76,10 @@ def _as_served(found: Detections, frame: Frame) -> Detections:
 def _local_attributes(resource: ResourceConfig, base: Path) -> dict[str, Any]:
     """A relative `model` path resolved against the config's folder, as the runtime does for its modules."""
     attributes = dict(resource.attributes)
-    model = attributes.get("model")
-    if isinstance(model, str) and not Path(model).expanduser().is_absolute() and (base / model).exists():
-        attributes["model"] = str(base / model)
+    for key in ("model", "model_path"):
+        model = attributes.get(key)
+        if isinstance(model, str) and not Path(model).expanduser().is_absolute() and (base / model).exists():
+            attributes[key] = str(base / model)
     return attributes
 
 
@@ -114,8 +120,29 @@ class _Vlm:
         await self.verifier.close()
 
 
+class _Fast:
+    """labelsieve's fast detector, built from its attributes as its module builds it; the model file is loaded once
+    (a fleet URL or a model that changes during the job needs the module: the runtime serves any other student)."""
+
+    def __init__(self, resource: ResourceConfig, config: FilterConfig, base: Path) -> None:
+        from labelsieve.detect.fast import FastDetectorConfig, load_model
+
+        self.config = FastDetectorConfig.parse(resource.name, _local_attributes(resource, base))
+        self.model = load_model(Path(self.config.model_path).expanduser(), self.config.device)
+
+    async def detect(self, frame: Frame) -> Detections:
+        c = self.config
+        found = await asyncio.to_thread(self.model.detect, frame.image, c.confidence, c.iou, c.max_detections)
+        return _as_served(found, frame)
+
+    async def close(self) -> None:
+        return None
+
+
 PROPOSERS: dict[str, Factory] = {GROUNDING: _Grounding}
 VERIFIERS: dict[str, Factory] = {VLM: _Vlm}
+#: In-process students: a factory's object has `async detect(frame) -> Detections` and `async close()`.
+STUDENTS: dict[str, Factory] = {FAST: _Fast}
 
 
 @dataclass(frozen=True)
@@ -140,7 +167,7 @@ class StageSpec:
         """The filter's settings and its stages' attributes: outputs made under others must not be mixed."""
         machine, config = self.machine(), self.filter_config()
         parts = {name: (r.model, dict(r.attributes)) for r in machine.resources
-                 for name in (self.filter, config.detector, config.verifier) if r.name == name}
+                 for name in (self.filter, config.detector, config.verifier, config.student) if r.name == name}
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
     def remote(self) -> list[str]:
@@ -148,8 +175,8 @@ class StageSpec:
         _load_hook()
         machine, config = self.machine(), self.filter_config()
         models = {r.name: r.model for r in machine.resources}
-        return [name for name, known in ((config.detector, PROPOSERS), (config.verifier, VERIFIERS))
-                if models.get(name) not in known]
+        roles = ((config.detector, PROPOSERS), (config.verifier, VERIFIERS), (config.student, STUDENTS))
+        return [name for name, known in roles if name is not None and models.get(name) not in known]
 
 
 @dataclass
@@ -201,18 +228,48 @@ async def open_stage(spec: StageSpec, role: Literal["proposer", "verifier"], exi
     return stage
 
 
-async def _connect(spec: StageSpec, config: FilterConfig, exits: AsyncExitStack) -> _Remote:
+async def open_student(spec: StageSpec, exits: AsyncExitStack) -> Student | None:
+    """The filter's student (None without one): in process when a `STUDENTS` class serves its model, else through the
+    runtime as the filter module calls it."""
+    _load_hook()
+    machine, config = spec.machine(), spec.filter_config()
+    if config.student is None:
+        return None
+    resource = next((r for r in machine.resources if r.name == config.student), None)
+    if resource is None:
+        raise InputError(f"{spec.config_path}: the filter {spec.filter!r} names the student {config.student!r}, which "
+                         f"is not in the config")
+    factory = STUDENTS.get(resource.model)
+    if factory is None:
+        from viam.services.vision import VisionClient
+
+        from labelsieve.viam.stages import detect
+
+        robot = await _robot(spec, exits)
+        return functools.partial(detect, VisionClient.from_robot(robot, config.student))
+    stage = factory(resource, config, spec.config_path.resolve().parent)
+    exits.push_async_callback(stage.close)
+    return stage.detect  # type: ignore[no-any-return]
+
+
+async def _robot(spec: StageSpec, exits: AsyncExitStack) -> Any:
     from viam.robot.client import RobotClient
     from viam.rpc.dial import DialOptions
-    from viam.services.vision import VisionClient
-
-    from labelsieve.viam.stages import VisionStages
 
     if not spec.address:
         raise InputError(f"{spec.filter}: stages {spec.remote()} need the runtime, and none was started")
     options = RobotClient.Options(dial_options=DialOptions(insecure=True, disable_webrtc=True), disable_sessions=True)
     robot = await RobotClient.at_address(spec.address, options)
     exits.push_async_callback(robot.close)
+    return robot
+
+
+async def _connect(spec: StageSpec, config: FilterConfig, exits: AsyncExitStack) -> _Remote:
+    from viam.services.vision import VisionClient
+
+    from labelsieve.viam.stages import VisionStages
+
+    robot = await _robot(spec, exits)
     stages = VisionStages(config, VisionClient.from_robot(robot, config.detector),
                           VisionClient.from_robot(robot, config.verifier))
     return _Remote(stages, config.max_concurrency)

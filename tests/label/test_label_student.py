@@ -1,0 +1,85 @@
+"""`labelsieve label` with the filter's `student`: a stand-in student of known errors (it misses the red box in slot 0
+and calls blue boxes glasses at an unsure score), so which frames the teacher sees and which are written is known."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labelsieve.errors import ConfigError
+from labelsieve.label import label
+from support.oracle import oracle_config, outputs, write_frames
+
+os.environ["LABELSIEVE_LABEL_STAGES"] = "support.oracle"
+
+LAYOUTS: list[list[str | None]] = [
+    [None, "yes", None, None],  # the student is right and sure: skipped
+    [None, "yes", "no", None],  # an extra box at 0.5: the teacher runs, disagrees (extra): written
+    ["yes", "yes", None, None],  # the missed box, but the student is sure: skipped (the miss is not seen)
+    [None, None, "no", "yes"],  # extra again, another scene: written
+    ["yes", None, "no", None],  # missed + extra: written
+    [None, None, None, "yes"],  # right and sure: skipped
+]
+
+
+def student_config(path: Path, **policy: Any) -> Path:
+    config = oracle_config(path, extra_services=[{"name": "stu", "api": "rdk:service:vision",
+                                                  "model": "test:vision:oracle-student",
+                                                  "attributes": {"miss": 0, "extra": True}}])
+    raw = json.loads(config.read_text())
+    raw["services"][0]["attributes"] |= {"student": "stu", "teacher_sample_rate": 0.0, "novelty_window": 0, **policy}
+    config.write_text(json.dumps(raw))
+    return config
+
+
+def test_the_student_chooses_the_frames_the_teacher_labels_and_a_rerun_redoes_none(tmp_path: Path) -> None:
+    images = write_frames(tmp_path / "frames", LAYOUTS)
+    config = student_config(tmp_path / "machine.json")
+
+    summary = label([str(tmp_path / "frames")], config, "labeler", str(tmp_path / "out"), data_dir=tmp_path / "home",
+                    progress=False)
+
+    got = outputs(tmp_path / "out")
+    assert {key: v["labels"] for key, v in got.items()} == {str(images[1]): ["glasses"], str(images[3]): ["glasses"],
+                                                            str(images[4]): ["glasses"]}
+    kinds = {key: v["provenance"][0]["student"]["kind"] for key, v in got.items()}
+    assert kinds == {str(images[1]): ["extra"], str(images[3]): ["extra"], str(images[4]): ["missed", "extra"]}
+    record = got[str(images[4])]["provenance"][0]["student"]
+    assert record["teacher_reasons"] == ["unsure"] and [b[4:] for b in record["student_boxes"]] == [["glasses", 0.5]]
+
+    stats = summary["student"]
+    assert (stats["frames"], stats["teacher_calls"], stats["teacher_calls_saved"]) == (6, 3, 3)
+    assert stats["disagreements"] == {"missed": 1, "extra": 3, "wrong_class": 0} and stats["frames_disagreed"] == 3
+    assert stats["student_precision"] == pytest.approx(2 / 5) and stats["student_recall"] == pytest.approx(2 / 3)
+    assert summary["kept"] == 3 and summary["seen"] == 6 and not summary["failures"]
+
+    # every frame is done, skipped ones included: a second run labels nothing and writes nothing
+    again = label([str(tmp_path / "frames")], config, "labeler", str(tmp_path / "out"), data_dir=tmp_path / "home",
+                  progress=False)
+    assert again["student"]["frames"] == 0 and outputs(tmp_path / "out").keys() == got.keys()
+    assert again["kept"] == 3 and again["seen"] == 6
+
+
+def test_a_student_that_is_sure_only_costs_the_sampled_teacher_calls(tmp_path: Path) -> None:
+    """Every frame sampled: the teacher sees all; the agreements are written, marked as such."""
+    images = write_frames(tmp_path / "frames", [[None, "yes", None, None], [None, None, None, "yes"]])
+    config = student_config(tmp_path / "machine.json", teacher_sample_rate=1.0)
+
+    summary = label([str(tmp_path / "frames")], config, "labeler", str(tmp_path / "out"), data_dir=tmp_path / "home",
+                    progress=False)
+
+    got = outputs(tmp_path / "out")
+    assert {key: v["provenance"][0]["student"]["kind"] for key, v in got.items()} == \
+        {str(p): ["agreement"] for p in images}
+    assert summary["student"]["agreements_kept"] == 2 and summary["student"]["teacher_reasons"]["sampled"] == 2
+
+
+def test_ray_refuses_a_student_in_one_line(tmp_path: Path) -> None:
+    write_frames(tmp_path / "frames", LAYOUTS[:1])
+    with pytest.raises(ConfigError, match="without --ray"):
+        label([str(tmp_path / "frames")], student_config(tmp_path / "machine.json"), "labeler", str(tmp_path / "out"),
+              data_dir=tmp_path / "home", ray="auto", progress=False)
