@@ -128,3 +128,18 @@ def test_a_student_served_by_a_module_runs_through_the_runtime(tmp_path: Path) -
     stats = summary["student"]
     assert (stats["teacher_calls"], stats["teacher_unsettled"], stats["frames_disagreed"]) == (3, 1, 1)
     assert stats["disagreements"]["wrong_class"] == 1 and summary["seen"] == 3 and not summary["failures"]
+
+
+def test_novelty_is_per_stream_and_the_stats_are_summed(tmp_path: Path) -> None:
+    """Two streams showing the same thing: each one's first frame is new to its own stream, so the teacher sees both."""
+    layouts: list[list[str | None]] = [[None, "yes", None, None], [None, "yes", None, None]]
+    write_frames(tmp_path / "a", layouts[:1])
+    write_frames(tmp_path / "b", layouts[1:])
+    config = student_config(tmp_path / "machine.json", novelty_window=5)
+
+    summary = label([str(tmp_path / "a"), str(tmp_path / "b")], config, "labeler", str(tmp_path / "out"),
+                    data_dir=tmp_path / "home", progress=False)
+
+    stats = summary["student"]
+    assert (stats["frames"], stats["teacher_calls"], stats["teacher_reasons"]["novel"]) == (2, 2, 2)
+    assert stats["student_precision"] == 1.0 and not outputs(tmp_path / "out") and summary["seen"] == 2
