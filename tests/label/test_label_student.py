@@ -12,7 +12,7 @@ import pytest
 
 from labelsieve.errors import ConfigError
 from labelsieve.label import label
-from support.oracle import oracle_config, outputs, write_frames
+from support.oracle import module_stages_config, oracle_config, outputs, write_frames
 
 os.environ["LABELSIEVE_LABEL_STAGES"] = "support.oracle"
 
@@ -83,3 +83,63 @@ def test_ray_refuses_a_student_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="without --ray"):
         label([str(tmp_path / "frames")], student_config(tmp_path / "machine.json"), "labeler", str(tmp_path / "out"),
               data_dir=tmp_path / "home", ray="auto", progress=False)
+
+
+def test_labelsieves_fast_detector_is_the_student_in_process(tmp_path: Path) -> None:
+    """A real fast detector (an ONNX head answering one fixed box: glasses in slot 1 at 0.5, unsure) built from its
+    attributes: where the frame has that box the teacher agrees (skipped); elsewhere it is extra and slot 3 is missed."""
+    from support.onnx_models import yolo_onnx
+
+    yolo_onnx(tmp_path / "fast" / "model.onnx", ["glasses"], [(119.5, 160.5, 55, 81, 0, 0.5)], size=320)
+    images = write_frames(tmp_path / "frames", [[None, "yes", None, None], [None, None, None, "yes"]])
+    config = student_config(tmp_path / "machine.json")
+    raw = json.loads(config.read_text())
+    raw["services"][-1] = {"name": "stu", "api": "rdk:service:vision", "model": "labelsieve:vision:fast-detector",
+                           "attributes": {"model_path": "fast/model.onnx", "device": "cpu"}}
+    config.write_text(json.dumps(raw))
+
+    summary = label([str(tmp_path / "frames")], config, "labeler", str(tmp_path / "out"), data_dir=tmp_path / "home",
+                    progress=False)
+
+    got = outputs(tmp_path / "out")
+    assert {key: v["provenance"][0]["student"]["kind"] for key, v in got.items()} == {str(images[1]): ["missed", "extra"]}
+    stats = summary["student"]
+    assert (stats["teacher_calls"], stats["disagreements"]) == (2, {"missed": 1, "extra": 1, "wrong_class": 0})
+    assert summary["kept"] == 1 and summary["seen"] == 2
+
+
+def test_a_student_served_by_a_module_runs_through_the_runtime(tmp_path: Path) -> None:
+    """The scripted proposer as the student: unsure glasses on all three frames; the teacher agrees on the red box,
+    says no_glasses on the blue one (a wrong class: written), and leaves the green one unsure (never written)."""
+    frames, config = module_stages_config(tmp_path)
+    box = [[100, 20, 200, 100, 0.5, "glasses"]]
+    (tmp_path / "student.json").write_text(json.dumps({f"{i}.jpg": box for i in range(3)}))
+    raw = json.loads(config.read_text())
+    raw["services"].append({"name": "stu", "api": "rdk:service:vision", "model": "test:vision:scripted-proposer",
+                            "attributes": {"frames": str(frames), "boxes": str(tmp_path / "student.json")}})
+    raw["services"][0]["attributes"] |= {"student": "stu", "teacher_sample_rate": 0.0, "novelty_window": 0}
+    config.write_text(json.dumps(raw))
+
+    summary = label([str(frames)], config, "labeler", str(tmp_path / "out"), data_dir=tmp_path / "home", progress=False)
+
+    got = outputs(tmp_path / "out")
+    assert {key: (v["labels"], v["provenance"][0]["student"]["kind"]) for key, v in got.items()} == \
+        {str(frames / "1.jpg"): (["no_glasses"], ["wrong_class"])}
+    stats = summary["student"]
+    assert (stats["teacher_calls"], stats["teacher_unsettled"], stats["frames_disagreed"]) == (3, 1, 1)
+    assert stats["disagreements"]["wrong_class"] == 1 and summary["seen"] == 3 and not summary["failures"]
+
+
+def test_novelty_is_per_stream_and_the_stats_are_summed(tmp_path: Path) -> None:
+    """Two streams showing the same thing: each one's first frame is new to its own stream, so the teacher sees both."""
+    layouts: list[list[str | None]] = [[None, "yes", None, None], [None, "yes", None, None]]
+    write_frames(tmp_path / "a", layouts[:1])
+    write_frames(tmp_path / "b", layouts[1:])
+    config = student_config(tmp_path / "machine.json", novelty_window=5)
+
+    summary = label([str(tmp_path / "a"), str(tmp_path / "b")], config, "labeler", str(tmp_path / "out"),
+                    data_dir=tmp_path / "home", progress=False)
+
+    stats = summary["student"]
+    assert (stats["frames"], stats["teacher_calls"], stats["teacher_reasons"]["novel"]) == (2, 2, 2)
+    assert stats["student_precision"] == 1.0 and not outputs(tmp_path / "out") and summary["seen"] == 2

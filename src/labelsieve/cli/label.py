@@ -31,7 +31,7 @@ def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     video.add_argument("--every", type=int, default=1, metavar="N", help="videos: every Nth frame (default 1)")
     video.add_argument("--fps", type=float, default=0.0, metavar="N", help="videos: about N frames a second")
     p.add_argument("--ledger", type=Path, help="the resume ledger (default: beside a local --out, else under --data-dir)")
-    p.add_argument("--in-flight", type=int, default=8, metavar="N", help="frames between proposer and file at once")
+    p.add_argument("--in-flight", type=int, default=8, metavar="N", help="frames between proposer and file at once (with a filter student: streams at once)")
     p.add_argument("--ray", metavar="auto|ADDRESS", help="run on Ray Data (pip install labelsieve[scale])")
     p.add_argument("--proposers", type=int, metavar="N", help="Ray: proposer actors (default: GPUs, else CPUs / 2)")
     p.add_argument("--verifiers", type=int, metavar="N", help="Ray: verifier actors (default: CPUs / 2)")

@@ -60,7 +60,9 @@ async def run_local(spec: StageSpec, streams: Sequence[Stream], finished: Mappin
                 return await _student_stream(stages, student, stream, finished.get(stream.name, {}), ledger, output,
                                              advance)
 
-        return _summed(await asyncio.gather(*(one(s) for s in streams))).as_dict()
+        async with asyncio.TaskGroup() as group:  # one stream's error (or Ctrl-C) stops the others before stages close
+            tasks = [group.create_task(one(s)) for s in streams]
+        return _summed([t.result() for t in tasks]).as_dict()
 
 
 def _summed(all_stats: Sequence[StudentStats]) -> StudentStats:
