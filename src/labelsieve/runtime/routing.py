@@ -263,6 +263,7 @@ class Forwarder:
         if request is None or not hasattr(request, "name"):
             raise GRPCError(Status.UNIMPLEMENTED, f"{path} has no resource name to route by")
         client_streams = h.cardinality in (Cardinality.STREAM_UNARY, Cardinality.STREAM_STREAM)
+        stale_retried = False
         while True:
             link = await self._routes.lookup(api, request.name, _remaining(stream))
             downs, replied = link.downs, False
@@ -284,9 +285,17 @@ class Forwarder:
                 raise GRPCError(exc.status, exc.message) from None  # details need a codec the parent doesn't share
             except (ConnectionError, OSError, StreamTerminatedError) as exc:
                 # The module died under the call: made again once it is back, as a call made during the restart would
-                # be, unless part of the answer has gone out, the request stream is spent or time is up.
-                if replied or client_streams or isinstance(exc, TimeoutError) or \
-                        not await link.went_down(downs, _EXIT_NOTICE_S):
+                # be, unless part of the answer has gone out, the request stream is spent or time is up. A connection
+                # made to the module before it restarted fails the first request sent on it although the module is up
+                # again: that is called again once, at once (seen under load: the restart beat the call's lookup).
+                if replied or client_streams or isinstance(exc, TimeoutError):
+                    raise GRPCError(Status.UNAVAILABLE, f"module '{link.module}' did not answer {path}: {exc!r}") from exc
+                if link.downs == downs and link.up and link.downs and not stale_retried:
+                    stale_retried = True
+                    log.debug("module '%s': a connection from before its restart failed %s; calling again", link.module,
+                              path)
+                    continue
+                if not await link.went_down(downs, _EXIT_NOTICE_S):
                     raise GRPCError(Status.UNAVAILABLE, f"module '{link.module}' did not answer {path}: {exc!r}") from exc
                 log.debug("module '%s' went down during %s; calling again once it is back", link.module, path)
 
