@@ -16,7 +16,6 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from labelsieve.capture.format import CAPTURE_SUFFIX, CorruptCaptureError, read_
 from labelsieve.cloud.viam import Cloud, app_address, connect, parse_url
 from labelsieve.errors import BackendError, BackendTimeout, BackendUnavailable
 from labelsieve.files import write_atomic
+from labelsieve.paths import home
 
 __all__ = ["Origin", "cache_lock", "cache_root", "image_key", "lookup_origin", "pull", "remember_origin"]
 
@@ -38,8 +38,7 @@ _BATCH = 20  # images per BinaryDataByIDs: a page of full-size images stays well
 
 
 def cache_root() -> Path:
-    home = Path(os.environ.get("LABELSIEVE_HOME") or Path.home() / ".labelsieve")
-    return home / "viam" / quote(app_address(), safe="")
+    return home() / "viam" / quote(app_address(), safe="")
 
 
 @contextlib.contextmanager

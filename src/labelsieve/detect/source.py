@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -29,6 +28,7 @@ from labelsieve.detect.fast import FastModel, load_model, pick_model_file
 from labelsieve.errors import BackendUnavailable, LabelsieveError, ModelError
 from labelsieve.fleet import POINTER, fetch_model, is_url, read_pointer
 from labelsieve.models import ModelKey, ModelSlot
+from labelsieve.files import write_atomic
 from labelsieve.paths import module_data
 
 __all__ = ["ModelSource", "SwapCallback", "WatchedModel"]
@@ -96,9 +96,7 @@ class ModelSource:
             return pick_model_file(resolve_path(self.model_path))
         with self._fetching:
             local = fetch_model(self.model_path, version, self.cache / "models")
-            partial = self._remembered.with_suffix(".tmp")  # remembered only once the model is complete in the cache
-            partial.write_text(version)
-            os.replace(partial, self._remembered)
+            write_atomic(self._remembered, version)  # remembered only once the model is complete in the cache
         return pick_model_file(local)
 
 
