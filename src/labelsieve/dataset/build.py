@@ -25,7 +25,8 @@ from typing import Any
 from tqdm import tqdm
 
 from labelsieve.capture.format import CorruptCaptureError, read_capture
-from labelsieve.dataset.formats import SPLITS, as_coco, as_manifest, as_yolo, data_yaml
+from labelsieve.detections import Detections
+from labelsieve.dataset.formats import SPLITS, as_coco, as_manifest, as_yolo, data_yaml, from_coco
 from labelsieve.dataset.frames import CapturedFrame, frames_of
 from labelsieve.dataset.sources import SourceFile, download_dataset, list_captures, read_source
 from labelsieve.dataset.split import group_frames, split_groups
@@ -59,6 +60,13 @@ class DatasetVersion:
     @property
     def classes(self) -> tuple[str, ...]:
         return tuple(self.info["classes"])
+
+    def split(self, split: str) -> list[Detections]:
+        """The split's images (background ones too) with their labels, from the version's own COCO file: each image's
+        `file_name` (relative to the version folder), `width` and `height` in its metadata."""
+        path = self.path / "annotations" / f"instances_{split}.json"
+        images, _ = from_coco(json.loads(path.read_text()), str(path))
+        return images
 
     @property
     def data_yaml(self) -> Path:

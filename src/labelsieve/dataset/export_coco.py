@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from labelsieve.dataset.build import DatasetVersion
-from labelsieve.dataset.formats import SPLITS, as_coco, from_coco, from_manifest
+from labelsieve.dataset.formats import SPLITS, as_coco, from_manifest
 from labelsieve.files import write_atomic
 
 __all__ = ["export_coco"]
@@ -26,9 +26,7 @@ def export_coco(version: DatasetVersion, out: Path) -> Path:
             rows[row["image"]].append(row)
     frames = []
     for split in SPLITS:
-        path = version.path / "annotations" / f"instances_{split}.json"
-        images, _ = from_coco(json.loads(path.read_text()), str(path))
-        for image in images:
+        for image in version.split(split):
             meta = image.metadata
             frames.append(from_manifest(rows[meta["file_name"]], meta["width"], meta["height"]).with_metadata(
                 file_name=meta["file_name"], width=meta["width"], height=meta["height"], split=split))

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from labelsieve.dataset import DatasetVersion, revise_dataset
-from labelsieve.dataset.formats import SPLITS, from_coco, from_manifest
+from labelsieve.dataset.formats import SPLITS, from_manifest
 from labelsieve.dataset.frames import CapturedFrame
 from labelsieve.errors import InputError
 
@@ -130,9 +130,8 @@ class Review:
         """Each image of the version (background ones too) -> (width, height), from its COCO files."""
         sizes: dict[str, tuple[int, int]] = {}
         for split in SPLITS:
-            path = self.version.path / "annotations" / f"instances_{split}.json"
-            images, _ = from_coco(json.loads(path.read_text()), str(path))
-            sizes.update({im.metadata["file_name"]: (im.metadata["width"], im.metadata["height"]) for im in images})
+            sizes.update({im.metadata["file_name"]: (im.metadata["width"], im.metadata["height"])
+                          for im in self.version.split(split)})
         return sizes
 
     def boxes(self, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:

@@ -19,7 +19,6 @@ from typing import Any
 
 from labelsieve import images
 from labelsieve.dataset import DatasetVersion, open_dataset
-from labelsieve.dataset.formats import from_coco
 from labelsieve.detect.fast import FastDetectorConfig, load_model
 from labelsieve.filter.student import compare
 from labelsieve.errors import BackendUnavailable, InputError, PromotionRefused
@@ -79,8 +78,7 @@ def teacher_disagreement(model_dir: Path, version: DatasetVersion) -> float:
     detector serves it, misses a box, adds one or names one wrongly at IoU 0.5 (active learning's `compare`)."""
     cfg = FastDetectorConfig.parse("promotion gate", {"model_path": str(model_dir)})
     model = load_model(model_dir, "cpu")
-    path = version.path / "annotations" / "instances_val.json"
-    frames, _ = from_coco(json.loads(path.read_text()), str(path))
+    frames = version.split("val")
     if not frames:
         raise PromotionRefused(f"{version.path}: the val split is empty, so nothing tells the models apart")
     wrong = 0
