@@ -164,6 +164,9 @@ class ModelSlot(Generic[T]):
     async def get(self) -> T:
         """The current model, waiting for the first load; a failed load raises its error on every call."""
         entry = self._require()
+        if entry.future.done():  # every call after the load: wrapping a done future costs a loop wake-up through its pipe
+            loaded: T = entry.future.result()
+            return loaded
         model: T = await asyncio.wrap_future(entry.future)
         return model
 
