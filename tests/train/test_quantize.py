@@ -7,6 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from labelsieve.dataset import open_dataset
 from labelsieve.detect.fast import INT8_FILE, OnnxModel, load_model, pick_model_file
 from labelsieve.train.quantize import quantize_int8
@@ -29,3 +31,27 @@ def test_int8_model_is_scored_beside_the_float_one_and_served(trained_model: Pat
     info["int8"]["metrics"][SCORE] = 0.75  # the gate reads the int8 number, not the float one
     (model_dir / "model.json").write_text(json.dumps(info))
     assert held_out_score(model_dir, open_dataset(info["dataset"]["path"])) == 0.75
+
+
+
+def test_int8_runs_on_qlinear_operators_with_the_head_decoding_in_float(trained_model: Path, tmp_path: Path) -> None:
+    """The network runs on onnxruntime's QLinear operators (quantizing only the convolutions left it as slow as float);
+    the head's decoding, which puts box pixels beside class scores in [0, 1], stays float, and the boxes come out as the
+    float model's to a pixel."""
+    from onnx import load
+
+    from labelsieve import images
+    from labelsieve.detect.fast import letterbox
+    from support.media import encode
+    from support.scenes import scene_frames
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained_model, model_dir)
+    quantize_int8(model_dir, frames=16, device="cpu")
+    ops = [(node.name, node.op_type) for node in load(str(model_dir / INT8_FILE)).graph.node]
+    assert sum(op == "QLinearConv" for _, op in ops) > 80 and sum(op == "Conv" for _, op in ops) == 1  # the DFL's
+    decoding = [op for name, op in ops if name.startswith("/model.23/") and "/cv" not in name]
+    assert {"Sigmoid", "Softmax", "Concat"} <= set(decoding) and not any(op.startswith("QLinear") for op in decoding)
+    floating, int8 = OnnxModel(model_dir / "model.onnx", "cpu"), OnnxModel(model_dir / INT8_FILE, "cpu")
+    tensor = letterbox(images.open_checked(encode(scene_frames(7, 1, 64)[0][0])), floating.input_size)[0]
+    assert np.abs(floating.run(tensor)[0, :4] - int8.run(tensor)[0, :4]).max() <= 1.0
